@@ -1,0 +1,236 @@
+//! Where shares live.
+//!
+//! [`ShareStore`] is the one seam between the engine and the bytes on a storage
+//! server. A store knows nothing of files, keys or WebDAV: it keeps opaque
+//! shares, named by a [`StorageIndex`] and a [`ShareNum`], that grow by appends
+//! and become visible only once finished.
+//!
+//! [`Grid`] is an ordered set of stores plus the rule that decides which
+//! server holds which share of a file (a permutation per storage index).
+
+mod local;
+mod memory;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// Identifies a file's shares on every server: 16 bytes derived from the
+/// file's key, so it reveals nothing of the key or the content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageIndex([u8; 16]);
+
+impl StorageIndex {
+    pub const LEN: usize = 16;
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Lowercase base32 without padding (26 characters): safe as a file name
+    /// on every file system and in a URL path.
+    pub fn to_base32(&self) -> String {
+        data_encoding::BASE32_NOPAD
+            .encode(&self.0)
+            .to_ascii_lowercase()
+    }
+
+    /// Parses [`StorageIndex::to_base32`]'s form; `None` for anything else.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(text.to_ascii_uppercase().as_bytes())
+            .ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageIndex({})", self.to_base32())
+    }
+}
+
+impl fmt::Display for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base32())
+    }
+}
+
+/// The number of a share within a file, `0..N` (N <= 256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShareNum(pub u8);
+
+impl fmt::Display for ShareNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sh{}", self.0)
+    }
+}
+
+/// Per-file secrets a server may demand before it lets a client change or
+/// delete that file's shares. Derived from the file's key by the engine, so
+/// only a holder of the key can delete its shares. Backends that have no
+/// access control (local directories) ignore them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShareSecrets {
+    pub write_enabler: [u8; 32],
+    pub lease_renew: [u8; 32],
+    pub lease_cancel: [u8; 32],
+}
+
+impl fmt::Debug for ShareSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShareSecrets(..)")
+    }
+}
+
+/// A finished share as a listing reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareInfo {
+    pub share: ShareNum,
+    /// Length in bytes of the finished share.
+    pub len: u64,
+}
+
+/// Errors of a storage backend. They name the server so that the engine can
+/// report which server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GridError {
+    #[error("{server}: share {share} of {si} not found")]
+    NotFound {
+        server: String,
+        si: StorageIndex,
+        share: ShareNum,
+    },
+    #[error("{server}: share {share} of {si} already exists")]
+    AlreadyExists {
+        server: String,
+        si: StorageIndex,
+        share: ShareNum,
+    },
+    #[error("{server}: read of {range:?} is beyond the end ({len} bytes) of share {share} of {si}")]
+    OutOfRange {
+        server: String,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+        len: u64,
+    },
+    #[error("{server}: share {share} of {si} has {written} bytes, expected {expected} at finish")]
+    LengthMismatch {
+        server: String,
+        si: StorageIndex,
+        share: ShareNum,
+        written: u64,
+        expected: u64,
+    },
+    #[error("{server}: {operation}: {source}")]
+    Io {
+        server: String,
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{server}: {message}")]
+    Server { server: String, message: String },
+}
+
+pub type GridResult<T> = Result<T, GridError>;
+
+/// One storage server.
+///
+/// Contract, shared by every backend and checked by the conformance tests:
+/// - A share under construction ([`ShareStore::create`] .. [`ShareWriter::finish`])
+///   is invisible: `list` does not report it and `read` answers `NotFound`.
+/// - `finish` makes the share durable and visible atomically, with exactly the
+///   bytes appended; it fails with `LengthMismatch` if their count differs from
+///   the length given.
+/// - `abort`, or dropping an unfinished writer, removes everything the writer
+///   stored. Drop cleans up on a best-effort basis; `abort` reports errors.
+/// - `create` of a share that already exists, finished or under construction,
+///   fails with `AlreadyExists`.
+/// - `read` returns exactly the bytes of `range` or an error, never fewer.
+/// - `list` is unordered; a storage index with no shares lists as empty.
+/// - `delete` removes every finished share of the storage index; deleting
+///   nothing is not an error.
+#[async_trait]
+pub trait ShareStore: Send + Sync + fmt::Debug {
+    /// A stable name for this server: used in errors and, hashed with the
+    /// storage index, to choose which server holds which share.
+    fn server_id(&self) -> &str;
+
+    async fn create(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>>;
+
+    async fn read(&self, si: StorageIndex, share: ShareNum, range: Range<u64>)
+        -> GridResult<Bytes>;
+
+    async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
+
+    async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()>;
+}
+
+/// A share being written: appends in order, then `finish` or `abort`.
+#[async_trait]
+pub trait ShareWriter: Send + fmt::Debug {
+    /// Appends `data` at the current end of the share.
+    async fn append(&mut self, data: Bytes) -> GridResult<()>;
+
+    /// Makes the share durable and visible; `len` is the total number of bytes
+    /// appended, checked by the store.
+    async fn finish(self: Box<Self>, len: u64) -> GridResult<()>;
+
+    /// Removes everything written so far.
+    async fn abort(self: Box<Self>) -> GridResult<()>;
+}
+
+/// The set of storage servers of a grid.
+#[derive(Clone, Debug)]
+pub struct Grid {
+    servers: Vec<Arc<dyn ShareStore>>,
+}
+
+impl Grid {
+    pub fn new(servers: Vec<Arc<dyn ShareStore>>) -> Self {
+        Self { servers }
+    }
+
+    pub fn servers(&self) -> &[Arc<dyn ShareStore>] {
+        &self.servers
+    }
+
+    /// The servers in the order this storage index prefers them: sorted by
+    /// SHA-256(storage index || server id). Share `i` of an upload goes to
+    /// the `i`-th server of this order (wrapping round when the grid has
+    /// fewer servers than shares), so uploads spread evenly over the grid and
+    /// a reader knows where to look first.
+    pub fn permuted(&self, si: StorageIndex) -> Vec<Arc<dyn ShareStore>> {
+        let mut keyed: Vec<([u8; 32], &Arc<dyn ShareStore>)> = self
+            .servers
+            .iter()
+            .map(|server| {
+                let mut hasher = Sha256::new();
+                hasher.update(si.as_bytes());
+                hasher.update(server.server_id().as_bytes());
+                (hasher.finalize().into(), server)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.into_iter().map(|(_, server)| Arc::clone(server)).collect()
+    }
+}

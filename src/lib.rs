@@ -1,0 +1,15 @@
+//! griddav: a WebDAV server that streams uploads, encrypted and
+//! erasure-coded, into a grid of storage servers.
+//!
+//! ```text
+//!   client --HTTP--> dav --> namespace (SQLite: names, properties, locks)
+//!                     |
+//!                     +----> engine (segment, AES-256-CTR, Reed-Solomon, hash trees)
+//!                               |
+//!                               +--> grid (ShareStore: local directories, Tahoe-LAFS)
+//! ```
+//!
+//! The arrows point one way: the engine knows nothing of WebDAV, the grid
+//! knows nothing of files or keys.
+
+pub mod grid;
