@@ -12,4 +12,5 @@
 //! The arrows point one way: the engine knows nothing of WebDAV, the grid
 //! knows nothing of files or keys.
 
+pub mod engine;
 pub mod grid;

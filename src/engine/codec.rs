@@ -1,0 +1,166 @@
+//! One segment in, N blocks out, and back: pure and synchronous, meant to
+//! run on the blocking pool.
+//!
+//! A segment of `len` plaintext bytes at file offset `offset` is encrypted,
+//! zero-padded to `k * ceil(len / k)` bytes and cut into k data blocks (the
+//! ciphertext itself: the code is systematic); Reed-Solomon adds N - k parity
+//! blocks of the same size. Each block is hashed into a leaf of its share's
+//! block tree. The segment hash, a leaf of the ciphertext tree, is the hash
+//! of the k data-block hashes: it commits to the ciphertext without hashing
+//! it a second time.
+
+use bytes::{Bytes, BytesMut};
+use reed_solomon_erasure::galois_8::ReedSolomon;
+
+use super::crypto::{tag, tagged_hash, tagged_hasher, FileKey, Hash};
+use super::{EncodingParams, EngineError};
+
+/// A segment encoded into its N blocks.
+#[derive(Debug)]
+pub struct EncodedSegment {
+    pub blocks: Vec<Bytes>,
+    pub block_hashes: Vec<Hash>,
+    pub segment_hash: Hash,
+}
+
+pub fn block_hash(block: &[u8]) -> Hash {
+    let mut hasher = tagged_hasher(tag::BLOCK);
+    sha2::Digest::update(&mut hasher, block);
+    sha2::Digest::finalize(hasher).into()
+}
+
+/// The ciphertext-tree leaf of a segment, from its k data-block hashes.
+pub fn segment_hash(data_block_hashes: &[Hash]) -> Hash {
+    let parts: Vec<&[u8]> = data_block_hashes.iter().map(|h| h.as_slice()).collect();
+    tagged_hash(tag::SEGMENT, &parts)
+}
+
+#[derive(Debug)]
+pub struct SegmentCoder {
+    k: usize,
+    n: usize,
+    /// `None` when n == k: there is nothing to compute.
+    rs: Option<ReedSolomon>,
+}
+
+impl SegmentCoder {
+    pub fn new(params: &EncodingParams) -> Result<Self, EngineError> {
+        let k = usize::from(params.k);
+        let n = usize::from(params.n);
+        let rs = if n > k {
+            Some(
+                ReedSolomon::new(k, n - k)
+                    .map_err(|e| EngineError::InvalidParams(format!("{k}-of-{n}: {e:?}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { k, n, rs })
+    }
+
+    /// Bytes a segment buffer of `len` plaintext bytes needs, padding included.
+    pub fn padded_len(&self, len: usize) -> usize {
+        len.div_ceil(self.k) * self.k
+    }
+
+    /// Encrypts `segment` (plaintext at file offset `offset`) in place and
+    /// codes it into N blocks.
+    pub fn encode(&self, key: &FileKey, offset: u64, mut segment: BytesMut) -> EncodedSegment {
+        key.apply_keystream(offset, &mut segment);
+        let block_len = segment.len().div_ceil(self.k);
+        segment.resize(block_len * self.k, 0);
+        let data = segment.freeze();
+        let mut blocks: Vec<Bytes> = (0..self.k)
+            .map(|i| data.slice(i * block_len..(i + 1) * block_len))
+            .collect();
+        if let Some(rs) = &self.rs {
+            let mut parity = vec![0u8; block_len * (self.n - self.k)];
+            let mut parity_blocks: Vec<&mut [u8]> = parity.chunks_mut(block_len.max(1)).collect();
+            if block_len > 0 {
+                // Cannot fail: k data and n - k parity slices, all block_len long.
+                if let Err(e) = rs.encode_sep(&blocks, &mut parity_blocks) {
+                    unreachable!("reed-solomon encode with consistent shapes failed: {e:?}");
+                }
+            }
+            let parity = Bytes::from(parity);
+            blocks.extend(
+                (0..self.n - self.k).map(|i| parity.slice(i * block_len..(i + 1) * block_len)),
+            );
+        }
+        let block_hashes: Vec<Hash> = blocks.iter().map(|b| block_hash(b)).collect();
+        let segment_hash = segment_hash(&block_hashes[..self.k]);
+        EncodedSegment {
+            blocks,
+            block_hashes,
+            segment_hash,
+        }
+    }
+
+    /// Rebuilds the k data blocks from any k blocks (`blocks[i]` is share i's,
+    /// all the same length) and returns the ciphertext of the segment, padding
+    /// included.
+    pub fn decode(&self, blocks: Vec<Option<Bytes>>) -> Result<BytesMut, String> {
+        if blocks.len() != self.n {
+            return Err(format!(
+                "{} block slots for {} shares",
+                blocks.len(),
+                self.n
+            ));
+        }
+        let block_len = blocks.iter().flatten().map(|b| b.len()).next().unwrap_or(0);
+        if blocks.iter().flatten().any(|b| b.len() != block_len) {
+            return Err("blocks of different lengths".into());
+        }
+        let mut out = BytesMut::with_capacity(block_len * self.k);
+        if blocks[..self.k].iter().all(Option::is_some) {
+            for block in blocks[..self.k].iter().flatten() {
+                out.extend_from_slice(block);
+            }
+            return Ok(out);
+        }
+        let rs = self
+            .rs
+            .as_ref()
+            .ok_or("a data block is missing and there is no parity")?;
+        let mut shards: Vec<Option<Vec<u8>>> =
+            blocks.into_iter().map(|b| b.map(|b| b.to_vec())).collect();
+        rs.reconstruct_data(&mut shards)
+            .map_err(|e| format!("reed-solomon reconstruction failed: {e:?}"))?;
+        for shard in &shards[..self.k] {
+            let shard = shard
+                .as_ref()
+                .ok_or("reconstruction left a data block empty")?;
+            out.extend_from_slice(shard);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_from_any_k_blocks() {
+        let params = EncodingParams::default();
+        let coder = SegmentCoder::new(&params).expect("coder");
+        let key = FileKey::from_bytes([9; 32]);
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let encoded = coder.encode(&key, 4096, BytesMut::from(&plain[..]));
+        assert_eq!(encoded.blocks.len(), 10);
+        assert!(encoded.blocks.iter().all(|b| b.len() == 334));
+        for skip in [
+            [0usize, 1, 2, 3, 4, 5, 6],
+            [3, 4, 5, 6, 7, 8, 9],
+            [0, 2, 4, 6, 8, 9, 1],
+        ] {
+            let blocks = (0..10)
+                .map(|i| (!skip.contains(&i)).then(|| encoded.blocks[i].clone()))
+                .collect();
+            let mut cipher = coder.decode(blocks).expect("decode");
+            cipher.truncate(plain.len());
+            key.apply_keystream(4096, &mut cipher);
+            assert_eq!(&cipher[..], &plain[..]);
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The Downloader: any byte range of a file, verified before it is returned.
+//!
+//! Opening finds the shares (a listing on every server), reads one share's
+//! trailer and checks its hash against the capability. Each segment is then
+//! read from k shares, preferring the data shares 0..k-1, which need no
+//! decoding. A block is returned only after its hash has been checked along
+//! its share's block tree, whose root is checked against the share tree in
+//! the trailer. A share that fails is reported and replaced by another;
+//! fewer than k good shares is an error, never short or zeroed data.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, Stream, StreamExt};
+
+use super::cap::FileCap;
+use super::codec::{block_hash, segment_hash, SegmentCoder};
+use super::crypto::{FileKey, Hash};
+use super::hashtree::HashTree;
+use super::hashtree::{verify_proof, VerifiedTree};
+use super::layout::{Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_LEN, TRAILER_LEN};
+use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
+use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
+
+/// Decoded segments kept for readers that ask for small pieces in order.
+const CACHED_SEGMENTS: usize = 4;
+/// Segments fetched ahead of a streaming reader.
+const READ_AHEAD: usize = 4;
+
+/// One copy of a share on one server.
+struct Candidate {
+    share: ShareNum,
+    server: Arc<dyn ShareStore>,
+    /// Set once the share's block-tree root has been checked against the
+    /// share tree; then blocks can be checked.
+    block_tree: Option<VerifiedTree>,
+    bad: bool,
+}
+
+struct ReadState {
+    candidates: Vec<Candidate>,
+    ciphertext_tree: VerifiedTree,
+    problems: Vec<ShareProblem>,
+}
+
+/// Reads one file version. Cheap to share behind an `Arc`; reads may run
+/// concurrently.
+pub struct Downloader {
+    key: FileKey,
+    si: StorageIndex,
+    trailer: Trailer,
+    layout: ShareLayout,
+    coder: Arc<SegmentCoder>,
+    state: Mutex<ReadState>,
+    cache: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+impl std::fmt::Debug for Downloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloader")
+            .field("si", &self.si)
+            .field("size", &self.trailer.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A block fetched and checked.
+struct GoodBlock {
+    share: ShareNum,
+    candidate: usize,
+    block: Bytes,
+}
+
+impl Downloader {
+    /// Finds the file's shares and verifies its trailer.
+    pub async fn open(grid: &Grid, cap: &FileCap) -> EngineResult<Self> {
+        let si = cap.key.storage_index();
+        let servers = grid.permuted(si);
+        let listings =
+            futures::future::join_all(servers.iter().map(|server| server.list(si))).await;
+
+        let mut problems = Vec::new();
+        let mut found = Vec::new();
+        for (rank, (server, listing)) in servers.iter().zip(listings).enumerate() {
+            match listing {
+                Ok(shares) => {
+                    for info in shares {
+                        found.push((info.share, rank, Arc::clone(server), info.len));
+                    }
+                }
+                Err(e) => problems.push(ShareProblem {
+                    share: None,
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Unavailable(e.to_string()),
+                }),
+            }
+        }
+        // Data shares first, then by the servers' preference for this file.
+        found.sort_by_key(|(share, rank, _, _)| (*share, *rank));
+
+        let mut verified: Option<(Trailer, ShareLayout)> = None;
+        for (share, _, server, len) in &found {
+            match read_trailer(server.as_ref(), si, *share, *len, cap).await {
+                Ok(found) => {
+                    verified = Some(found);
+                    break;
+                }
+                Err(TrailerError::Cap(e)) => return Err(e),
+                Err(TrailerError::Share(kind)) => problems.push(ShareProblem {
+                    share: Some(*share),
+                    server: server.server_id().to_owned(),
+                    kind,
+                }),
+            }
+        }
+        let Some((trailer, layout)) = verified else {
+            return Err(EngineError::NotEnoughShares {
+                have: 0,
+                need: cap.k,
+                problems,
+            });
+        };
+
+        let mut candidates = Vec::new();
+        for (share, _, server, len) in found {
+            if len != layout.share_len || u16::from(share.0) >= trailer.n {
+                problems.push(ShareProblem {
+                    share: Some(share),
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Corrupt(format!(
+                        "share is {len} bytes, the trailer implies {}",
+                        layout.share_len
+                    )),
+                });
+                continue;
+            }
+            candidates.push(Candidate {
+                share,
+                server,
+                block_tree: None,
+                bad: false,
+            });
+        }
+        for problem in &problems {
+            tracing::warn!(%si, %problem, "share problem while opening");
+        }
+        let params = trailer
+            .params()
+            .map_err(|e| EngineError::Internal(format!("verified trailer: {e}")))?;
+        Ok(Self {
+            key: cap.key.clone(),
+            si,
+            coder: Arc::new(SegmentCoder::new(&params)?),
+            state: Mutex::new(ReadState {
+                candidates,
+                ciphertext_tree: VerifiedTree::new(trailer.segment_count, trailer.ciphertext_root),
+                problems,
+            }),
+            cache: Mutex::new(VecDeque::new()),
+            trailer,
+            layout,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.trailer.size
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.layout.segment_size
+    }
+
+    /// Every share problem seen so far: missing, unreachable or corrupt.
+    pub fn problems(&self) -> Vec<ShareProblem> {
+        lock(&self.state).problems.clone()
+    }
+
+    /// Exactly the bytes `offset..offset + len` of the file.
+    pub async fn read(&self, offset: u64, len: u64) -> EngineResult<Bytes> {
+        let end = offset.checked_add(len).filter(|end| *end <= self.size());
+        let Some(end) = end else {
+            return Err(EngineError::RangeBeyondEnd {
+                start: offset,
+                end: offset.saturating_add(len),
+                size: self.size(),
+            });
+        };
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let segment_size = self.layout.segment_size;
+        let first = offset / segment_size;
+        let last = (end - 1) / segment_size;
+        if first == last {
+            let segment = self.segment(first).await?;
+            let start = (offset - first * segment_size) as usize;
+            return Ok(segment.slice(start..start + len as usize));
+        }
+        let mut out = BytesMut::with_capacity(len as usize);
+        for s in first..=last {
+            let segment = self.segment(s).await?;
+            let seg_start = s * segment_size;
+            let from = offset.max(seg_start) - seg_start;
+            let to = end.min(seg_start + segment.len() as u64) - seg_start;
+            out.extend_from_slice(&segment[from as usize..to as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The file from `offset` to its end, in pieces of at most a segment,
+    /// with the next segments fetched ahead.
+    pub fn stream(self: Arc<Self>, offset: u64) -> impl Stream<Item = EngineResult<Bytes>> + Send {
+        let segment_size = self.layout.segment_size;
+        let first = offset / segment_size;
+        let count = if offset >= self.size() {
+            first
+        } else {
+            self.trailer.segment_count
+        };
+        stream::iter(first..count)
+            .map(move |s| {
+                let this = Arc::clone(&self);
+                async move {
+                    let segment = this.segment(s).await?;
+                    let skip = offset.saturating_sub(s * segment_size) as usize;
+                    Ok(segment.slice(skip.min(segment.len())..))
+                }
+            })
+            .buffered(READ_AHEAD)
+    }
+
+    /// The plaintext of segment `s`, from the cache or the grid.
+    async fn segment(&self, s: u64) -> EngineResult<Bytes> {
+        if let Some((_, bytes)) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|(index, _)| *index == s).cloned())
+        {
+            return Ok(bytes);
+        }
+        let bytes = self.fetch_segment(s).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHED_SEGMENTS {
+                cache.pop_front();
+            }
+            cache.push_back((s, bytes.clone()));
+        }
+        Ok(bytes)
+    }
+
+    async fn fetch_segment(&self, s: u64) -> EngineResult<Bytes> {
+        let k = usize::from(self.trailer.k);
+        let mut good: Vec<GoodBlock> = Vec::with_capacity(k);
+        loop {
+            let picks = self.pick(k - good.len(), &good);
+            if picks.is_empty() {
+                let state = lock(&self.state);
+                return Err(EngineError::NotEnoughShares {
+                    have: good.len(),
+                    need: self.trailer.k,
+                    problems: state.problems.clone(),
+                });
+            }
+            let fetched =
+                futures::future::join_all(picks.iter().map(|c| self.fetch_block(*c, s))).await;
+            for (candidate, result) in picks.into_iter().zip(fetched) {
+                match result {
+                    Ok(block) => good.push(block),
+                    Err(kind) => self.mark_bad(candidate, kind),
+                }
+            }
+            if good.len() == k {
+                break;
+            }
+        }
+
+        let decoded = good.iter().any(|b| usize::from(b.share.0) >= k);
+        let n = usize::from(self.trailer.n);
+        let coder = Arc::clone(&self.coder);
+        let key = self.key.clone();
+        let seg_len = self.layout.segment_len(s) as usize;
+        let offset = s * self.layout.segment_size;
+        let mut slots: Vec<Option<Bytes>> = vec![None; n];
+        for block in &good {
+            slots[usize::from(block.share.0)] = Some(block.block.clone());
+        }
+        let (plain, rebuilt_hash) = tokio::task::spawn_blocking(move || {
+            let mut cipher = coder.decode(slots)?;
+            let rebuilt_hash = decoded.then(|| {
+                let block_len = cipher.len() / k;
+                let hashes: Vec<Hash> = cipher
+                    .chunks(block_len.max(1))
+                    .take(k)
+                    .map(block_hash)
+                    .collect();
+                segment_hash(&hashes)
+            });
+            cipher.truncate(seg_len);
+            key.apply_keystream(offset, &mut cipher);
+            Ok::<_, String>((cipher.freeze(), rebuilt_hash))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("segment decoder failed: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("decoding segment {s}: {e}")))?;
+
+        if let Some(hash) = rebuilt_hash {
+            // Decoding from parity: check that these shares agree with the
+            // ciphertext the uploader hashed, not merely with themselves.
+            self.check_segment_hash(s, hash, &good).await?;
+        }
+        Ok(plain)
+    }
+
+    /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
+    fn pick(&self, count: usize, good: &[GoodBlock]) -> Vec<usize> {
+        let state = lock(&self.state);
+        let mut picks: Vec<usize> = Vec::with_capacity(count);
+        for (index, candidate) in state.candidates.iter().enumerate() {
+            if picks.len() == count {
+                break;
+            }
+            let taken = good.iter().any(|b| b.share == candidate.share)
+                || picks
+                    .iter()
+                    .any(|p| state.candidates[*p].share == candidate.share);
+            if !candidate.bad && !taken {
+                picks.push(index);
+            }
+        }
+        picks
+    }
+
+    fn mark_bad(&self, candidate: usize, kind: ProblemKind) {
+        let mut state = lock(&self.state);
+        let c = &mut state.candidates[candidate];
+        c.bad = true;
+        let problem = ShareProblem {
+            share: Some(c.share),
+            server: c.server.server_id().to_owned(),
+            kind,
+        };
+        tracing::warn!(si = %self.si, %problem, "share problem while reading");
+        state.problems.push(problem);
+    }
+
+    /// Reads block `s` of one candidate and checks it against the trees.
+    async fn fetch_block(&self, candidate: usize, s: u64) -> Result<GoodBlock, ProblemKind> {
+        let (share, server, has_root) = {
+            let state = lock(&self.state);
+            let c = &state.candidates[candidate];
+            (c.share, Arc::clone(&c.server), c.block_tree.is_some())
+        };
+        let unavailable = |e: crate::grid::GridError| ProblemKind::Unavailable(e.to_string());
+        if !has_root {
+            let tree = self.verify_block_root(server.as_ref(), share).await?;
+            let mut state = lock(&self.state);
+            state.candidates[candidate].block_tree.get_or_insert(tree);
+        }
+        let needed = {
+            let state = lock(&self.state);
+            match &state.candidates[candidate].block_tree {
+                Some(tree) => tree.nodes_needed(s),
+                None => return Err(ProblemKind::Corrupt("block tree not verified".into())),
+            }
+        };
+        let start = self.layout.block_offset(s);
+        let block_read = server.read(self.si, share, start..start + self.layout.block_len(s));
+        let node_reads = futures::future::join_all(needed.iter().map(|node| {
+            read_node(
+                server.as_ref(),
+                self.si,
+                share,
+                self.layout.block_tree_offset,
+                *node,
+            )
+        }));
+        let (block, nodes) = futures::join!(block_read, node_reads);
+        let block = block.map_err(unavailable)?;
+        let mut fetched = HashMap::with_capacity(needed.len());
+        for (node, hash) in needed.into_iter().zip(nodes) {
+            fetched.insert(node, hash.map_err(unavailable)?);
+        }
+        let hashed = block.clone();
+        let hash = tokio::task::spawn_blocking(move || block_hash(&hashed))
+            .await
+            .map_err(|e| ProblemKind::Unavailable(format!("hashing failed: {e}")))?;
+        let mut state = lock(&self.state);
+        let ok = match &mut state.candidates[candidate].block_tree {
+            Some(tree) => tree.verify_leaf(s, hash, &fetched),
+            None => false,
+        };
+        if !ok {
+            return Err(ProblemKind::Corrupt(format!(
+                "block {s} does not match its block tree"
+            )));
+        }
+        Ok(GoodBlock {
+            share,
+            candidate,
+            block,
+        })
+    }
+
+    /// Checks a share's block-tree root against the share tree in the trailer.
+    async fn verify_block_root(
+        &self,
+        server: &dyn ShareStore,
+        share: ShareNum,
+    ) -> Result<VerifiedTree, ProblemKind> {
+        let layout = &self.layout;
+        let header = server.read(self.si, share, 0..HEADER_LEN);
+        let root = read_node(server, self.si, share, layout.block_tree_offset, 0);
+        let proof = server.read(
+            self.si,
+            share,
+            layout.proof_offset..layout.proof_offset + layout.proof_len,
+        );
+        let (header, root, proof) = futures::join!(header, root, proof);
+        let header = header.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        if header[..] != self.expected_header(share)[..] {
+            return Err(ProblemKind::Corrupt(
+                "header does not match the trailer".into(),
+            ));
+        }
+        let root = root.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        let proof = proof.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        let proof: Vec<Hash> = proof
+            .chunks_exact(32)
+            .map(|chunk| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(chunk);
+                hash
+            })
+            .collect();
+        if !verify_proof(&root, u64::from(share.0), &proof, &self.trailer.share_root) {
+            return Err(ProblemKind::Corrupt(
+                "block-tree root not in the share tree".into(),
+            ));
+        }
+        Ok(VerifiedTree::new(self.trailer.segment_count, root))
+    }
+
+    fn expected_header(&self, share: ShareNum) -> [u8; HEADER_LEN as usize] {
+        Header {
+            share: u16::from(share.0),
+            k: self.trailer.k,
+            n: self.trailer.n,
+            segment_size: self.trailer.segment_size,
+        }
+        .encode()
+    }
+
+    /// Reads every byte of every share found and checks all of it: header,
+    /// each block, every node of both stored trees, the proof, the trailer
+    /// and the footer. Returns the problems found (empty when all is well),
+    /// including shares of this file that are missing altogether.
+    pub async fn verify_all_shares(&self) -> Vec<ShareProblem> {
+        let candidates: Vec<(ShareNum, Arc<dyn ShareStore>)> = {
+            let state = lock(&self.state);
+            state
+                .candidates
+                .iter()
+                .map(|c| (c.share, Arc::clone(&c.server)))
+                .collect()
+        };
+        let mut problems = Vec::new();
+        for share in 0..self.trailer.n {
+            if !candidates.iter().any(|(s, _)| u16::from(s.0) == share) {
+                problems.push(ShareProblem {
+                    share: Some(ShareNum(share as u8)),
+                    server: String::new(),
+                    kind: ProblemKind::Unavailable("no server holds this share".into()),
+                });
+            }
+        }
+        for (share, server) in candidates {
+            if let Err(kind) = self.verify_share(server.as_ref(), share).await {
+                problems.push(ShareProblem {
+                    share: Some(share),
+                    server: server.server_id().to_owned(),
+                    kind,
+                });
+            }
+        }
+        problems
+    }
+
+    async fn verify_share(
+        &self,
+        server: &dyn ShareStore,
+        share: ShareNum,
+    ) -> Result<(), ProblemKind> {
+        let layout = &self.layout;
+        let read = |range: std::ops::Range<u64>| async move {
+            server
+                .read(self.si, share, range)
+                .await
+                .map_err(|e| ProblemKind::Unavailable(e.to_string()))
+        };
+        let corrupt = |what: &str| Err(ProblemKind::Corrupt(what.to_owned()));
+        if read(0..HEADER_LEN).await?[..] != self.expected_header(share)[..] {
+            return corrupt("header does not match the trailer");
+        }
+        let mut leaves = Vec::with_capacity(layout.segment_count as usize);
+        for s in 0..layout.segment_count {
+            let start = layout.block_offset(s);
+            let block = read(start..start + layout.block_len(s)).await?;
+            let hash = tokio::task::spawn_blocking(move || block_hash(&block))
+                .await
+                .map_err(|e| ProblemKind::Unavailable(format!("hashing failed: {e}")))?;
+            leaves.push(hash);
+        }
+        let block_tree = HashTree::from_leaves(&leaves);
+        let stored = read(layout.block_tree_offset..layout.ciphertext_tree_offset).await?;
+        if stored[..] != block_tree.to_bytes()[..] {
+            return corrupt("stored block tree does not match the blocks");
+        }
+        let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
+        let width = (stored.len() / 32).div_ceil(2);
+        let stored_leaves: Vec<Hash> = stored[(width - 1) * 32..]
+            .chunks_exact(32)
+            .take(layout.segment_count as usize)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
+        let rebuilt = HashTree::from_leaves(&stored_leaves);
+        if stored[..] != rebuilt.to_bytes()[..] || rebuilt.root() != self.trailer.ciphertext_root {
+            return corrupt("stored ciphertext tree does not match the trailer");
+        }
+        let proof: Vec<Hash> = read(layout.proof_offset..layout.trailer_offset)
+            .await?
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
+        if !verify_proof(
+            &block_tree.root(),
+            u64::from(share.0),
+            &proof,
+            &self.trailer.share_root,
+        ) {
+            return corrupt("block-tree root not in the share tree");
+        }
+        let tail = read(layout.trailer_offset..layout.share_len).await?;
+        let mut expected = self.trailer.encode().to_vec();
+        expected.extend_from_slice(&layout.footer(u16::from(share.0)).encode());
+        if tail[..] != expected[..] {
+            return corrupt("trailer or footer differs from the verified trailer");
+        }
+        Ok(())
+    }
+
+    async fn check_segment_hash(&self, s: u64, hash: Hash, good: &[GoodBlock]) -> EngineResult<()> {
+        for block in good {
+            let (share, server, needed) = {
+                let state = lock(&self.state);
+                let c = &state.candidates[block.candidate];
+                (
+                    c.share,
+                    Arc::clone(&c.server),
+                    state.ciphertext_tree.nodes_needed(s),
+                )
+            };
+            let offset = self.layout.ciphertext_tree_offset;
+            let reads = futures::future::join_all(
+                needed
+                    .iter()
+                    .map(|node| read_node(server.as_ref(), self.si, share, offset, *node)),
+            )
+            .await;
+            let Ok(nodes) = reads.into_iter().collect::<Result<Vec<Hash>, _>>() else {
+                continue;
+            };
+            let fetched: HashMap<u64, Hash> = needed.into_iter().zip(nodes).collect();
+            let mut state = lock(&self.state);
+            if state.ciphertext_tree.verify_leaf(s, hash, &fetched) {
+                return Ok(());
+            }
+        }
+        Err(EngineError::Inconsistent { segment: s })
+    }
+}
+
+/// Reads node `node` of the tree stored at `tree_offset` in a share.
+async fn read_node(
+    server: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+    tree_offset: u64,
+    node: u64,
+) -> Result<Hash, crate::grid::GridError> {
+    let start = tree_offset + 32 * node;
+    let bytes = server.read(si, share, start..start + 32).await?;
+    let mut hash = [0u8; 32];
+    if bytes.len() == 32 {
+        hash.copy_from_slice(&bytes);
+    }
+    Ok(hash)
+}
+
+enum TrailerError {
+    /// The share is not usable; try another.
+    Share(ProblemKind),
+    /// The share is fine but disagrees with the capability: the capability is wrong.
+    Cap(EngineError),
+}
+
+/// Reads and verifies the trailer and footer at the end of one share.
+async fn read_trailer(
+    server: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+    len: u64,
+    cap: &FileCap,
+) -> Result<(Trailer, ShareLayout), TrailerError> {
+    let corrupt = |why: String| TrailerError::Share(ProblemKind::Corrupt(why));
+    let tail_len = TRAILER_LEN + FOOTER_LEN;
+    if len < tail_len {
+        return Err(corrupt(format!("share is only {len} bytes")));
+    }
+    let tail = server
+        .read(si, share, len - tail_len..len)
+        .await
+        .map_err(|e| TrailerError::Share(ProblemKind::Unavailable(e.to_string())))?;
+    let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_LEN as usize);
+    let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(format!("trailer: {e}")))?;
+    if trailer.hash() != cap.trailer_hash {
+        return Err(corrupt("trailer hash does not match the capability".into()));
+    }
+    if (trailer.k, trailer.n, trailer.size) != (cap.k, cap.n, cap.size) {
+        return Err(TrailerError::Cap(EngineError::InvalidCap(format!(
+            "the capability says {}-of-{}, {} bytes; its verified trailer says {}-of-{}, {} bytes",
+            cap.k, cap.n, cap.size, trailer.k, trailer.n, trailer.size
+        ))));
+    }
+    let layout = ShareLayout::new(&trailer).map_err(|e| corrupt(format!("layout: {e}")))?;
+    let footer = Footer::decode(footer_bytes).map_err(|e| corrupt(format!("footer: {e}")))?;
+    layout
+        .check_footer(&footer, u16::from(share.0))
+        .map_err(|e| corrupt(format!("footer: {e}")))?;
+    if len != layout.share_len {
+        return Err(corrupt(format!(
+            "share is {len} bytes, the trailer implies {}",
+            layout.share_len
+        )));
+    }
+    Ok((trailer, layout))
+}
+
+/// The state lock is never held across an await, so poisoning can only come
+/// from a panic in this module's own bookkeeping; carry on with the data.
+fn lock(state: &Mutex<ReadState>) -> MutexGuard<'_, ReadState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

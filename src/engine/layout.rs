@@ -1,0 +1,458 @@
+//! The byte layout of a version-1 share (see docs/FORMAT.md).
+//!
+//! ```text
+//! header | block 0 | block 1 | ... | block tree | ciphertext tree | share proof | trailer | footer
+//! ```
+//!
+//! Nothing before the blocks depends on the file length, so a share can be
+//! written while the file is still arriving. Everything after the blocks is
+//! written at finish. A reader starts from the fixed-size footer.
+//! All integers are big-endian.
+
+use super::crypto::{tag, tagged_hash, Hash};
+use super::hashtree;
+use super::EncodingParams;
+
+/// Do not change: on-disk format.
+pub const HEADER_MAGIC: [u8; 8] = *b"griddav\0";
+/// Do not change: on-disk format.
+pub const FOOTER_MAGIC: [u8; 4] = *b"GDFT";
+/// Do not change: on-disk format.
+pub const FORMAT_VERSION: u16 = 1;
+/// AES-256-CTR, 128-bit big-endian counter from zero, counter = offset / 16.
+pub const CIPHER_AES256_CTR: u8 = 1;
+/// Systematic Reed-Solomon over GF(2^8) with reed-solomon-erasure 6's
+/// `galois_8` matrix: shares 0..k are the data.
+pub const CODEC_RS_GF8: u8 = 1;
+
+pub const HEADER_LEN: u64 = 20;
+pub const TRAILER_LEN: u64 = 92;
+pub const FOOTER_LEN: u64 = 40;
+
+/// Largest segment a reader accepts: bounds what one segment can make it
+/// allocate, whatever a share claims.
+pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayoutError {
+    #[error("bad magic in {what}")]
+    BadMagic { what: &'static str },
+    #[error("unsupported format version {version} in {what}")]
+    UnsupportedVersion { what: &'static str, version: u16 },
+    #[error("unsupported {what} id {id}")]
+    UnsupportedAlgorithm { what: &'static str, id: u8 },
+    #[error("{what} is {len} bytes, expected {expected}")]
+    BadLength {
+        what: &'static str,
+        len: usize,
+        expected: u64,
+    },
+    #[error("invalid encoding parameters: {0}")]
+    BadParams(String),
+    #[error("segment count {claimed} does not match size {size} and segment size {segment_size}")]
+    BadSegmentCount {
+        claimed: u64,
+        size: u64,
+        segment_size: u32,
+    },
+    #[error("file too large for its layout")]
+    Overflow,
+    #[error("footer offsets do not match the trailer")]
+    FooterMismatch,
+}
+
+/// A bounds-checked reader of a fixed-size record.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.bytes.split_at(N);
+        self.bytes = rest;
+        let mut out = [0u8; N];
+        out.copy_from_slice(head);
+        out
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.take())
+    }
+}
+
+fn check_len(what: &'static str, bytes: &[u8], expected: u64) -> Result<(), LayoutError> {
+    if bytes.len() as u64 == expected {
+        Ok(())
+    } else {
+        Err(LayoutError::BadLength {
+            what,
+            len: bytes.len(),
+            expected,
+        })
+    }
+}
+
+/// The first bytes of every share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub share: u16,
+    pub k: u16,
+    pub n: u16,
+    pub segment_size: u32,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
+        let mut out = [0u8; HEADER_LEN as usize];
+        out[..8].copy_from_slice(&HEADER_MAGIC);
+        out[8..10].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[10..12].copy_from_slice(&self.share.to_be_bytes());
+        out[12..14].copy_from_slice(&self.k.to_be_bytes());
+        out[14..16].copy_from_slice(&self.n.to_be_bytes());
+        out[16..20].copy_from_slice(&self.segment_size.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
+        check_len("header", bytes, HEADER_LEN)?;
+        let mut r = Reader { bytes };
+        if r.take::<8>() != HEADER_MAGIC {
+            return Err(LayoutError::BadMagic { what: "header" });
+        }
+        let version = r.u16();
+        if version != FORMAT_VERSION {
+            return Err(LayoutError::UnsupportedVersion {
+                what: "header",
+                version,
+            });
+        }
+        Ok(Self {
+            share: r.u16(),
+            k: r.u16(),
+            n: r.u16(),
+            segment_size: r.u32(),
+        })
+    }
+}
+
+/// What every share carries about the whole file; its hash is in the
+/// capability, so a verified trailer vouches for everything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub k: u16,
+    pub n: u16,
+    pub segment_size: u32,
+    pub size: u64,
+    pub segment_count: u64,
+    /// Root of the tree over the N block-tree roots.
+    pub share_root: Hash,
+    /// Root of the tree over the segment hashes.
+    pub ciphertext_root: Hash,
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_LEN as usize] {
+        let mut out = Vec::with_capacity(TRAILER_LEN as usize);
+        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.push(CIPHER_AES256_CTR);
+        out.push(CODEC_RS_GF8);
+        out.extend_from_slice(&self.k.to_be_bytes());
+        out.extend_from_slice(&self.n.to_be_bytes());
+        out.extend_from_slice(&self.segment_size.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.segment_count.to_be_bytes());
+        out.extend_from_slice(&self.share_root);
+        out.extend_from_slice(&self.ciphertext_root);
+        let mut fixed = [0u8; TRAILER_LEN as usize];
+        fixed.copy_from_slice(&out);
+        fixed
+    }
+
+    /// Decodes and checks internal consistency; the caller checks the hash.
+    pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
+        check_len("trailer", bytes, TRAILER_LEN)?;
+        let mut r = Reader { bytes };
+        let version = r.u16();
+        if version != FORMAT_VERSION {
+            return Err(LayoutError::UnsupportedVersion {
+                what: "trailer",
+                version,
+            });
+        }
+        let cipher = r.u8();
+        if cipher != CIPHER_AES256_CTR {
+            return Err(LayoutError::UnsupportedAlgorithm {
+                what: "cipher",
+                id: cipher,
+            });
+        }
+        let codec = r.u8();
+        if codec != CODEC_RS_GF8 {
+            return Err(LayoutError::UnsupportedAlgorithm {
+                what: "codec",
+                id: codec,
+            });
+        }
+        let trailer = Self {
+            k: r.u16(),
+            n: r.u16(),
+            segment_size: r.u32(),
+            size: r.u64(),
+            segment_count: r.u64(),
+            share_root: r.take(),
+            ciphertext_root: r.take(),
+        };
+        ShareLayout::new(&trailer)?;
+        Ok(trailer)
+    }
+
+    pub fn hash(&self) -> Hash {
+        tagged_hash(tag::TRAILER, &[&self.encode()])
+    }
+
+    /// The coding parameters, validated. `happy` is not part of the format.
+    pub fn params(&self) -> Result<EncodingParams, LayoutError> {
+        let params = EncodingParams {
+            k: self.k,
+            happy: self.k,
+            n: self.n,
+            segment_size: self.segment_size,
+        };
+        params.validate().map_err(LayoutError::BadParams)?;
+        Ok(params)
+    }
+}
+
+/// Number of segments of a file: ceil(size / segment size).
+pub fn segment_count(size: u64, segment_size: u32) -> u64 {
+    size.div_ceil(u64::from(segment_size.max(1)))
+}
+
+/// The last bytes of every share: where the parts after the blocks start.
+/// Untrusted: a reader checks it against the layout its verified trailer implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footer {
+    pub block_tree_offset: u64,
+    pub ciphertext_tree_offset: u64,
+    pub proof_offset: u64,
+    pub trailer_offset: u64,
+    pub share: u16,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_LEN as usize] {
+        let mut out = [0u8; FOOTER_LEN as usize];
+        out[..8].copy_from_slice(&self.block_tree_offset.to_be_bytes());
+        out[8..16].copy_from_slice(&self.ciphertext_tree_offset.to_be_bytes());
+        out[16..24].copy_from_slice(&self.proof_offset.to_be_bytes());
+        out[24..32].copy_from_slice(&self.trailer_offset.to_be_bytes());
+        out[32..34].copy_from_slice(&self.share.to_be_bytes());
+        out[34..36].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[36..40].copy_from_slice(&FOOTER_MAGIC);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
+        check_len("footer", bytes, FOOTER_LEN)?;
+        let mut r = Reader { bytes };
+        let footer = Self {
+            block_tree_offset: r.u64(),
+            ciphertext_tree_offset: r.u64(),
+            proof_offset: r.u64(),
+            trailer_offset: r.u64(),
+            share: r.u16(),
+        };
+        let version = r.u16();
+        if r.take::<4>() != FOOTER_MAGIC {
+            return Err(LayoutError::BadMagic { what: "footer" });
+        }
+        if version != FORMAT_VERSION {
+            return Err(LayoutError::UnsupportedVersion {
+                what: "footer",
+                version,
+            });
+        }
+        Ok(footer)
+    }
+}
+
+/// Where everything is in a share of a file with a given trailer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareLayout {
+    pub segment_size: u64,
+    pub size: u64,
+    pub k: u64,
+    pub segment_count: u64,
+    /// Block size of every full segment: ceil(segment size / k).
+    pub full_block_len: u64,
+    pub block_tree_offset: u64,
+    pub ciphertext_tree_offset: u64,
+    pub proof_offset: u64,
+    pub proof_len: u64,
+    pub trailer_offset: u64,
+    pub footer_offset: u64,
+    pub share_len: u64,
+}
+
+impl ShareLayout {
+    /// The layout of a consistent trailer; an error for parameters or counts
+    /// that no valid upload produces.
+    pub fn new(trailer: &Trailer) -> Result<Self, LayoutError> {
+        trailer.params()?;
+        if trailer.segment_count != segment_count(trailer.size, trailer.segment_size) {
+            return Err(LayoutError::BadSegmentCount {
+                claimed: trailer.segment_count,
+                size: trailer.size,
+                segment_size: trailer.segment_size,
+            });
+        }
+        let k = u64::from(trailer.k);
+        let segment_size = u64::from(trailer.segment_size);
+        let segment_count = trailer.segment_count;
+        let full_block_len = segment_size.div_ceil(k);
+        let blocks_len = match segment_count.checked_sub(1) {
+            None => 0,
+            Some(full) => {
+                let last_len = trailer.size - full * segment_size;
+                full.checked_mul(full_block_len)
+                    .and_then(|len| len.checked_add(last_len.div_ceil(k)))
+                    .ok_or(LayoutError::Overflow)?
+            }
+        };
+        let tree_len = hashtree::checked_width_for(segment_count)
+            .and_then(|width| width.checked_mul(64))
+            .map(|two_width| two_width - 32)
+            .ok_or(LayoutError::Overflow)?;
+        let proof_len = 32 * u64::from(hashtree::depth_for(u64::from(trailer.n)));
+        let add = |a: u64, b: u64| a.checked_add(b).ok_or(LayoutError::Overflow);
+        let block_tree_offset = add(HEADER_LEN, blocks_len)?;
+        let ciphertext_tree_offset = add(block_tree_offset, tree_len)?;
+        let proof_offset = add(ciphertext_tree_offset, tree_len)?;
+        let trailer_offset = add(proof_offset, proof_len)?;
+        let footer_offset = add(trailer_offset, TRAILER_LEN)?;
+        let share_len = add(footer_offset, FOOTER_LEN)?;
+        Ok(Self {
+            segment_size,
+            size: trailer.size,
+            k,
+            segment_count,
+            full_block_len,
+            block_tree_offset,
+            ciphertext_tree_offset,
+            proof_offset,
+            proof_len,
+            trailer_offset,
+            footer_offset,
+            share_len,
+        })
+    }
+
+    /// Plaintext length of segment `segment`.
+    pub fn segment_len(&self, segment: u64) -> u64 {
+        let start = segment * self.segment_size;
+        (self.size - start).min(self.segment_size)
+    }
+
+    pub fn block_len(&self, segment: u64) -> u64 {
+        self.segment_len(segment).div_ceil(self.k)
+    }
+
+    /// Offset of block `segment` within every share.
+    pub fn block_offset(&self, segment: u64) -> u64 {
+        HEADER_LEN + segment * self.full_block_len
+    }
+
+    pub fn footer(&self, share: u16) -> Footer {
+        Footer {
+            block_tree_offset: self.block_tree_offset,
+            ciphertext_tree_offset: self.ciphertext_tree_offset,
+            proof_offset: self.proof_offset,
+            trailer_offset: self.trailer_offset,
+            share,
+        }
+    }
+
+    /// Checks a footer read from share `share` against this layout.
+    pub fn check_footer(&self, footer: &Footer, share: u16) -> Result<(), LayoutError> {
+        if *footer == self.footer(share) {
+            Ok(())
+        } else {
+            Err(LayoutError::FooterMismatch)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailer(size: u64) -> Trailer {
+        Trailer {
+            k: 3,
+            n: 10,
+            segment_size: 1000,
+            size,
+            segment_count: segment_count(size, 1000),
+            share_root: [1; 32],
+            ciphertext_root: [2; 32],
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let header = Header {
+            share: 9,
+            k: 3,
+            n: 10,
+            segment_size: 1 << 20,
+        };
+        assert_eq!(Header::decode(&header.encode()), Ok(header));
+        let t = trailer(2500);
+        assert_eq!(Trailer::decode(&t.encode()), Ok(t));
+        let footer = ShareLayout::new(&t).map(|l| l.footer(4));
+        let footer = footer.expect("layout");
+        assert_eq!(Footer::decode(&footer.encode()), Ok(footer));
+    }
+
+    #[test]
+    fn layout_of_a_multi_segment_file() {
+        let layout = ShareLayout::new(&trailer(2500)).expect("layout");
+        assert_eq!(layout.segment_count, 3);
+        assert_eq!(layout.full_block_len, 334);
+        assert_eq!(layout.block_len(2), 167);
+        assert_eq!(layout.block_tree_offset, 20 + 334 * 2 + 167);
+        assert_eq!(
+            layout.ciphertext_tree_offset - layout.block_tree_offset,
+            7 * 32
+        );
+        assert_eq!(layout.proof_len, 4 * 32);
+        assert_eq!(layout.share_len, layout.footer_offset + FOOTER_LEN);
+    }
+
+    #[test]
+    fn hostile_trailers_are_rejected() {
+        let mut t = trailer(2500);
+        t.segment_count = 4;
+        assert!(Trailer::decode(&t.encode()).is_err());
+        let mut t = trailer(u64::MAX);
+        t.segment_size = 1;
+        t.segment_count = u64::MAX;
+        assert!(Trailer::decode(&t.encode()).is_err());
+        let mut t = trailer(10);
+        t.k = 0;
+        assert!(Trailer::decode(&t.encode()).is_err());
+        let mut bytes = trailer(10).encode();
+        bytes[3] = 9;
+        assert!(Trailer::decode(&bytes).is_err());
+        assert!(Trailer::decode(&bytes[..50]).is_err());
+    }
+}

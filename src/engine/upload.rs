@@ -1,0 +1,577 @@
+//! The Uploader: bytes in, shares out, while the bytes are still arriving.
+//!
+//! `write` re-blocks incoming chunks into segments and hands each full one to
+//! the blocking pool for encryption, coding and hashing. Encoded segments are
+//! taken back in order and their blocks queued to one task per share, which
+//! appends them to that share's server. Every queue is bounded, so a slow
+//! server or a busy CPU makes `write` wait: that wait is the back-pressure
+//! that slows the client, and it keeps memory independent of file size.
+//!
+//! A share whose server fails is dropped (its earlier blocks are gone from
+//! memory); the upload goes on while at least `happy` shares are alive.
+//! Anything short of a successful `finish` removes every share written.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::cap::FileCap;
+use super::codec::{EncodedSegment, SegmentCoder};
+use super::crypto::{FileKey, Hash};
+use super::hashtree::HashTree;
+use super::layout::{Header, ShareLayout, Trailer};
+use super::{EncodingParams, EngineError, EngineResult, ProblemKind, ShareProblem, UploadOptions};
+use crate::grid::{Grid, GridError, ShareNum, ShareWriter, StorageIndex};
+
+enum ShareCommand {
+    Append(Bytes),
+    /// Append the tail, then finish the share at `len` bytes.
+    Finish {
+        tail: Bytes,
+        len: u64,
+    },
+}
+
+/// One share's writer task, seen from the Uploader.
+struct ShareSlot {
+    share: ShareNum,
+    server: String,
+    /// `None` once the share is dead or finished.
+    sender: Option<mpsc::Sender<ShareCommand>>,
+    task: Option<JoinHandle<Result<(), GridError>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    /// A `write` or `finish` was cancelled half-way, or failed: the shares
+    /// may be inconsistent, so nothing may be published.
+    Broken,
+    Finished,
+}
+
+/// Streams one file version into the grid. See the module docs.
+pub struct Uploader {
+    key: FileKey,
+    si: StorageIndex,
+    params: EncodingParams,
+    coder: Arc<SegmentCoder>,
+    grid: Grid,
+    expected_size: Option<u64>,
+    max_in_flight: usize,
+    buffer: BytesMut,
+    written: u64,
+    /// File offset of the next segment handed to the coder.
+    next_offset: u64,
+    in_flight: VecDeque<JoinHandle<EncodedSegment>>,
+    slots: Vec<ShareSlot>,
+    /// Leaves of each share's block tree, all N of them: the trees are built
+    /// at finish. 32 bytes per segment per share.
+    block_hashes: Vec<Vec<Hash>>,
+    segment_hashes: Vec<Hash>,
+    problems: Vec<ShareProblem>,
+    state: State,
+}
+
+impl std::fmt::Debug for Uploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploader")
+            .field("si", &self.si)
+            .field("written", &self.written)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uploader {
+    /// Starts an upload with a fresh random key: creates the N shares on the
+    /// grid's servers in the storage index's permuted order.
+    pub async fn new(
+        grid: Grid,
+        params: EncodingParams,
+        options: UploadOptions,
+        expected_size: Option<u64>,
+    ) -> EngineResult<Self> {
+        Self::with_key(grid, params, options, expected_size, FileKey::random()).await
+    }
+
+    /// As [`Uploader::new`] with a given key: for test vectors only; a key
+    /// must never encrypt two different files.
+    pub async fn with_key(
+        grid: Grid,
+        params: EncodingParams,
+        options: UploadOptions,
+        expected_size: Option<u64>,
+        key: FileKey,
+    ) -> EngineResult<Self> {
+        params.validate().map_err(EngineError::InvalidParams)?;
+        if grid.servers().is_empty() {
+            return Err(EngineError::InvalidParams("the grid has no servers".into()));
+        }
+        let coder = Arc::new(SegmentCoder::new(&params)?);
+        let si = key.storage_index();
+        let secrets = key.share_secrets();
+        let servers = grid.permuted(si);
+        let n = usize::from(params.n);
+
+        let creates = (0..n).map(|i| {
+            let server = Arc::clone(&servers[i % servers.len()]);
+            let secrets = secrets.clone();
+            async move {
+                // n <= 256, checked by validate().
+                let share = ShareNum(i as u8);
+                let result = server.create(si, share, &secrets).await;
+                (share, server, result)
+            }
+        });
+        let created = futures::future::join_all(creates).await;
+
+        let mut uploader = Self {
+            key,
+            si,
+            params,
+            grid,
+            expected_size,
+            max_in_flight: options.max_in_flight.max(1),
+            buffer: BytesMut::new(),
+            written: 0,
+            next_offset: 0,
+            in_flight: VecDeque::new(),
+            slots: Vec::with_capacity(n),
+            block_hashes: vec![Vec::new(); n],
+            segment_hashes: Vec::new(),
+            problems: Vec::new(),
+            state: State::Open,
+            coder,
+        };
+        for (share, server, result) in created {
+            let server_id = server.server_id().to_owned();
+            match result {
+                Ok(writer) => {
+                    let (sender, receiver) = mpsc::channel(options.share_queue.max(1));
+                    let task = tokio::spawn(run_share(writer, receiver));
+                    uploader.slots.push(ShareSlot {
+                        share,
+                        server: server_id,
+                        sender: Some(sender),
+                        task: Some(task),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%si, %share, server = %server_id, error = %e, "share create failed");
+                    uploader.problems.push(ShareProblem {
+                        share: Some(share),
+                        server: server_id.clone(),
+                        kind: ProblemKind::Unavailable(e.to_string()),
+                    });
+                    uploader.slots.push(ShareSlot {
+                        share,
+                        server: server_id,
+                        sender: None,
+                        task: None,
+                    });
+                }
+            }
+        }
+        uploader.fresh_buffer();
+        if let Err(e) = uploader.check_happy() {
+            uploader.abort_shares().await;
+            return Err(e);
+        }
+        let header_template = Header {
+            share: 0,
+            k: params.k,
+            n: params.n,
+            segment_size: params.segment_size,
+        };
+        let headers: Vec<Bytes> = (0..n)
+            .map(|i| {
+                let header = Header {
+                    share: i as u16,
+                    ..header_template
+                };
+                Bytes::copy_from_slice(&header.encode())
+            })
+            .collect();
+        uploader.state = State::Broken;
+        uploader.send_to_shares(headers).await?;
+        uploader.state = State::Open;
+        Ok(uploader)
+    }
+
+    pub fn storage_index(&self) -> StorageIndex {
+        self.si
+    }
+
+    /// Plaintext bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Shares lost so far, and why.
+    pub fn problems(&self) -> &[ShareProblem] {
+        &self.problems
+    }
+
+    /// Accepts the next bytes of the file. Waits while the pipeline is full.
+    /// Cancelling this future leaves the upload unusable (it can only be
+    /// aborted), never half-published.
+    pub async fn write(&mut self, mut data: Bytes) -> EngineResult<()> {
+        self.check_open()?;
+        let written = self.written.checked_add(data.len() as u64);
+        let over = match (written, self.expected_size) {
+            (None, _) => true,
+            (Some(w), Some(expected)) => w > expected,
+            (Some(_), None) => false,
+        };
+        if over {
+            let expected = self.expected_size.unwrap_or(u64::MAX);
+            let written = written.unwrap_or(u64::MAX);
+            self.abort().await;
+            return Err(EngineError::SizeMismatch { expected, written });
+        }
+        self.state = State::Broken;
+        let segment_size = self.params.segment_size as usize;
+        while !data.is_empty() {
+            let room = segment_size - self.buffer.len();
+            let take = room.min(data.len());
+            self.buffer.extend_from_slice(&data.split_to(take));
+            self.written += take as u64;
+            if self.buffer.len() == segment_size {
+                if let Err(e) = self.submit_segment().await {
+                    self.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        self.state = State::Open;
+        Ok(())
+    }
+
+    /// Completes the upload: codes the last segment, writes the trees and
+    /// trailers, and finishes the shares. Succeeds only if at least `happy`
+    /// shares are stored; otherwise removes them all.
+    pub async fn finish(mut self) -> EngineResult<FileCap> {
+        self.check_open()?;
+        if let Some(expected) = self.expected_size {
+            if expected != self.written {
+                let written = self.written;
+                self.abort().await;
+                return Err(EngineError::SizeMismatch { expected, written });
+            }
+        }
+        self.state = State::Broken;
+        match self.finish_inner().await {
+            Ok(cap) => {
+                self.state = State::Finished;
+                Ok(cap)
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_inner(&mut self) -> EngineResult<FileCap> {
+        if !self.buffer.is_empty() {
+            self.submit_segment().await?;
+        }
+        while let Some(encoded) = self.in_flight.pop_front() {
+            let encoded = join(encoded).await?;
+            self.dispatch(encoded).await?;
+        }
+
+        let block_hashes = std::mem::take(&mut self.block_hashes);
+        let segment_hashes = std::mem::take(&mut self.segment_hashes);
+        let (trailer, tails) = {
+            let params = self.params;
+            let size = self.written;
+            tokio::task::spawn_blocking(move || {
+                build_tails(params, size, &block_hashes, &segment_hashes)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("building share tails: {e}")))??
+        };
+
+        let mut finishing = Vec::new();
+        for (index, (tail, len)) in tails.into_iter().enumerate() {
+            let Some(sender) = self.slots[index].sender.take() else {
+                continue;
+            };
+            // A failed send means the task already ended; its error is
+            // collected below with the others.
+            let _ = sender.send(ShareCommand::Finish { tail, len }).await;
+            finishing.push(index);
+        }
+        let mut stored = 0usize;
+        for index in finishing {
+            let slot = &mut self.slots[index];
+            let (share, server) = (slot.share, slot.server.clone());
+            match slot.task.take() {
+                Some(task) => match task.await {
+                    Ok(Ok(())) => stored += 1,
+                    Ok(Err(e)) => self.lose_share(share, server, e.to_string()),
+                    Err(e) => self.lose_share(share, server, format!("share task failed: {e}")),
+                },
+                None => self.lose_share(share, server, "share task already gone".into()),
+            }
+        }
+        if stored < usize::from(self.params.happy) {
+            // Finished shares are visible; delete them so nothing is left.
+            self.delete_everywhere().await;
+            return Err(EngineError::NotHappy {
+                live: stored,
+                happy: self.params.happy,
+                problems: self.problems.clone(),
+            });
+        }
+        tracing::debug!(si = %self.si, size = self.written, stored, "upload finished");
+        Ok(FileCap {
+            key: self.key.clone(),
+            trailer_hash: trailer.hash(),
+            k: self.params.k,
+            n: self.params.n,
+            size: self.written,
+        })
+    }
+
+    /// Stops the upload and removes every share it wrote. Idempotent.
+    pub async fn abort(&mut self) {
+        if self.state == State::Finished {
+            return;
+        }
+        self.state = State::Broken;
+        self.in_flight.clear();
+        self.abort_shares().await;
+    }
+
+    async fn abort_shares(&mut self) {
+        for slot in &mut self.slots {
+            // Closing the channel makes the task abort its writer.
+            slot.sender = None;
+        }
+        for slot in &mut self.slots {
+            if let Some(task) = slot.task.take() {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Removes finished shares of this upload from every server.
+    async fn delete_everywhere(&self) {
+        let secrets = self.key.share_secrets();
+        let deletes = self.grid.servers().iter().map(|server| {
+            let secrets = secrets.clone();
+            async move {
+                if let Err(e) = server.delete(self.si, &secrets).await {
+                    tracing::warn!(si = %self.si, server = server.server_id(), error = %e,
+                        "could not delete the shares of a failed upload");
+                }
+            }
+        });
+        futures::future::join_all(deletes).await;
+    }
+
+    fn check_open(&self) -> EngineResult<()> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Broken | State::Finished => Err(EngineError::Aborted),
+        }
+    }
+
+    fn fresh_buffer(&mut self) {
+        let capacity = self.coder.padded_len(self.params.segment_size as usize);
+        self.buffer = BytesMut::with_capacity(capacity);
+    }
+
+    /// Hands the buffered segment to the coder, first dispatching the oldest
+    /// coded segment if the pipeline is full.
+    async fn submit_segment(&mut self) -> EngineResult<()> {
+        while self.in_flight.len() >= self.max_in_flight {
+            if let Some(oldest) = self.in_flight.pop_front() {
+                let encoded = join(oldest).await?;
+                self.dispatch(encoded).await?;
+            }
+        }
+        let segment = std::mem::take(&mut self.buffer);
+        self.fresh_buffer();
+        let offset = self.next_offset;
+        self.next_offset += segment.len() as u64;
+        let coder = Arc::clone(&self.coder);
+        let key = self.key.clone();
+        self.in_flight
+            .push_back(tokio::task::spawn_blocking(move || {
+                coder.encode(&key, offset, segment)
+            }));
+        Ok(())
+    }
+
+    /// Queues a coded segment's blocks to the share tasks.
+    async fn dispatch(&mut self, encoded: EncodedSegment) -> EngineResult<()> {
+        for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
+            hashes.push(*hash);
+        }
+        self.segment_hashes.push(encoded.segment_hash);
+        self.send_to_shares(encoded.blocks).await
+    }
+
+    async fn send_to_shares(&mut self, blocks: Vec<Bytes>) -> EngineResult<()> {
+        for index in 0..self.slots.len() {
+            let Some(sender) = &self.slots[index].sender else {
+                continue;
+            };
+            let block = blocks[index].clone();
+            if sender.send(ShareCommand::Append(block)).await.is_err() {
+                let slot = &mut self.slots[index];
+                slot.sender = None;
+                let error = slot_error(slot).await;
+                let (share, server) = (slot.share, slot.server.clone());
+                self.lose_share(share, server, error.to_string());
+                self.check_happy()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn lose_share(&mut self, share: ShareNum, server: String, why: String) {
+        tracing::warn!(si = %self.si, %share, %server, error = %why, "share lost during upload");
+        self.problems.push(ShareProblem {
+            share: Some(share),
+            server,
+            kind: ProblemKind::Unavailable(why),
+        });
+    }
+
+    fn check_happy(&self) -> EngineResult<()> {
+        let live = self.slots.iter().filter(|s| s.sender.is_some()).count();
+        if live < usize::from(self.params.happy) {
+            return Err(EngineError::NotHappy {
+                live,
+                happy: self.params.happy,
+                problems: self.problems.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Dropping the senders closes the channels; each share task then
+        // aborts its writer on its own, after this Uploader is gone.
+        for slot in &mut self.slots {
+            slot.sender = None;
+        }
+    }
+}
+
+/// The error a share task ended with, once its channel has closed.
+async fn slot_error(slot: &mut ShareSlot) -> GridError {
+    let server = slot.server.clone();
+    match slot.task.take() {
+        Some(task) => match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => GridError::Server {
+                server,
+                message: "share task ended early".into(),
+            },
+            Err(e) => GridError::Server {
+                server,
+                message: format!("share task failed: {e}"),
+            },
+        },
+        None => GridError::Server {
+            server,
+            message: "share task already gone".into(),
+        },
+    }
+}
+
+async fn join(task: JoinHandle<EncodedSegment>) -> EngineResult<EncodedSegment> {
+    task.await
+        .map_err(|e| EngineError::Internal(format!("segment encoder failed: {e}")))
+}
+
+/// Appends what it is sent; finishes on `Finish`; aborts when the channel
+/// closes first or an append fails.
+async fn run_share(
+    mut writer: Box<dyn ShareWriter>,
+    mut commands: mpsc::Receiver<ShareCommand>,
+) -> Result<(), GridError> {
+    while let Some(command) = commands.recv().await {
+        match command {
+            ShareCommand::Append(data) => {
+                if let Err(e) = writer.append(data).await {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            }
+            ShareCommand::Finish { tail, len } => {
+                return match writer.append(tail).await {
+                    Ok(()) => writer.finish(len).await,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        Err(e)
+                    }
+                };
+            }
+        }
+    }
+    writer.abort().await
+}
+
+/// The trailer and, for every share, the bytes after its blocks together
+/// with the share's total length.
+fn build_tails(
+    params: EncodingParams,
+    size: u64,
+    block_hashes: &[Vec<Hash>],
+    segment_hashes: &[Hash],
+) -> EngineResult<(Trailer, Vec<(Bytes, u64)>)> {
+    let block_trees: Vec<HashTree> = block_hashes
+        .iter()
+        .map(|l| HashTree::from_leaves(l))
+        .collect();
+    let roots: Vec<Hash> = block_trees.iter().map(HashTree::root).collect();
+    let share_tree = HashTree::from_leaves(&roots);
+    let ciphertext_tree = HashTree::from_leaves(segment_hashes);
+    let trailer = Trailer {
+        k: params.k,
+        n: params.n,
+        segment_size: params.segment_size,
+        size,
+        segment_count: segment_hashes.len() as u64,
+        share_root: share_tree.root(),
+        ciphertext_root: ciphertext_tree.root(),
+    };
+    let layout = ShareLayout::new(&trailer)
+        .map_err(|e| EngineError::Internal(format!("layout of our own upload: {e}")))?;
+    let ciphertext_bytes = ciphertext_tree.to_bytes();
+    let trailer_bytes = trailer.encode();
+    let tails = block_trees
+        .iter()
+        .enumerate()
+        .map(|(share, tree)| {
+            let share = share as u16;
+            let mut tail =
+                Vec::with_capacity((layout.share_len - layout.block_tree_offset) as usize);
+            tail.extend_from_slice(&tree.to_bytes());
+            tail.extend_from_slice(&ciphertext_bytes);
+            for hash in share_tree.proof(usize::from(share)) {
+                tail.extend_from_slice(&hash);
+            }
+            tail.extend_from_slice(&trailer_bytes);
+            tail.extend_from_slice(&layout.footer(share).encode());
+            debug_assert_eq!(
+                layout.block_tree_offset + tail.len() as u64,
+                layout.share_len
+            );
+            (Bytes::from(tail), layout.share_len)
+        })
+        .collect();
+    Ok((trailer, tails))
+}
