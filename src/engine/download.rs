@@ -8,7 +8,7 @@
 //! the trailer. A share that fails is reported and replaced by another;
 //! fewer than k good shares is an error, never short or zeroed data.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -35,7 +35,11 @@ struct Candidate {
     /// Set once the share's block-tree root has been checked against the
     /// share tree; then blocks can be checked.
     block_tree: Option<VerifiedTree>,
+    /// The share as a whole is unusable (unreachable, or its trees are bad).
     bad: bool,
+    /// Segments whose block in this share failed its hash check: rot in one
+    /// block leaves the share's other blocks usable.
+    bad_blocks: HashSet<u64>,
 }
 
 struct ReadState {
@@ -140,6 +144,7 @@ impl Downloader {
                 server,
                 block_tree: None,
                 bad: false,
+                bad_blocks: HashSet::new(),
             });
         }
         for problem in &problems {
@@ -254,7 +259,7 @@ impl Downloader {
         let k = usize::from(self.trailer.k);
         let mut good: Vec<GoodBlock> = Vec::with_capacity(k);
         loop {
-            let picks = self.pick(k - good.len(), &good);
+            let picks = self.pick(s, k - good.len(), &good);
             if picks.is_empty() {
                 let state = lock(&self.state);
                 return Err(EngineError::NotEnoughShares {
@@ -268,7 +273,7 @@ impl Downloader {
             for (candidate, result) in picks.into_iter().zip(fetched) {
                 match result {
                     Ok(block) => good.push(block),
-                    Err(kind) => self.mark_bad(candidate, kind),
+                    Err(failure) => self.mark_bad(candidate, s, failure),
                 }
             }
             if good.len() == k {
@@ -314,7 +319,7 @@ impl Downloader {
     }
 
     /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
-    fn pick(&self, count: usize, good: &[GoodBlock]) -> Vec<usize> {
+    fn pick(&self, s: u64, count: usize, good: &[GoodBlock]) -> Vec<usize> {
         let state = lock(&self.state);
         let mut picks: Vec<usize> = Vec::with_capacity(count);
         for (index, candidate) in state.candidates.iter().enumerate() {
@@ -325,17 +330,26 @@ impl Downloader {
                 || picks
                     .iter()
                     .any(|p| state.candidates[*p].share == candidate.share);
-            if !candidate.bad && !taken {
+            if !candidate.bad && !candidate.bad_blocks.contains(&s) && !taken {
                 picks.push(index);
             }
         }
         picks
     }
 
-    fn mark_bad(&self, candidate: usize, kind: ProblemKind) {
+    fn mark_bad(&self, candidate: usize, s: u64, failure: BlockFailure) {
         let mut state = lock(&self.state);
         let c = &mut state.candidates[candidate];
-        c.bad = true;
+        let kind = match failure {
+            BlockFailure::Share(kind) => {
+                c.bad = true;
+                kind
+            }
+            BlockFailure::Block(kind) => {
+                c.bad_blocks.insert(s);
+                kind
+            }
+        };
         let problem = ShareProblem {
             share: Some(c.share),
             server: c.server.server_id().to_owned(),
@@ -346,15 +360,20 @@ impl Downloader {
     }
 
     /// Reads block `s` of one candidate and checks it against the trees.
-    async fn fetch_block(&self, candidate: usize, s: u64) -> Result<GoodBlock, ProblemKind> {
+    async fn fetch_block(&self, candidate: usize, s: u64) -> Result<GoodBlock, BlockFailure> {
         let (share, server, has_root) = {
             let state = lock(&self.state);
             let c = &state.candidates[candidate];
             (c.share, Arc::clone(&c.server), c.block_tree.is_some())
         };
-        let unavailable = |e: crate::grid::GridError| ProblemKind::Unavailable(e.to_string());
+        let unavailable = |e: crate::grid::GridError| {
+            BlockFailure::Share(ProblemKind::Unavailable(e.to_string()))
+        };
         if !has_root {
-            let tree = self.verify_block_root(server.as_ref(), share).await?;
+            let tree = self
+                .verify_block_root(server.as_ref(), share)
+                .await
+                .map_err(BlockFailure::Share)?;
             let mut state = lock(&self.state);
             state.candidates[candidate].block_tree.get_or_insert(tree);
         }
@@ -362,7 +381,11 @@ impl Downloader {
             let state = lock(&self.state);
             match &state.candidates[candidate].block_tree {
                 Some(tree) => tree.nodes_needed(s),
-                None => return Err(ProblemKind::Corrupt("block tree not verified".into())),
+                None => {
+                    return Err(BlockFailure::Share(ProblemKind::Corrupt(
+                        "block tree not verified".into(),
+                    )))
+                }
             }
         };
         let start = self.layout.block_offset(s);
@@ -385,16 +408,18 @@ impl Downloader {
         let hashed = block.clone();
         let hash = tokio::task::spawn_blocking(move || block_hash(&hashed))
             .await
-            .map_err(|e| ProblemKind::Unavailable(format!("hashing failed: {e}")))?;
+            .map_err(|e| {
+                BlockFailure::Share(ProblemKind::Unavailable(format!("hashing failed: {e}")))
+            })?;
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {
             Some(tree) => tree.verify_leaf(s, hash, &fetched),
             None => false,
         };
         if !ok {
-            return Err(ProblemKind::Corrupt(format!(
+            return Err(BlockFailure::Block(ProblemKind::Corrupt(format!(
                 "block {s} does not match its block tree"
-            )));
+            ))));
         }
         Ok(GoodBlock {
             share,
@@ -596,6 +621,12 @@ async fn read_node(
         hash.copy_from_slice(&bytes);
     }
     Ok(hash)
+}
+
+/// Why a block could not be used, and how much of the share that rules out.
+enum BlockFailure {
+    Share(ProblemKind),
+    Block(ProblemKind),
 }
 
 enum TrailerError {
