@@ -119,7 +119,9 @@ pub enum GridError {
         si: StorageIndex,
         share: ShareNum,
     },
-    #[error("{server}: read of {range:?} is beyond the end ({len} bytes) of share {share} of {si}")]
+    #[error(
+        "{server}: read of {range:?} is beyond the end ({len} bytes) of share {share} of {si}"
+    )]
     OutOfRange {
         server: String,
         si: StorageIndex,
@@ -230,7 +232,10 @@ impl Grid {
                 (hasher.finalize().into(), server)
             })
             .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        keyed.into_iter().map(|(_, server)| Arc::clone(server)).collect()
+        keyed.sort_by_key(|a| a.0);
+        keyed
+            .into_iter()
+            .map(|(_, server)| Arc::clone(server))
+            .collect()
     }
 }
