@@ -8,6 +8,8 @@
 //! [`Grid`] is an ordered set of stores plus the rule that decides which
 //! server holds which share of a file (a permutation per storage index).
 
+#[cfg(test)]
+mod conformance;
 mod local;
 mod memory;
 
