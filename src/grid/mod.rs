@@ -13,7 +13,7 @@ mod conformance;
 mod local;
 mod memory;
 
-pub use local::LocalStore;
+pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
 
 use std::fmt;
