@@ -1,5 +1,682 @@
 //! A storage server that is a directory on a local file system.
+//!
+//! Layout under the store's directory:
+//!
+//! ```text
+//!   shares/<si[..2]>/<si>/<share number>   finished shares (si in base32)
+//!   incoming/<si>.<share number>           shares under construction
+//! ```
+//!
+//! The two-character prefix level keeps directories small (at most 1024
+//! prefixes) however many files the grid holds.
+//!
+//! A share is written under `incoming/` and linked into `shares/` by
+//! [`ShareWriter::finish`] after an fsync, so a crash never leaves a short
+//! share where readers look. Whatever a crash leaves in `incoming/` is removed
+//! by the next [`LocalStore::open`]; hence **one process per directory**: a
+//! second process opening the same directory would delete the first one's
+//! uploads in progress.
+//!
+//! Every file operation runs on tokio's blocking pool, never on the reactor.
 
-/// Placeholder: implemented in its own change.
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::{
+    GridError, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
+};
+
+/// How many bytes a writer appends between two starts of write-back. Dirty
+/// pages per share stay below about twice this, and `finish` has at most that
+/// much left to flush, so it answers in milliseconds whatever the share size
+/// (measured: 512 MiB share, finish 15 ms instead of 150+ ms).
+///
+/// Write-back is an `fdatasync` on a second handle to the file, run on the
+/// blocking pool while appends go on; the next interval waits for it before
+/// starting its own. Linux's `sync_file_range` would do the same per range
+/// without flushing metadata, but neither nix (0.29 to 0.32) nor std wraps it,
+/// and this crate forbids the unsafe code a raw libc call needs.
+const WRITEBACK_INTERVAL: u64 = 8 << 20;
+
+/// A [`ShareStore`] keeping its shares in one local directory. Cheap to
+/// clone; clones are the same store.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
 #[derive(Debug)]
-pub struct LocalStore;
+struct Inner {
+    dir: PathBuf,
+    server_id: String,
+}
+
+/// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
+/// `local-00`, `local-01`, ...: the embedded default grid.
+pub fn grid_of_dirs(root: &Path, count: usize) -> GridResult<Vec<Arc<dyn ShareStore>>> {
+    (0..count)
+        .map(|i| {
+            let store =
+                LocalStore::open(root.join(format!("server-{i:02}")), format!("local-{i:02}"))?;
+            Ok(Arc::new(store) as Arc<dyn ShareStore>)
+        })
+        .collect()
+}
+
+impl LocalStore {
+    /// Opens the store in `dir`, creating it if missing, and removes the
+    /// partial shares a crash left in `incoming/`.
+    ///
+    /// Blocking: call it at start-up or from a blocking task.
+    pub fn open(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
+        let inner = Inner {
+            dir: dir.into(),
+            server_id: server_id.into(),
+        };
+        for sub in [inner.shares_dir(), inner.incoming_dir()] {
+            fs::create_dir_all(&sub).map_err(|e| inner.io_error("open: create directory", e))?;
+        }
+        inner.remove_stale_incoming()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    fn shares_dir(&self) -> PathBuf {
+        self.dir.join("shares")
+    }
+
+    fn incoming_dir(&self) -> PathBuf {
+        self.dir.join("incoming")
+    }
+
+    fn si_dir(&self, si: StorageIndex) -> PathBuf {
+        let name = si.to_base32();
+        self.shares_dir().join(&name[..2]).join(name)
+    }
+
+    fn share_path(&self, si: StorageIndex, share: ShareNum) -> PathBuf {
+        self.si_dir(si).join(share.0.to_string())
+    }
+
+    fn incoming_path(&self, si: StorageIndex, share: ShareNum) -> PathBuf {
+        self.incoming_dir().join(format!("{si}.{}", share.0))
+    }
+
+    fn io_error(&self, operation: &'static str, source: io::Error) -> GridError {
+        GridError::Io {
+            server: self.server_id.clone(),
+            operation,
+            source,
+        }
+    }
+
+    /// Like [`Inner::io_error`], but a missing or existing file means the
+    /// share is missing or exists.
+    fn share_error(
+        &self,
+        operation: &'static str,
+        si: StorageIndex,
+        share: ShareNum,
+        source: io::Error,
+    ) -> GridError {
+        let server = self.server_id.clone();
+        match source.kind() {
+            io::ErrorKind::NotFound => GridError::NotFound { server, si, share },
+            io::ErrorKind::AlreadyExists => GridError::AlreadyExists { server, si, share },
+            _ => self.io_error(operation, source),
+        }
+    }
+
+    fn already_exists(&self, si: StorageIndex, share: ShareNum) -> GridError {
+        GridError::AlreadyExists {
+            server: self.server_id.clone(),
+            si,
+            share,
+        }
+    }
+
+    fn remove_stale_incoming(&self) -> GridResult<()> {
+        let entries = fs::read_dir(self.incoming_dir())
+            .map_err(|e| self.io_error("open: list incoming", e))?;
+        let mut removed = 0usize;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io_error("open: list incoming", e))?;
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error("open: remove stale partial share", e)),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                server = %self.server_id,
+                removed,
+                "removed partial shares left by an interrupted run"
+            );
+        }
+        Ok(())
+    }
+
+    /// `finish` after the data is on disk: link the partial file into place,
+    /// never replacing a finished share, and make the new name durable.
+    fn publish(&self, si: StorageIndex, share: ShareNum) -> GridResult<()> {
+        let incoming = self.incoming_path(si, share);
+        let si_dir = self.si_dir(si);
+        let target = self.share_path(si, share);
+        let si_dir_existed = si_dir.is_dir();
+        fs::create_dir_all(&si_dir).map_err(|e| self.io_error("finish: create directory", e))?;
+        // A link, not a rename: rename would silently replace a share that a
+        // racing writer finished after our `create` checked for it.
+        fs::hard_link(&incoming, &target).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => self.already_exists(si, share),
+            _ => self.io_error("finish: link into place", e),
+        })?;
+        let mut synced = sync_dir(&si_dir);
+        if !si_dir_existed {
+            // New directories must be durable in their parents too.
+            if let Some(prefix_dir) = si_dir.parent() {
+                synced = synced.and_then(|()| sync_dir(prefix_dir));
+            }
+            synced = synced.and_then(|()| sync_dir(&self.shares_dir()));
+        }
+        if let Err(e) = synced {
+            // Not durable: take the share back so an error means "not there".
+            let _ = fs::remove_file(&target);
+            return Err(self.io_error("finish: sync directory", e));
+        }
+        if let Err(e) = fs::remove_file(&incoming) {
+            // The share is finished; the extra name is only a leftover that
+            // the next `open` removes.
+            tracing::warn!(server = %self.server_id, path = %incoming.display(), error = %e,
+                "cannot remove the partial name of a finished share");
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T, F>(inner: &Inner, operation: &'static str, work: F) -> GridResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> GridResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| inner.io_error(operation, io::Error::other(e)))?
+}
+
+#[async_trait]
+impl ShareStore for LocalStore {
+    fn server_id(&self) -> &str {
+        &self.inner.server_id
+    }
+
+    async fn create(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        _secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        let inner = Arc::clone(&self.inner);
+        let file = blocking(&self.inner, "create", move || {
+            match fs::symlink_metadata(inner.share_path(si, share)) {
+                Ok(_) => return Err(inner.already_exists(si, share)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(inner.io_error("create: check finished share", e)),
+            }
+            // create_new makes the partial name the lock: a second writer of
+            // the same share fails here with AlreadyExists.
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(inner.incoming_path(si, share))
+                .map_err(|e| inner.share_error("create", si, share, e))
+        })
+        .await?;
+        Ok(Box::new(LocalWriter {
+            store: Arc::clone(&self.inner),
+            si,
+            share,
+            file: Some(file),
+            written: 0,
+            writeback_from: 0,
+            writeback: None,
+            done: false,
+        }))
+    }
+
+    async fn read(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner, "read", move || {
+            let file = File::open(inner.share_path(si, share))
+                .map_err(|e| inner.share_error("read: open", si, share, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| inner.io_error("read: stat", e))?
+                .len();
+            let count = range
+                .end
+                .checked_sub(range.start)
+                .filter(|_| range.end <= len)
+                .ok_or_else(|| GridError::OutOfRange {
+                    server: inner.server_id.clone(),
+                    si,
+                    share,
+                    range: range.clone(),
+                    len,
+                })?;
+            let count = usize::try_from(count).map_err(|_| {
+                inner.io_error(
+                    "read",
+                    io::Error::new(io::ErrorKind::InvalidInput, "range larger than memory"),
+                )
+            })?;
+            let mut buf = vec![0; count];
+            // read_exact_at never returns fewer bytes: a share that shrank
+            // under us is an error, not short data.
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(|e| inner.io_error("read", e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner, "list", move || {
+            let entries = match fs::read_dir(inner.si_dir(si)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(inner.io_error("list", e)),
+            };
+            let mut shares = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| inner.io_error("list", e))?;
+                let Some(share) = parse_share_name(&entry.file_name()) else {
+                    continue;
+                };
+                match entry.metadata() {
+                    Ok(meta) if meta.is_file() => shares.push(ShareInfo {
+                        share,
+                        len: meta.len(),
+                    }),
+                    Ok(_) => {}
+                    // Deleted while we listed.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(inner.io_error("list: stat", e)),
+                }
+            }
+            Ok(shares)
+        })
+        .await
+    }
+
+    async fn delete(&self, si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<()> {
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner, "delete", move || {
+            // The prefix directory stays: removing it could race with a
+            // `finish` of another storage index that shares the prefix.
+            match fs::remove_dir_all(inner.si_dir(si)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(inner.io_error("delete", e)),
+            }
+        })
+        .await
+    }
+}
+
+/// Share numbers are written in canonical decimal; anything else in a
+/// storage index directory is not ours.
+fn parse_share_name(name: &std::ffi::OsStr) -> Option<ShareNum> {
+    let name = name.to_str()?;
+    let number: u8 = name.parse().ok()?;
+    (number.to_string() == name).then_some(ShareNum(number))
+}
+
+#[derive(Debug)]
+struct LocalWriter {
+    store: Arc<Inner>,
+    si: StorageIndex,
+    share: ShareNum,
+    /// `None` while an append has it on the blocking pool, and for good once
+    /// an append failed or was cancelled: the file may then hold bytes past
+    /// `written`, so the writer refuses to go on.
+    file: Option<File>,
+    written: u64,
+    /// Where the last write-back started; the next one starts
+    /// [`WRITEBACK_INTERVAL`] bytes later.
+    writeback_from: u64,
+    /// The write-back in flight, if any.
+    writeback: Option<JoinHandle<io::Result<()>>>,
+    /// Set once finished or aborted: Drop then has nothing to clean up.
+    done: bool,
+}
+
+impl LocalWriter {
+    fn take_file(&mut self, operation: &'static str) -> GridResult<File> {
+        self.file.take().ok_or_else(|| {
+            self.store.io_error(
+                operation,
+                io::Error::other("an earlier append of this share failed or was cancelled"),
+            )
+        })
+    }
+
+    /// Waits for the write-back in flight, so that at most one runs per
+    /// share and dirty pages stay bounded.
+    async fn wait_writeback(&mut self, operation: &'static str) -> GridResult<()> {
+        if let Some(pending) = self.writeback.take() {
+            pending
+                .await
+                .map_err(io::Error::other)
+                .and_then(|synced| synced)
+                .map_err(|e| self.store.io_error(operation, e))?;
+        }
+        Ok(())
+    }
+
+    async fn finish_inner(&mut self, len: u64) -> GridResult<()> {
+        if len != self.written {
+            return Err(GridError::LengthMismatch {
+                server: self.store.server_id.clone(),
+                si: self.si,
+                share: self.share,
+                written: self.written,
+                expected: len,
+            });
+        }
+        let file = self.take_file("finish")?;
+        self.wait_writeback("finish: write-back").await?;
+        let (inner, si, share) = (Arc::clone(&self.store), self.si, self.share);
+        blocking(&self.store, "finish", move || {
+            // `written` counts what we sent; the file is the truth.
+            let on_disk = file
+                .metadata()
+                .map_err(|e| inner.io_error("finish: stat", e))?
+                .len();
+            if on_disk != len {
+                return Err(GridError::LengthMismatch {
+                    server: inner.server_id.clone(),
+                    si,
+                    share,
+                    written: on_disk,
+                    expected: len,
+                });
+            }
+            // Only the tail since the last write-back is still dirty.
+            file.sync_all()
+                .map_err(|e| inner.io_error("finish: sync", e))?;
+            drop(file);
+            inner.publish(si, share)
+        })
+        .await
+    }
+
+    /// Removes the partial file now, on the blocking pool.
+    async fn remove_partial(&self) -> GridResult<()> {
+        let path = self.store.incoming_path(self.si, self.share);
+        let inner = Arc::clone(&self.store);
+        blocking(&self.store, "abort", move || match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(inner.io_error("abort: remove partial share", e)),
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ShareWriter for LocalWriter {
+    async fn append(&mut self, data: Bytes) -> GridResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let file = self.take_file("append")?;
+        let offset = self.written;
+        let end = offset + data.len() as u64;
+        let start_writeback = end - self.writeback_from >= WRITEBACK_INTERVAL;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all_at(&data, offset).and_then(|()| {
+                // A second handle lets the write-back run while appends go on.
+                start_writeback.then(|| file.try_clone()).transpose()
+            });
+            (file, result)
+        })
+        .await
+        .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
+        let sync_handle = result.map_err(|e| self.store.io_error("append", e))?;
+        self.file = Some(file);
+        self.written = end;
+        if let Some(handle) = sync_handle {
+            // Wait for the previous interval's write-back (this is what
+            // bounds dirty pages and paces the writer at disk speed), then
+            // start this one's without waiting for it.
+            self.wait_writeback("append: write-back").await?;
+            self.writeback = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
+            self.writeback_from = end;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>, len: u64) -> GridResult<()> {
+        let result = self.finish_inner(len).await;
+        if result.is_err() {
+            // Clean up now rather than in Drop, so that the share can be
+            // created again as soon as finish returns.
+            let _ = self.remove_partial().await;
+        }
+        self.done = true;
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) -> GridResult<()> {
+        self.file = None;
+        // A write-back in flight works on the unlinked file and ends alone.
+        self.writeback = None;
+        self.done = true;
+        self.remove_partial().await
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let path = self.store.incoming_path(self.si, self.share);
+        let remove = move || {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "cannot remove an abandoned partial share; the next open will");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::grid::conformance;
+
+    fn incoming_names(store: &LocalStore) -> Vec<String> {
+        fs::read_dir(store.inner.incoming_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Waits for the background removals started by dropped writers.
+    async fn wait_incoming_empty(store: &LocalStore) {
+        for _ in 0..500 {
+            if incoming_names(store).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("incoming/ still holds {:?}", incoming_names(store));
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("server"), "local-test").unwrap();
+        conformance::run_all(&store).await;
+        wait_incoming_empty(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_multi_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        conformance::run_all(&store).await;
+        wait_incoming_empty(&store).await;
+    }
+
+    #[tokio::test]
+    async fn layout_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let si = StorageIndex::from_bytes([0xab; 16]);
+        let name = si.to_base32();
+        let mut writer = store
+            .create(si, ShareNum(3), &conformance::secrets())
+            .await
+            .unwrap();
+        writer.append(Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(incoming_names(&store), vec![format!("{name}.3")]);
+        writer.finish(5).await.unwrap();
+        assert!(incoming_names(&store).is_empty());
+        let path = dir
+            .path()
+            .join("shares")
+            .join(&name[..2])
+            .join(&name)
+            .join("3");
+        assert_eq!(fs::read(path).unwrap(), b"hello");
+    }
+
+    #[tokio::test]
+    async fn stale_incoming_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let si = conformance::random_si();
+        {
+            let store = LocalStore::open(dir.path(), "local-test").unwrap();
+            conformance::put(&store, si, ShareNum(0), b"kept", 4).await;
+            let mut writer = store
+                .create(si, ShareNum(1), &conformance::secrets())
+                .await
+                .unwrap();
+            writer.append(Bytes::from_static(b"crash")).await.unwrap();
+            // A crash: no Drop, nothing cleans up.
+            std::mem::forget(writer);
+        }
+        fs::write(dir.path().join("incoming").join("junk"), b"?").unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path().join("incoming")).unwrap().count(),
+            2
+        );
+
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert!(incoming_names(&store).is_empty());
+        assert_eq!(
+            store.list(si).await.unwrap(),
+            vec![ShareInfo {
+                share: ShareNum(0),
+                len: 4
+            }]
+        );
+        // The share that was in progress can be written again.
+        conformance::put(&store, si, ShareNum(1), b"again", 5).await;
+    }
+
+    #[tokio::test]
+    async fn list_ignores_foreign_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let si = conformance::random_si();
+        conformance::put(&store, si, ShareNum(12), b"twelve", 6).await;
+        let si_dir = store.inner.si_dir(si);
+        for name in ["012", "256", "x", "3.tmp", "+4"] {
+            fs::write(si_dir.join(name), b"?").unwrap();
+        }
+        fs::create_dir(si_dir.join("5")).unwrap();
+        assert_eq!(
+            store.list(si).await.unwrap(),
+            vec![ShareInfo {
+                share: ShareNum(12),
+                len: 6
+            }]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_share_round_trip() {
+        const MIB: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let si = conformance::random_si();
+        let data = conformance::pattern(0x5a, 40 * MIB);
+        conformance::put(&store, si, ShareNum(0), &data, MIB).await;
+        let read = store
+            .read(si, ShareNum(0), 0..data.len() as u64)
+            .await
+            .unwrap();
+        assert!(
+            read[..] == data[..],
+            "40 MiB share reads back different bytes"
+        );
+        // Ranges across the write-back boundaries.
+        for start in [8 * MIB - 3, 16 * MIB - 1, 39 * MIB] {
+            let range = start as u64..(start + MIB) as u64;
+            let read = store.read(si, ShareNum(0), range).await.unwrap();
+            assert!(read[..] == data[start..start + MIB]);
+        }
+        assert!(incoming_names(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn grid_of_dirs_names_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = grid_of_dirs(dir.path(), 10).unwrap();
+        let ids: Vec<&str> = grid.iter().map(|store| store.server_id()).collect();
+        assert_eq!(ids[0], "local-00");
+        assert_eq!(ids[9], "local-09");
+        assert!(dir.path().join("server-09").join("shares").is_dir());
+    }
+}

@@ -8,10 +8,12 @@
 //! [`Grid`] is an ordered set of stores plus the rule that decides which
 //! server holds which share of a file (a permutation per storage index).
 
+#[cfg(test)]
+mod conformance;
 mod local;
 mod memory;
 
-pub use local::LocalStore;
+pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
 
 use std::fmt;
@@ -232,7 +234,7 @@ impl Grid {
                 (hasher.finalize().into(), server)
             })
             .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_by_key(|a| a.0);
         keyed
             .into_iter()
             .map(|(_, server)| Arc::clone(server))

@@ -1,0 +1,397 @@
+//! The [`ShareStore`] contract as tests: every backend's test module runs
+//! [`run_all`] against a fresh store (object_store's `integration.rs` style).
+//!
+//! Each check uses its own random storage index, so the checks can share one
+//! store and a backend may run them one by one or all together.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use super::{GridError, ShareNum, ShareSecrets, ShareStore, StorageIndex};
+
+/// Runs every check of the contract.
+pub async fn run_all(store: &dyn ShareStore) {
+    round_trip(store).await;
+    range_reads(store).await;
+    empty_share(store).await;
+    partial_share_is_invisible(store).await;
+    finish_with_wrong_length_fails(store).await;
+    create_of_existing_share_fails(store).await;
+    racing_creates_have_one_winner(store).await;
+    abort_removes_everything(store).await;
+    drop_removes_everything(store).await;
+    delete_removes_finished_shares(store).await;
+    unknown_storage_index(store).await;
+}
+
+pub fn random_si() -> StorageIndex {
+    StorageIndex::from_bytes(rand::random())
+}
+
+pub fn secrets() -> ShareSecrets {
+    ShareSecrets {
+        write_enabler: [0x11; 32],
+        lease_renew: [0x22; 32],
+        lease_cancel: [0x33; 32],
+    }
+}
+
+/// Bytes that differ at every offset of a share and between shares, so a
+/// read from the wrong place cannot pass by accident.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+/// Writes `data` as one finished share in appends of `chunk` bytes.
+pub async fn put(
+    store: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+    data: &[u8],
+    chunk: usize,
+) {
+    let mut writer = store
+        .create(si, share, &secrets())
+        .await
+        .expect("create a new share");
+    for part in data.chunks(chunk.max(1)) {
+        writer
+            .append(Bytes::copy_from_slice(part))
+            .await
+            .expect("append");
+    }
+    writer.finish(data.len() as u64).await.expect("finish");
+}
+
+async fn sorted_list(store: &dyn ShareStore, si: StorageIndex) -> Vec<(u8, u64)> {
+    let mut listed: Vec<(u8, u64)> = store
+        .list(si)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|info| (info.share.0, info.len))
+        .collect();
+    listed.sort_unstable();
+    listed
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, GridError>, what: &str) {
+    match result {
+        Err(GridError::NotFound { .. }) => {}
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+fn assert_already_exists<T: std::fmt::Debug>(result: Result<T, GridError>, what: &str) {
+    match result {
+        Err(GridError::AlreadyExists { .. }) => {}
+        other => panic!("{what}: expected AlreadyExists, got {other:?}"),
+    }
+}
+
+pub async fn round_trip(store: &dyn ShareStore) {
+    assert!(!store.server_id().is_empty());
+    let si = random_si();
+    let first = pattern(1, 10_000);
+    let second = pattern(2, 333);
+    put(store, si, ShareNum(0), &first, 1000).await;
+    // Uneven appends, including empty ones, must concatenate exactly.
+    let mut writer = store
+        .create(si, ShareNum(7), &secrets())
+        .await
+        .expect("create");
+    for part in [
+        &second[..0],
+        &second[..1],
+        &second[1..1],
+        &second[1..200],
+        &second[200..],
+    ] {
+        writer
+            .append(Bytes::copy_from_slice(part))
+            .await
+            .expect("append");
+    }
+    writer.finish(second.len() as u64).await.expect("finish");
+
+    let read = store.read(si, ShareNum(0), 0..10_000).await.expect("read");
+    assert_eq!(&read[..], &first[..]);
+    let read = store.read(si, ShareNum(7), 0..333).await.expect("read");
+    assert_eq!(&read[..], &second[..]);
+    assert_eq!(sorted_list(store, si).await, vec![(0, 10_000), (7, 333)]);
+    assert_not_found(
+        store.read(si, ShareNum(1), 0..0).await,
+        "read of a share never created",
+    );
+}
+
+pub async fn range_reads(store: &dyn ShareStore) {
+    let si = random_si();
+    let data = pattern(3, 4096);
+    put(store, si, ShareNum(2), &data, 100).await;
+    for (start, end) in [
+        (0, 1),
+        (99, 101),
+        (100, 200),
+        (150, 4000),
+        (4095, 4096),
+        (0, 4096),
+    ] {
+        let read = store
+            .read(si, ShareNum(2), start..end)
+            .await
+            .expect("range read");
+        assert_eq!(
+            &read[..],
+            &data[start as usize..end as usize],
+            "range {start}..{end}"
+        );
+    }
+    for empty in [0, 17, 4096] {
+        let read = store
+            .read(si, ShareNum(2), empty..empty)
+            .await
+            .expect("empty range read");
+        assert!(read.is_empty());
+    }
+    #[allow(clippy::reversed_empty_ranges)]
+    let bad_ranges = [
+        4000..4097,
+        4096..4097,
+        5000..6000,
+        10..5,
+        u64::MAX - 1..u64::MAX,
+    ];
+    for range in bad_ranges {
+        match store.read(si, ShareNum(2), range.clone()).await {
+            Err(GridError::OutOfRange { len, .. }) => assert_eq!(len, 4096),
+            other => panic!("read of {range:?}: expected OutOfRange, got {other:?}"),
+        }
+    }
+}
+
+pub async fn empty_share(store: &dyn ShareStore) {
+    let si = random_si();
+    let writer = store
+        .create(si, ShareNum(0), &secrets())
+        .await
+        .expect("create");
+    writer.finish(0).await.expect("finish an empty share");
+    assert_eq!(sorted_list(store, si).await, vec![(0, 0)]);
+    let read = store.read(si, ShareNum(0), 0..0).await.expect("read");
+    assert!(read.is_empty());
+}
+
+pub async fn partial_share_is_invisible(store: &dyn ShareStore) {
+    let si = random_si();
+    let mut writer = store
+        .create(si, ShareNum(4), &secrets())
+        .await
+        .expect("create");
+    writer
+        .append(Bytes::from(pattern(4, 500)))
+        .await
+        .expect("append");
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    assert_not_found(
+        store.read(si, ShareNum(4), 0..0).await,
+        "read of a partial share",
+    );
+    assert_not_found(
+        store.read(si, ShareNum(4), 0..10).await,
+        "read of a partial share",
+    );
+    writer.finish(500).await.expect("finish");
+    assert_eq!(sorted_list(store, si).await, vec![(4, 500)]);
+}
+
+pub async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
+    let si = random_si();
+    for (share, claimed) in [(ShareNum(0), 99), (ShareNum(1), 101), (ShareNum(2), 0)] {
+        let mut writer = store.create(si, share, &secrets()).await.expect("create");
+        writer
+            .append(Bytes::from(pattern(5, 100)))
+            .await
+            .expect("append");
+        match writer.finish(claimed).await {
+            Err(GridError::LengthMismatch {
+                written, expected, ..
+            }) => {
+                assert_eq!((written, expected), (100, claimed));
+            }
+            other => {
+                panic!("finish({claimed}) after 100 bytes: expected LengthMismatch, got {other:?}")
+            }
+        }
+    }
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    // A failed finish must not leave the share half-created.
+    for share in [ShareNum(0), ShareNum(1), ShareNum(2)] {
+        assert_not_found(
+            store.read(si, share, 0..0).await,
+            "read after a failed finish",
+        );
+        create_eventually(store, si, share)
+            .await
+            .abort()
+            .await
+            .expect("abort");
+    }
+}
+
+pub async fn create_of_existing_share_fails(store: &dyn ShareStore) {
+    let si = random_si();
+    put(store, si, ShareNum(0), b"finished", 8).await;
+    assert_already_exists(
+        store.create(si, ShareNum(0), &secrets()).await,
+        "create of a finished share",
+    );
+
+    let mut writer = store
+        .create(si, ShareNum(1), &secrets())
+        .await
+        .expect("create");
+    writer
+        .append(Bytes::from_static(b"partial"))
+        .await
+        .expect("append");
+    assert_already_exists(
+        store.create(si, ShareNum(1), &secrets()).await,
+        "create of a share under construction",
+    );
+    // The failed create must not have disturbed the first writer.
+    writer
+        .append(Bytes::from_static(b"!"))
+        .await
+        .expect("append");
+    writer.finish(8).await.expect("finish");
+    let read = store.read(si, ShareNum(1), 0..8).await.expect("read");
+    assert_eq!(&read[..], b"partial!");
+    let read = store.read(si, ShareNum(0), 0..8).await.expect("read");
+    assert_eq!(&read[..], b"finished");
+}
+
+pub async fn racing_creates_have_one_winner(store: &dyn ShareStore) {
+    let si = random_si();
+    let secrets = secrets();
+    let results = join_all((0..8).map(|_| store.create(si, ShareNum(3), &secrets))).await;
+    let mut winners = Vec::new();
+    for result in results {
+        match result {
+            Ok(writer) => winners.push(writer),
+            Err(GridError::AlreadyExists { .. }) => {}
+            Err(other) => panic!("racing create: expected AlreadyExists, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one racing create must win");
+    let mut winner = winners.pop().expect("one winner");
+    winner
+        .append(Bytes::from_static(b"won"))
+        .await
+        .expect("append");
+    winner.finish(3).await.expect("finish");
+    assert_eq!(sorted_list(store, si).await, vec![(3, 3)]);
+}
+
+pub async fn abort_removes_everything(store: &dyn ShareStore) {
+    let si = random_si();
+    let mut writer = store
+        .create(si, ShareNum(5), &secrets())
+        .await
+        .expect("create");
+    writer
+        .append(Bytes::from(pattern(6, 1000)))
+        .await
+        .expect("append");
+    writer.abort().await.expect("abort");
+    // Never appended to at all.
+    let writer = store
+        .create(si, ShareNum(6), &secrets())
+        .await
+        .expect("create");
+    writer.abort().await.expect("abort");
+
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    assert_not_found(store.read(si, ShareNum(5), 0..0).await, "read after abort");
+    // Abort is synchronous cleanup: the share can be created again at once.
+    let writer = store
+        .create(si, ShareNum(5), &secrets())
+        .await
+        .expect("create after abort");
+    writer.abort().await.expect("abort");
+}
+
+pub async fn drop_removes_everything(store: &dyn ShareStore) {
+    let si = random_si();
+    let mut writer = store
+        .create(si, ShareNum(8), &secrets())
+        .await
+        .expect("create");
+    writer
+        .append(Bytes::from(pattern(7, 1000)))
+        .await
+        .expect("append");
+    drop(writer);
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    assert_not_found(store.read(si, ShareNum(8), 0..0).await, "read after drop");
+    // Drop cannot await, so a backend may finish its cleanup in the
+    // background; the share must become creatable again soon.
+    create_eventually(store, si, ShareNum(8))
+        .await
+        .abort()
+        .await
+        .expect("abort");
+}
+
+/// Creates a share that an earlier writer's Drop is still cleaning up.
+pub async fn create_eventually(
+    store: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+) -> Box<dyn super::ShareWriter> {
+    for _ in 0..500 {
+        match store.create(si, share, &secrets()).await {
+            Ok(writer) => return writer,
+            Err(GridError::AlreadyExists { .. }) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(other) => panic!("create: {other:?}"),
+        }
+    }
+    panic!("share {share} of {si} still exists 5 s after its writer was dropped");
+}
+
+pub async fn delete_removes_finished_shares(store: &dyn ShareStore) {
+    let si = random_si();
+    let other = random_si();
+    put(store, si, ShareNum(0), b"zero", 4).await;
+    put(store, si, ShareNum(9), b"nine", 2).await;
+    put(store, other, ShareNum(0), b"other", 5).await;
+    store.delete(si, &secrets()).await.expect("delete");
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    assert_not_found(store.read(si, ShareNum(0), 0..1).await, "read after delete");
+    // Deleting again, or deleting what never existed, is not an error.
+    store.delete(si, &secrets()).await.expect("delete again");
+    store
+        .delete(random_si(), &secrets())
+        .await
+        .expect("delete of nothing");
+    // Other storage indexes are untouched, and the deleted shares can be
+    // created anew.
+    assert_eq!(sorted_list(store, other).await, vec![(0, 5)]);
+    put(store, si, ShareNum(0), b"again", 5).await;
+    assert_eq!(sorted_list(store, si).await, vec![(0, 5)]);
+}
+
+pub async fn unknown_storage_index(store: &dyn ShareStore) {
+    let si = random_si();
+    assert_eq!(sorted_list(store, si).await, vec![]);
+    assert_not_found(
+        store.read(si, ShareNum(0), 0..0).await,
+        "read of an unknown index",
+    );
+}
