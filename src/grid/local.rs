@@ -364,8 +364,9 @@ struct LocalWriter {
     si: StorageIndex,
     share: ShareNum,
     /// `None` while an append has it on the blocking pool, and for good once
-    /// an append failed or was cancelled: the file may then hold bytes past
-    /// `written`, so the writer refuses to go on.
+    /// an append or a write-back failed or an append was cancelled: the file
+    /// may then hold bytes past `written` or have lost some, so the writer
+    /// refuses to go on.
     file: Option<File>,
     written: u64,
     /// Where the last write-back started; the next one starts
@@ -382,7 +383,7 @@ impl LocalWriter {
         self.file.take().ok_or_else(|| {
             self.store.io_error(
                 operation,
-                io::Error::other("an earlier append of this share failed or was cancelled"),
+                io::Error::other("an earlier write to this share failed or was cancelled"),
             )
         })
     }
@@ -391,11 +392,13 @@ impl LocalWriter {
     /// share and dirty pages stay bounded.
     async fn wait_writeback(&mut self, operation: &'static str) -> GridResult<()> {
         if let Some(pending) = self.writeback.take() {
-            pending
-                .await
-                .map_err(io::Error::other)
-                .and_then(|synced| synced)
-                .map_err(|e| self.store.io_error(operation, e))?;
+            let synced = pending.await.map_err(io::Error::other).and_then(|r| r);
+            if let Err(e) = synced {
+                // The kernel reports a write-back error once: a later fsync
+                // may succeed although pages were lost, so never finish.
+                self.file = None;
+                return Err(self.store.io_error(operation, e));
+            }
         }
         Ok(())
     }
