@@ -434,3 +434,131 @@ async fn a_wrong_capability_is_an_error() {
     wrong_size.size += 1;
     assert!(Downloader::open(&grid, &wrong_size).await.is_err());
 }
+
+/// Every regular file under `root`.
+fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+fn local_grid(root: &std::path::Path, failing: usize, appends_ok: usize) -> Grid {
+    let stores = griddav::grid::grid_of_dirs(root, 10).expect("local grid");
+    Grid::new(
+        stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                if i < failing {
+                    Arc::new(FailingStore::new(inner, appends_ok)) as Arc<dyn ShareStore>
+                } else {
+                    inner
+                }
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_grid_survives_three_failures_and_cleans_up_after_four() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = content(3 * (1 << 20) + 5, 21);
+
+    let grid = local_grid(dir.path(), 3, 2);
+    let cap = upload(&grid, EncodingParams::default(), &data, &[100_000]).await;
+    assert_eq!(files_under(dir.path()).len(), 7);
+    assert_eq!(read_all(&grid, &cap).await.expect("read"), data);
+    let si = cap.key.storage_index();
+    for server in grid.servers() {
+        server
+            .delete(si, &cap.key.share_secrets())
+            .await
+            .expect("delete");
+    }
+    assert!(files_under(dir.path()).is_empty());
+
+    let grid = local_grid(dir.path(), 4, 2);
+    let mut uploader = Uploader::new(
+        grid,
+        EncodingParams::default(),
+        UploadOptions::default(),
+        None,
+    )
+    .await
+    .expect("start");
+    let mut result = Ok(());
+    for chunk in data.chunks(100_000) {
+        result = uploader.write(Bytes::copy_from_slice(chunk)).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let error = match result {
+        Err(e) => e,
+        Ok(()) => uploader.finish().await.expect_err("must fail"),
+    };
+    assert!(
+        matches!(
+            error,
+            EngineError::NotHappy {
+                live: 6,
+                happy: 7,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(files_under(dir.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_grid_abort_and_drop_leave_no_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let grid = local_grid(dir.path(), 0, 0);
+    let mut uploader = Uploader::new(
+        grid.clone(),
+        EncodingParams::default(),
+        UploadOptions::default(),
+        None,
+    )
+    .await
+    .expect("start");
+    uploader
+        .write(Bytes::from(content(2 << 20, 1)))
+        .await
+        .expect("write");
+    assert_eq!(files_under(dir.path()).len(), 10);
+    uploader.abort().await;
+    assert!(files_under(dir.path()).is_empty());
+
+    let mut uploader = Uploader::new(
+        grid,
+        EncodingParams::default(),
+        UploadOptions::default(),
+        None,
+    )
+    .await
+    .expect("start");
+    uploader
+        .write(Bytes::from(content(2 << 20, 2)))
+        .await
+        .expect("write");
+    drop(uploader);
+    for _ in 0..200 {
+        if files_under(dir.path()).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("files left after drop: {:?}", files_under(dir.path()));
+}

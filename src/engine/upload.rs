@@ -420,11 +420,10 @@ impl Uploader {
     }
 
     async fn send_to_shares(&mut self, blocks: Vec<Bytes>) -> EngineResult<()> {
-        for index in 0..self.slots.len() {
+        for (index, block) in blocks.into_iter().enumerate() {
             let Some(sender) = &self.slots[index].sender else {
                 continue;
             };
-            let block = blocks[index].clone();
             if sender.send(ShareCommand::Append(block)).await.is_err() {
                 let slot = &mut self.slots[index];
                 slot.sender = None;
