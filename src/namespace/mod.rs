@@ -144,3 +144,228 @@ impl Namespace {
         })?
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+pub(crate) mod testutil {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    /// A fixed "now" for tests (2027).
+    pub(crate) fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    pub(crate) fn cap(s: &str) -> Content {
+        Content::Cap(s.to_owned())
+    }
+
+    /// A namespace in a temporary directory on a manual clock.
+    pub(crate) struct Fixture {
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) ns: Namespace,
+        pub(crate) clock: Arc<ManualClock>,
+    }
+
+    impl Fixture {
+        pub(crate) async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualClock::new(t0()));
+            let ns = Namespace::open_with_clock(dir.path().join("ns.db"), clock.clone())
+                .await
+                .unwrap();
+            Fixture { dir, ns, clock }
+        }
+
+        pub(crate) fn db_path(&self) -> PathBuf {
+            self.dir.path().join("ns.db")
+        }
+
+        /// Closes the database and opens it again, as a restart would.
+        pub(crate) async fn reopen(self) -> Self {
+            let Fixture { dir, ns, clock } = self;
+            drop(ns);
+            let ns = Namespace::open_with_clock(dir.path().join("ns.db"), clock.clone())
+                .await
+                .unwrap();
+            Fixture { dir, ns, clock }
+        }
+
+        /// A file with a capability.
+        pub(crate) async fn put(&self, path: &str, c: &str, size: u64) -> PublishOutcome {
+            self.ns
+                .publish_file(path, cap(c), size, t0(), None)
+                .await
+                .unwrap()
+        }
+
+        pub(crate) async fn garbage(&self) -> Vec<String> {
+            self.ns.list_garbage().await.unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_fresh_database_has_a_root_wal_and_the_schema_version() {
+        let f = Fixture::new().await;
+        let root = f.ns.lookup("/").await.unwrap().unwrap();
+        assert!(root.is_dir());
+        assert_eq!(root.parent, None);
+        assert!(f.ns.list("/").await.unwrap().is_empty());
+        let conn = Connection::open(f.db_path()).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let f = Fixture::new().await;
+        let path = f.db_path();
+        drop(f.ns);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Namespace::open(&path).await.unwrap_err();
+        assert!(
+            matches!(err, NamespaceError::UnsupportedSchema { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn everything_but_expired_locks_survives_a_reopen() {
+        let f = Fixture::new().await;
+        f.ns.create_dir("/d").await.unwrap();
+        let file = f.put("/d/f", "cap-1", 10).await.node;
+        f.ns.publish_file("/d/small", Content::Inline(b"hi".to_vec()), 2, t0(), None)
+            .await
+            .unwrap();
+        f.ns.patch_props(
+            "/d/f",
+            vec![PropPatch::Set(Prop {
+                namespace: "urn:x".into(),
+                name: "color".into(),
+                value: b"<x:color>red</x:color>".to_vec(),
+            })],
+        )
+        .await
+        .unwrap();
+        let keep =
+            f.ns.lock(
+                "/d/f",
+                Some("alice"),
+                Some(b"<owner/>"),
+                Some(Duration::from_secs(3600)),
+                false,
+                false,
+            )
+            .await
+            .unwrap();
+        let forever = f.ns.lock("/e", None, None, None, true, true).await.unwrap();
+        f.ns.lock(
+            "/d/small",
+            None,
+            None,
+            Some(Duration::from_secs(1)),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+        f.put("/d/f2", "cap-2", 1).await;
+        f.put("/d/f2", "cap-3", 1).await; // cap-2 -> garbage
+        let upload = f.ns.begin_upload("si-1").await.unwrap();
+
+        f.clock.advance(Duration::from_secs(2));
+        let f = f.reopen().await;
+
+        let again = f.ns.lookup("/d/f").await.unwrap().unwrap();
+        assert_eq!(again, file);
+        let small = f.ns.lookup("/d/small").await.unwrap().unwrap();
+        assert_eq!(small.content, Some(Content::Inline(b"hi".to_vec())));
+        assert_eq!(
+            f.ns.get_prop("/d/f", "urn:x", "color")
+                .await
+                .unwrap()
+                .unwrap(),
+            b"<x:color>red</x:color>"
+        );
+        let mut locks = f.ns.list_locks().await.unwrap();
+        locks.sort_by(|a, b| a.token.cmp(&b.token));
+        let mut want = vec![keep.clone(), forever.clone()];
+        want.sort_by(|a, b| a.token.cmp(&b.token));
+        assert_eq!(
+            locks
+                .iter()
+                .map(|l| (&l.token, &l.path, &l.owner, l.timeout_at))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|l| (&l.token, &l.path, &l.owner, l.timeout_at))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(f.garbage().await, ["cap-2"]);
+        let pending = f.ns.pending_uploads().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].id, upload);
+        assert_eq!(pending[0].storage_index, "si-1");
+    }
+
+    /// Many writers on one path: the row ends as one version whole, and
+    /// every replaced capability is queued exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publishes_leave_one_version_and_queue_the_rest_once() {
+        let f = Fixture::new().await;
+        const N: u64 = 40;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let ns = f.ns.clone();
+            tasks.push(tokio::spawn(async move {
+                ns.publish_file("/f", cap(&format!("cap-{i}")), 1000 + i, t0(), None)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created = 0;
+        let mut reported = Vec::new();
+        for t in tasks {
+            let out = t.await.unwrap();
+            created += usize::from(out.created);
+            reported.extend(out.garbage_queued);
+        }
+        assert_eq!(created, 1, "exactly one publish created the file");
+        let node = f.ns.lookup("/f").await.unwrap().unwrap();
+        let Some(Content::Cap(winner)) = &node.content else {
+            panic!("not a capability: {node:?}");
+        };
+        let i: u64 = winner.strip_prefix("cap-").unwrap().parse().unwrap();
+        assert_eq!(node.size, 1000 + i, "size belongs to the winning version");
+
+        let all: HashSet<String> = (0..N).map(|i| format!("cap-{i}")).collect();
+        let garbage: HashSet<String> = f.garbage().await.into_iter().collect();
+        let mut expected = all.clone();
+        expected.remove(winner);
+        assert_eq!(garbage, expected);
+        assert_eq!(
+            reported.len() as u64,
+            N - 1,
+            "each replaced cap reported once"
+        );
+        assert_eq!(reported.into_iter().collect::<HashSet<_>>(), expected);
+    }
+}

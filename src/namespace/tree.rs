@@ -750,3 +750,349 @@ impl Namespace {
         .await
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Prop, PropPatch};
+    use super::*;
+    use std::time::Duration;
+
+    fn names(nodes: &[Node]) -> Vec<&str> {
+        nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn tree_operations_and_their_errors() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let a = ns.create_dir("/a").await.unwrap();
+        assert!(a.is_dir());
+        assert_eq!(a.parent, Some(ROOT_ID));
+        ns.create_dir("/a/b/").await.unwrap();
+        assert!(matches!(
+            ns.create_dir("/a").await,
+            Err(NamespaceError::AlreadyExists { path }) if path == "/a"
+        ));
+        assert!(matches!(
+            ns.create_dir("/").await,
+            Err(NamespaceError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            ns.create_dir("/x/y").await,
+            Err(NamespaceError::NotFound { path }) if path == "/x"
+        ));
+        let out = ns
+            .publish_file("/a/f", Content::Inline(b"hello".to_vec()), 5, t0(), None)
+            .await
+            .unwrap();
+        assert!(out.created);
+        assert_eq!(out.node.size, 5);
+        assert!(matches!(
+            ns.create_dir("/a/f/g").await,
+            Err(NamespaceError::NotADirectory { path }) if path == "/a/f"
+        ));
+        assert!(matches!(
+            ns.publish_file("/a/f/g", cap("c"), 1, t0(), None).await,
+            Err(NamespaceError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.publish_file("/a", cap("c"), 1, t0(), None).await,
+            Err(NamespaceError::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.publish_file("/", cap("c"), 1, t0(), None).await,
+            Err(NamespaceError::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.publish_file("/a/g", Content::Inline(vec![1, 2]), 3, t0(), None)
+                .await,
+            Err(NamespaceError::InvalidArgument { .. })
+        ));
+
+        let file = ns.lookup("/a/f").await.unwrap().unwrap();
+        assert_eq!(file.kind, NodeKind::File);
+        assert_eq!(file.content, Some(Content::Inline(b"hello".to_vec())));
+        assert_eq!(file.modified, t0());
+        assert_eq!(names(&ns.list("/a").await.unwrap()), ["b", "f"]);
+        assert_eq!(names(&ns.list("/").await.unwrap()), ["a"]);
+        assert!(matches!(
+            ns.list("/a/f").await,
+            Err(NamespaceError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.list("/zz").await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+        assert_eq!(ns.lookup("/nope").await.unwrap(), None);
+        assert_eq!(ns.lookup("/a/f/x").await.unwrap(), None);
+
+        let usage = ns.usage().await.unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                files: 1,
+                dirs: 2,
+                logical_bytes: 5,
+                stored_bytes: 5
+            }
+        );
+
+        assert!(matches!(
+            ns.remove_dir("/a").await,
+            Err(NamespaceError::DirectoryNotEmpty { .. })
+        ));
+        assert!(matches!(
+            ns.remove_file("/a").await,
+            Err(NamespaceError::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.remove_dir("/a/f").await,
+            Err(NamespaceError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.remove("/").await,
+            Err(NamespaceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            ns.remove("/q").await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+        assert_eq!(ns.remove_dir("/a/b").await.unwrap().nodes, 1);
+        assert_eq!(ns.remove("/a").await.unwrap().nodes, 2);
+        assert_eq!(ns.lookup("/a").await.unwrap(), None);
+        assert_eq!(ns.usage().await.unwrap(), Usage::default());
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_refused_everywhere() {
+        let f = Fixture::new().await;
+        for bad in ["a", "/a//b", "/..", "/a/./b", "/nul\0", ""] {
+            let invalid = |r: Result<(), NamespaceError>| {
+                assert!(
+                    matches!(r, Err(NamespaceError::InvalidName { .. })),
+                    "{bad:?}: {r:?}"
+                )
+            };
+            invalid(f.ns.create_dir(bad).await.map(drop));
+            invalid(f.ns.lookup(bad).await.map(drop));
+            invalid(
+                f.ns.publish_file(bad, cap("c"), 1, t0(), None)
+                    .await
+                    .map(drop),
+            );
+            invalid(f.ns.rename("/x", bad, true).await.map(drop));
+            invalid(
+                f.ns.lock(bad, None, None, None, false, false)
+                    .await
+                    .map(drop),
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn renaming_a_directory_keeps_its_children_and_properties() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        ns.create_dir("/a").await.unwrap();
+        ns.create_dir("/a/b").await.unwrap();
+        ns.create_dir("/ab").await.unwrap();
+        let c = f.put("/a/b/c", "cap-c", 7).await.node;
+        ns.patch_props(
+            "/a/b",
+            vec![PropPatch::Set(Prop {
+                namespace: String::new(),
+                name: "p".into(),
+                value: b"v".to_vec(),
+            })],
+        )
+        .await
+        .unwrap();
+
+        let out = ns.rename("/a", "/z", false).await.unwrap();
+        assert_eq!(out, RenameOutcome::default());
+        assert_eq!(ns.lookup("/a").await.unwrap(), None);
+        assert_eq!(ns.lookup("/z/b/c").await.unwrap().unwrap(), c);
+        assert_eq!(ns.list_props("/z/b").await.unwrap().len(), 1);
+        assert!(ns.lookup("/ab").await.unwrap().is_some());
+
+        assert!(matches!(
+            ns.rename("/z", "/z/b/q", false).await,
+            Err(NamespaceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            ns.rename("/z/b", "/z", true).await,
+            Err(NamespaceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            ns.rename("/z", "/ab", false).await,
+            Err(NamespaceError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            ns.rename("/z", "/no/where", false).await,
+            Err(NamespaceError::NotFound { path }) if path == "/no"
+        ));
+        assert!(matches!(
+            ns.rename("/missing", "/y", false).await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+        assert_eq!(
+            ns.rename("/z", "/z/", false).await.unwrap(),
+            RenameOutcome::default()
+        );
+
+        // Overwrite: the destination subtree goes, its content to garbage.
+        f.put("/ab/old", "cap-old", 3).await;
+        let out = ns.rename("/z", "/ab", true).await.unwrap();
+        assert!(out.replaced);
+        assert_eq!(out.garbage_queued, 1);
+        assert_eq!(f.garbage().await, ["cap-old"]);
+        assert_eq!(ns.lookup("/ab/b/c").await.unwrap().unwrap().id, c.id);
+        assert_eq!(ns.lookup("/ab/old").await.unwrap(), None);
+
+        // A file over a file, sharing content: nothing becomes garbage.
+        ns.copy_file("/ab/b/c", "/c2").await.unwrap();
+        let out = ns.rename("/c2", "/ab/b/c", true).await.unwrap();
+        assert_eq!(out.garbage_queued, 0);
+        assert_eq!(f.garbage().await, ["cap-old"]);
+    }
+
+    #[tokio::test]
+    async fn copy_shares_content_and_garbage_waits_for_the_last_reference() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let src = f.put("/f", "cap-1", 100).await.node;
+        ns.patch_props(
+            "/f",
+            vec![PropPatch::Set(Prop {
+                namespace: "urn:a".into(),
+                name: "n".into(),
+                value: b"1".to_vec(),
+            })],
+        )
+        .await
+        .unwrap();
+        let out = ns.copy_file("/f", "/g").await.unwrap();
+        assert!(out.created);
+        assert_eq!(out.node.content, src.content);
+        assert_eq!(out.node.etag, src.etag);
+        assert_eq!(out.node.size, 100);
+        assert_ne!(out.node.id, src.id);
+        assert_eq!(ns.list_props("/g").await.unwrap().len(), 1);
+        let usage = ns.usage().await.unwrap();
+        assert_eq!((usage.logical_bytes, usage.stored_bytes), (200, 100));
+
+        assert_eq!(ns.remove("/f").await.unwrap().garbage_queued, 0);
+        assert!(f.garbage().await.is_empty());
+        assert_eq!(ns.remove("/g").await.unwrap().garbage_queued, 1);
+        assert_eq!(f.garbage().await, ["cap-1"]);
+
+        // Copy over an existing file: its old content and properties go.
+        f.put("/s", "cap-s", 1).await;
+        f.put("/d", "cap-d", 1).await;
+        ns.patch_props(
+            "/d",
+            vec![PropPatch::Set(Prop {
+                namespace: "urn:a".into(),
+                name: "old".into(),
+                value: b"x".to_vec(),
+            })],
+        )
+        .await
+        .unwrap();
+        let out = ns.copy_file("/s", "/d").await.unwrap();
+        assert!(!out.created);
+        assert_eq!(out.garbage_queued.as_deref(), Some("cap-d"));
+        assert!(ns.list_props("/d").await.unwrap().is_empty());
+
+        ns.create_dir("/dir").await.unwrap();
+        assert!(matches!(
+            ns.copy_file("/dir", "/x").await,
+            Err(NamespaceError::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.copy_file("/s", "/dir").await,
+            Err(NamespaceError::IsADirectory { .. })
+        ));
+        assert!(matches!(
+            ns.copy_file("/nope", "/x").await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn recursive_remove_queues_each_unreferenced_cap_once() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        ns.create_dir("/d").await.unwrap();
+        ns.create_dir("/d/e").await.unwrap();
+        f.put("/d/1", "cap-1", 1).await;
+        f.put("/d/e/2", "cap-2", 1).await;
+        ns.copy_file("/d/e/2", "/d/e/2b").await.unwrap();
+        ns.copy_file("/d/1", "/kept").await.unwrap();
+        let out = ns.remove("/d").await.unwrap();
+        assert_eq!(out.nodes, 5);
+        assert_eq!(out.garbage_queued, 1);
+        assert_eq!(f.garbage().await, ["cap-2"]);
+    }
+
+    #[tokio::test]
+    async fn publish_replaces_in_place_and_queues_the_old_cap() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let first = f.put("/f", "cap-1", 10).await;
+        assert!(first.created);
+        assert_eq!(first.garbage_queued, None);
+        f.clock.advance(Duration::from_secs(5));
+        let second = f.put("/f", "cap-2", 20).await;
+        assert!(!second.created);
+        assert_eq!(second.garbage_queued.as_deref(), Some("cap-1"));
+        assert_eq!(second.node.id, first.node.id);
+        assert_eq!(second.node.created, first.node.created);
+        assert_eq!(second.node.size, 20);
+        assert_ne!(second.node.etag, first.node.etag);
+        assert_eq!(f.garbage().await, ["cap-1"]);
+
+        // Republishing the same capability is not a replacement.
+        assert_eq!(f.put("/f", "cap-2", 20).await.garbage_queued, None);
+        assert_eq!(f.put("/f", "cap-2", 20).await.node.etag, second.node.etag);
+
+        let inline = ns
+            .publish_file("/f", Content::Inline(b"abc".to_vec()), 3, t0(), None)
+            .await
+            .unwrap();
+        assert_eq!(inline.garbage_queued.as_deref(), Some("cap-2"));
+        let again = ns
+            .publish_file("/f", Content::Inline(b"abc".to_vec()), 3, t0(), None)
+            .await
+            .unwrap();
+        assert_eq!(again.node.etag, inline.node.etag, "same bytes, same ETag");
+        assert_eq!(again.garbage_queued, None);
+        let empty = ns
+            .publish_file("/e", Content::Inline(Vec::new()), 0, t0(), None)
+            .await
+            .unwrap();
+        assert_ne!(empty.node.etag, again.node.etag);
+
+        // A queued capability published again leaves the garbage list.
+        f.put("/g", "cap-1", 10).await;
+        assert_eq!(f.garbage().await, ["cap-2"]);
+    }
+
+    #[tokio::test]
+    async fn set_mtime_keeps_the_etag() {
+        let f = Fixture::new().await;
+        let node = f.put("/f", "cap", 1).await.node;
+        let later = t0() + Duration::from_millis(123_456);
+        let after = f.ns.set_mtime("/f", later).await.unwrap();
+        assert_eq!(after.modified, later);
+        assert_eq!(after.etag, node.etag);
+        let dir = f.ns.set_mtime("/", later).await.unwrap();
+        assert_eq!(dir.modified, later);
+        assert!(matches!(
+            f.ns.set_mtime("/nope", later).await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+    }
+}
