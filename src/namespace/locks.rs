@@ -360,11 +360,289 @@ impl Namespace {
         self.run("listing locks", false, move |tx, now| {
             query_locks(
                 tx,
-                &format!("SELECT {LOCK_COLS} FROM locks WHERE ?1 = ?1 AND {ALIVE} ORDER BY path, created, token"),
-                params![0, now],
+                &format!(
+                    "SELECT {LOCK_COLS} FROM locks WHERE timeout_at IS NULL OR timeout_at > ?1
+                     ORDER BY path, created, token"
+                ),
+                params![now],
                 now,
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Place {
+        Same,
+        Ancestor,
+        Descendant,
+        /// `/a` vs `/ab`: a shared string prefix, no ancestry.
+        PrefixSibling,
+    }
+
+    /// Every combination of (existing lock kind, depth, place) x (new lock
+    /// kind, depth), against RFC 4918's rules written out directly.
+    #[tokio::test]
+    async fn lock_conflict_matrix() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let mut cases = 0;
+        for place in [
+            Place::Same,
+            Place::Ancestor,
+            Place::Descendant,
+            Place::PrefixSibling,
+        ] {
+            for old_shared in [false, true] {
+                for old_deep in [false, true] {
+                    for new_shared in [false, true] {
+                        for new_deep in [false, true] {
+                            let (old_path, new_path) = match place {
+                                Place::Same => ("/a/b", "/a/b"),
+                                Place::Ancestor => ("/a", "/a/b/c"),
+                                Place::Descendant => ("/a/b/c", "/a"),
+                                Place::PrefixSibling => ("/a", "/ab"),
+                            };
+                            let both_shared = old_shared && new_shared;
+                            let expect_conflict = !both_shared
+                                && match place {
+                                    Place::Same => true,
+                                    Place::Ancestor => old_deep,
+                                    Place::Descendant => new_deep,
+                                    Place::PrefixSibling => false,
+                                };
+                            ns.delete_locks("/").await.unwrap();
+                            let old = ns
+                                .lock(old_path, Some("p1"), None, None, old_shared, old_deep)
+                                .await
+                                .unwrap();
+                            let got = ns
+                                .lock(new_path, Some("p1"), None, None, new_shared, new_deep)
+                                .await;
+                            let case = format!(
+                                "{place:?} old(shared={old_shared}, deep={old_deep}) \
+                                 new(shared={new_shared}, deep={new_deep}): {got:?}"
+                            );
+                            match got {
+                                Err(NamespaceError::Locked { token, path, lock }) => {
+                                    assert!(expect_conflict, "{case}");
+                                    assert_eq!(token, old.token, "{case}");
+                                    assert_eq!(path, old_path, "{case}");
+                                    assert_eq!(*lock, old, "{case}");
+                                }
+                                Ok(_) => assert!(!expect_conflict, "{case}"),
+                                Err(e) => panic!("{case}: {e}"),
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 64);
+    }
+
+    #[tokio::test]
+    async fn check_requires_the_tokens_and_principal_of_every_lock_in_the_way() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let x = ns
+            .lock("/a", Some("alice"), None, None, false, true)
+            .await
+            .unwrap();
+        let t = x.token.as_str();
+        let locked = |r: Result<(), NamespaceError>| matches!(r, Err(NamespaceError::Locked { token, .. }) if token == x.token);
+        assert!(locked(
+            ns.check("/a/b", Some("alice"), false, false, &[]).await
+        ));
+        assert!(ns
+            .check("/a/b", Some("alice"), false, false, &[t])
+            .await
+            .is_ok());
+        assert!(locked(
+            ns.check("/a/b", Some("bob"), false, false, &[t]).await
+        ));
+        assert!(ns
+            .check("/a/b", Some("bob"), true, false, &[t])
+            .await
+            .is_ok());
+        assert!(ns.check("/ab", None, false, true, &[]).await.is_ok());
+        // A deep check of the root meets the lock below it.
+        assert!(locked(ns.check("/", None, false, true, &[]).await));
+        assert!(ns.check("/", None, false, false, &[]).await.is_ok());
+        assert!(ns
+            .check("/", Some("alice"), false, true, &[t])
+            .await
+            .is_ok());
+
+        // Shared locks: holding one of those on the path is enough there,
+        // but every one below a deep check must be held.
+        let s1 = ns
+            .lock("/s", Some("u1"), None, None, true, false)
+            .await
+            .unwrap();
+        let s2 = ns
+            .lock("/s", Some("u2"), None, None, true, false)
+            .await
+            .unwrap();
+        assert!(ns.check("/s", None, false, false, &[]).await.is_err());
+        assert!(ns
+            .check("/s", Some("u1"), false, false, &[&s1.token])
+            .await
+            .is_ok());
+        assert!(ns
+            .check("/s", Some("u2"), false, false, &[&s2.token])
+            .await
+            .is_ok());
+        assert!(ns
+            .check("/", None, true, true, &[t, &s1.token])
+            .await
+            .is_err());
+        assert!(ns
+            .check("/", None, true, true, &[t, &s1.token, &s2.token])
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn discover_unlock_refresh_follow_the_lock_scope() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let deep = ns.lock("/a", None, None, None, true, true).await.unwrap();
+        let shallow = ns
+            .lock("/a/b", None, None, None, true, false)
+            .await
+            .unwrap();
+        let tokens = |v: Vec<Lock>| v.into_iter().map(|l| l.token).collect::<Vec<_>>();
+        assert_eq!(
+            tokens(ns.discover("/a/b/").await.unwrap()),
+            [deep.token.clone(), shallow.token.clone()]
+        );
+        assert_eq!(
+            tokens(ns.discover("/a/b/c").await.unwrap()),
+            std::slice::from_ref(&deep.token)
+        );
+        assert!(ns.discover("/ab").await.unwrap().is_empty());
+
+        assert!(matches!(
+            ns.unlock("/a/b/c", &shallow.token).await,
+            Err(NamespaceError::LockNotFound { .. })
+        ));
+        assert!(matches!(
+            ns.unlock("/a", "urn:uuid:nope").await,
+            Err(NamespaceError::LockNotFound { .. })
+        ));
+        ns.unlock("/a/b", &shallow.token).await.unwrap();
+        // A deep lock may be released through any resource in its scope.
+        let r = ns
+            .refresh("/a/x", &deep.token, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(r.timeout_at, Some(t0() + Duration::from_secs(60)));
+        assert_eq!(r.timeout, Some(Duration::from_secs(60)));
+        ns.unlock("/a/x/y", &deep.token).await.unwrap();
+        assert!(ns.list_locks().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_locks_block_nothing() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let l = ns
+            .lock(
+                "/f",
+                Some("p"),
+                None,
+                Some(Duration::from_secs(1)),
+                false,
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(l.timeout_at, Some(t0() + Duration::from_secs(1)));
+        f.clock.advance(Duration::from_millis(900));
+        assert!(ns.check("/f", None, false, false, &[]).await.is_err());
+        assert_eq!(
+            ns.discover("/f").await.unwrap()[0].timeout,
+            Some(Duration::from_millis(100)),
+            "timeout reports the time left"
+        );
+        // A refresh restarts the count from now.
+        ns.refresh("/f", &l.token, Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        f.clock.advance(Duration::from_millis(900));
+        assert!(ns.check("/f", None, false, false, &[]).await.is_err());
+
+        f.clock.advance(Duration::from_millis(200));
+        assert!(ns.check("/f", None, false, true, &[]).await.is_ok());
+        assert!(ns.check("/", None, false, true, &[]).await.is_ok());
+        assert!(ns.discover("/f").await.unwrap().is_empty());
+        assert!(ns.list_locks().await.unwrap().is_empty());
+        assert!(matches!(
+            ns.refresh("/f", &l.token, None).await,
+            Err(NamespaceError::LockNotFound { .. })
+        ));
+        assert!(matches!(
+            ns.unlock("/f", &l.token).await,
+            Err(NamespaceError::LockNotFound { .. })
+        ));
+        ns.lock("/f", None, None, None, false, true).await.unwrap();
+
+        // Infinite locks do not expire.
+        f.clock.advance(Duration::from_secs(10 * 365 * 86_400));
+        assert!(ns.check("/f", None, false, false, &[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn delete_and_rename_locks_by_prefix() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let a = ns.lock("/a", None, None, None, false, false).await.unwrap();
+        let ab = ns
+            .lock("/a/b", None, None, None, false, false)
+            .await
+            .unwrap();
+        let sibling = ns
+            .lock("/ab", None, None, None, false, false)
+            .await
+            .unwrap();
+        let paths = |v: Vec<Lock>| {
+            let mut p: Vec<(String, String)> = v.into_iter().map(|l| (l.token, l.path)).collect();
+            p.sort_by(|x, y| x.1.cmp(&y.1));
+            p
+        };
+        assert_eq!(ns.rename_locks("/a", "/x/y").await.unwrap(), 2);
+        assert_eq!(
+            paths(ns.list_locks().await.unwrap()),
+            [
+                (sibling.token.clone(), "/ab".to_owned()),
+                (a.token.clone(), "/x/y".to_owned()),
+                (ab.token.clone(), "/x/y/b".to_owned()),
+            ]
+        );
+        assert_eq!(ns.delete_locks("/x/").await.unwrap(), 2);
+        assert_eq!(
+            paths(ns.list_locks().await.unwrap()),
+            [(sibling.token.clone(), "/ab".to_owned())]
+        );
+        assert_eq!(ns.delete_locks("/").await.unwrap(), 1);
+        assert!(ns.list_locks().await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn tokens_are_uuid_urns() {
+        let t = new_token();
+        assert_eq!(t.len(), "urn:uuid:".len() + 36);
+        assert!(t.starts_with("urn:uuid:"));
+        assert_eq!(&t[9 + 14..9 + 15], "4");
+        assert_ne!(new_token(), t);
     }
 }

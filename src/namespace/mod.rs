@@ -308,7 +308,7 @@ mod tests {
         );
         let mut locks = f.ns.list_locks().await.unwrap();
         locks.sort_by(|a, b| a.token.cmp(&b.token));
-        let mut want = vec![keep.clone(), forever.clone()];
+        let mut want = [keep, forever];
         want.sort_by(|a, b| a.token.cmp(&b.token));
         assert_eq!(
             locks

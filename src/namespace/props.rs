@@ -113,3 +113,86 @@ impl Namespace {
         .await
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn set(ns: &str, name: &str, value: &str) -> PropPatch {
+        PropPatch::Set(Prop {
+            namespace: ns.into(),
+            name: name.into(),
+            value: value.as_bytes().to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn properties_round_trip_move_and_cascade() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        ns.create_dir("/d").await.unwrap();
+        f.put("/d/f", "cap", 1).await;
+        ns.patch_props(
+            "/d/f",
+            vec![
+                set("urn:b", "x", "1"),
+                set("", "plain", "2"),
+                set("urn:a", "y", "3"),
+                set("urn:a", "y", "4"),
+                PropPatch::Remove {
+                    namespace: "urn:b".into(),
+                    name: "x".into(),
+                },
+                PropPatch::Remove {
+                    namespace: "urn:never".into(),
+                    name: "set".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        let listed = ns.list_props("/d/f").await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|p| (p.namespace.as_str(), p.name.as_str(), p.value.as_slice()))
+                .collect::<Vec<_>>(),
+            [("", "plain", &b"2"[..]), ("urn:a", "y", &b"4"[..])]
+        );
+        assert_eq!(
+            ns.get_prop("/d/f", "urn:a", "y").await.unwrap().unwrap(),
+            b"4"
+        );
+        assert_eq!(ns.get_prop("/d/f", "urn:b", "x").await.unwrap(), None);
+        assert!(matches!(
+            ns.patch_props("/nope", vec![set("", "a", "b")]).await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            ns.get_prop("/nope", "", "a").await,
+            Err(NamespaceError::NotFound { .. })
+        ));
+
+        // Directory properties too; both follow a move of the parent.
+        ns.patch_props("/d", vec![set("urn:a", "dir", "yes")])
+            .await
+            .unwrap();
+        ns.rename("/d", "/e", false).await.unwrap();
+        assert_eq!(ns.list_props("/e/f").await.unwrap(), listed);
+        assert_eq!(ns.list_props("/e").await.unwrap().len(), 1);
+
+        // Removal cascades: a new node at the same name starts bare, and
+        // no row is left behind.
+        ns.remove("/e").await.unwrap();
+        ns.create_dir("/e").await.unwrap();
+        f.put("/e/f", "cap", 1).await;
+        assert!(ns.list_props("/e/f").await.unwrap().is_empty());
+        let rows: i64 = rusqlite::Connection::open(f.db_path())
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM props", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+}

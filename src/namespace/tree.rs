@@ -69,7 +69,7 @@ impl Node {
 }
 
 /// What [`Namespace::publish_file`] and [`Namespace::copy_file`] did.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublishOutcome {
     /// The file row as committed.
     pub node: Node,
@@ -78,6 +78,17 @@ pub struct PublishOutcome {
     /// The replaced capability, when this put it on the garbage list:
     /// a hint to wake the collector.
     pub garbage_queued: Option<String>,
+}
+
+// The queued capability holds a key: keep it out of logs.
+impl fmt::Debug for PublishOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishOutcome")
+            .field("node", &self.node)
+            .field("created", &self.created)
+            .field("garbage_queued", &self.garbage_queued.is_some())
+            .finish()
+    }
 }
 
 /// What a removal did.
