@@ -614,7 +614,8 @@ impl Namespace {
             if from == to {
                 return Ok(RenameOutcome::default());
             }
-            if from.is_ancestor_of(&to) {
+            // For a file, a destination below it fails below as NotADirectory.
+            if src.is_dir() && from.is_ancestor_of(&to) {
                 return Err(NamespaceError::Conflict {
                     path: to.to_string(),
                     reason: "cannot move a directory into itself",
@@ -947,6 +948,11 @@ mod tests {
         assert!(matches!(
             ns.rename("/missing", "/y", false).await,
             Err(NamespaceError::NotFound { .. })
+        ));
+        f.put("/file", "cap-file", 1).await;
+        assert!(matches!(
+            ns.rename("/file", "/file/x", false).await,
+            Err(NamespaceError::NotADirectory { path }) if path == "/file"
         ));
         assert_eq!(
             ns.rename("/z", "/z/", false).await.unwrap(),
