@@ -1,0 +1,86 @@
+//! The one error type of the namespace.
+
+use super::locks::Lock;
+
+/// Everything a namespace operation can fail with.
+///
+/// Paths in errors are canonical namespace paths (`/a/b`, root `/`).
+/// The variants a WebDAV front end maps to status codes carry the path the
+/// caller must name in its answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamespaceError {
+    /// The path (or, for a create, its parent) does not exist.
+    #[error("not found: {path}")]
+    NotFound { path: String },
+    /// The destination exists and the operation does not replace it.
+    #[error("already exists: {path}")]
+    AlreadyExists { path: String },
+    /// A path component that must be a directory is a file.
+    #[error("not a directory: {path}")]
+    NotADirectory { path: String },
+    /// A file operation named a directory.
+    #[error("is a directory: {path}")]
+    IsADirectory { path: String },
+    /// A non-recursive removal of a directory that still has children.
+    #[error("directory not empty: {path}")]
+    DirectoryNotEmpty { path: String },
+    /// The path is malformed or one of its names is not allowed.
+    #[error("invalid name {name:?} in {path:?}: {reason}")]
+    InvalidName {
+        path: String,
+        name: String,
+        reason: &'static str,
+    },
+    /// The operation is refused by the state of the tree: moving a directory
+    /// into itself, removing the root, publishing content that is being
+    /// garbage-collected.
+    #[error("conflict at {path}: {reason}")]
+    Conflict { path: String, reason: &'static str },
+    /// A lock (rooted at `path`, token `token`) blocks the operation; `lock`
+    /// is that lock in full, for the `DavLockSystem` answers.
+    #[error("locked: {path} by {token}")]
+    Locked {
+        token: String,
+        path: String,
+        lock: Box<Lock>,
+    },
+    /// UNLOCK or refresh named a token that does not cover the path (never
+    /// existed, released, or expired).
+    #[error("no lock {token} covers {path}")]
+    LockNotFound { token: String, path: String },
+    /// The caller passed arguments that contradict each other (e.g. inline
+    /// content whose length is not the size given).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument { reason: String },
+    /// The database was written by a newer griddav; we refuse to guess.
+    #[error(
+        "namespace database has schema version {found}; this griddav supports up to {supported}"
+    )]
+    UnsupportedSchema { found: i64, supported: i64 },
+    /// SQLite failed; `context` says what we were doing.
+    #[error("namespace database error while {context}: {source}")]
+    Db {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The blocking task running the query panicked or was cancelled at
+    /// shutdown: a bug or an exiting runtime, not the client's fault.
+    #[error("namespace worker failed while {context}: {reason}")]
+    Internal {
+        context: &'static str,
+        reason: String,
+    },
+}
+
+/// Attaches what we were doing to a rusqlite error.
+pub(crate) trait DbContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, NamespaceError>;
+}
+
+impl<T> DbContext<T> for rusqlite::Result<T> {
+    fn ctx(self, context: &'static str) -> Result<T, NamespaceError> {
+        self.map_err(|source| NamespaceError::Db { context, source })
+    }
+}
