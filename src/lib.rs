@@ -12,6 +12,9 @@
 //! The arrows point one way: the engine knows nothing of WebDAV, the grid
 //! knows nothing of files or keys.
 
+pub mod dav;
 pub mod engine;
+pub mod gc;
 pub mod grid;
 pub mod namespace;
+pub mod server;

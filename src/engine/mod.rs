@@ -14,6 +14,7 @@
 pub mod cap;
 pub mod codec;
 pub mod crypto;
+pub mod delete;
 pub mod download;
 pub mod hashtree;
 pub mod layout;
@@ -163,6 +164,8 @@ pub enum EngineError {
     RangeBeyondEnd { start: u64, end: u64, size: u64 },
     #[error("segment {segment}: shares decode to ciphertext the uploader did not hash")]
     Inconsistent { segment: u64 },
+    #[error("shares could not be deleted everywhere ({})", Problems(.problems))]
+    DeleteIncomplete { problems: Vec<ShareProblem> },
     #[error("the upload was aborted or failed earlier")]
     Aborted,
     #[error(transparent)]

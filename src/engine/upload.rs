@@ -206,6 +206,12 @@ impl Uploader {
         self.si
     }
 
+    /// What a later process needs to remove this upload's shares should this
+    /// one die before finishing or aborting it: see [`super::delete`].
+    pub fn recovery_token(&self) -> String {
+        super::delete::recovery_token(&self.key)
+    }
+
     /// Plaintext bytes accepted so far.
     pub fn written(&self) -> u64 {
         self.written

@@ -42,8 +42,9 @@ pub struct UploadId(pub i64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {
     pub id: UploadId,
-    /// The storage index as the engine wrote it at `begin_upload`.
-    pub storage_index: String,
+    /// What the engine needs to delete the upload's shares (its recovery
+    /// token, which holds the file key: keep it as private as a capability).
+    pub recovery_token: String,
     pub started_at: SystemTime,
 }
 
@@ -173,8 +174,8 @@ impl Namespace {
     }
 
     /// Journals an upload before its first share is written.
-    pub async fn begin_upload(&self, storage_index: &str) -> Result<UploadId, NamespaceError> {
-        let si = storage_index.to_owned();
+    pub async fn begin_upload(&self, recovery_token: &str) -> Result<UploadId, NamespaceError> {
+        let si = recovery_token.to_owned();
         self.run("beginning an upload", true, move |tx, now| {
             tx.execute(
                 "INSERT INTO pending_uploads (storage_index, started_at) VALUES (?1, ?2)",
@@ -203,7 +204,7 @@ impl Namespace {
                     s.query_map([], |r| {
                         Ok(PendingUpload {
                             id: UploadId(r.get(0)?),
-                            storage_index: r.get(1)?,
+                            recovery_token: r.get(1)?,
                             started_at: from_ms(r.get(2)?),
                         })
                     })?
@@ -315,7 +316,7 @@ mod tests {
             pending,
             [PendingUpload {
                 id: u2,
-                storage_index: "si-2".into(),
+                recovery_token: "si-2".into(),
                 started_at: t0(),
             }]
         );

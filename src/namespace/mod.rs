@@ -324,7 +324,7 @@ mod tests {
         let pending = f.ns.pending_uploads().await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, upload);
-        assert_eq!(pending[0].storage_index, "si-1");
+        assert_eq!(pending[0].recovery_token, "si-1");
     }
 
     /// dav-server needs `Send` futures from its backends.

@@ -1,0 +1,457 @@
+//! GridFs: dav-server's file system, on the namespace (names, properties)
+//! and the engine (content).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
+    FsStream, OpenOptions, ReadDirMeta,
+};
+use futures::FutureExt;
+use http::StatusCode;
+use tokio::sync::Notify;
+
+use super::meta::{GridDirEntry, GridMeta};
+use super::read::ReadHandle;
+use super::write::WriteHandle;
+use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
+use crate::grid::Grid;
+use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch};
+
+/// How GridFs stores content.
+#[derive(Clone, Copy, Debug)]
+pub struct GridFsOptions {
+    pub params: EncodingParams,
+    pub upload: UploadOptions,
+    /// Files up to this many bytes live in their namespace row and never
+    /// touch the grid (Finder's `._*` and `.DS_Store`, Office's `~$` files).
+    pub inline_threshold: u64,
+}
+
+impl Default for GridFsOptions {
+    fn default() -> Self {
+        Self {
+            params: EncodingParams::default(),
+            upload: UploadOptions::default(),
+            inline_threshold: 4096,
+        }
+    }
+}
+
+/// Opened files kept for the next request on the same content: every GET
+/// opens the file anew, and a Range GET should not pay for listing the grid
+/// and verifying the trailer each time.
+const CACHED_DOWNLOADERS: usize = 64;
+
+pub(crate) struct FsInner {
+    pub ns: Namespace,
+    pub grid: Grid,
+    pub options: GridFsOptions,
+    downloaders: Mutex<HashMap<String, (u64, Arc<Downloader>)>>,
+    downloader_clock: Mutex<u64>,
+    /// Woken when content becomes garbage.
+    pub garbage: Arc<Notify>,
+}
+
+impl FsInner {
+    /// A verified reader of `cap`, shared with other requests for it.
+    pub async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+        let tick = {
+            let mut clock = self
+                .downloader_clock
+                .lock()
+                .map_err(|_| FsError::GeneralFailure)?;
+            *clock += 1;
+            *clock
+        };
+        if let Ok(mut cache) = self.downloaders.lock() {
+            if let Some(entry) = cache.get_mut(cap) {
+                entry.0 = tick;
+                return Ok(Arc::clone(&entry.1));
+            }
+        }
+        let parsed: FileCap = cap.parse().map_err(|e| {
+            tracing::error!(error = %e, "a namespace row holds an invalid capability");
+            FsError::GeneralFailure
+        })?;
+        let downloader = Arc::new(
+            Downloader::open(&self.grid, &parsed)
+                .await
+                .map_err(|e| engine_error("open for reading", &e))?,
+        );
+        if let Ok(mut cache) = self.downloaders.lock() {
+            if cache.len() >= CACHED_DOWNLOADERS {
+                let oldest = cache
+                    .iter()
+                    .min_by_key(|(_, (used, _))| *used)
+                    .map(|(key, _)| key.clone());
+                if let Some(oldest) = oldest {
+                    cache.remove(&oldest);
+                }
+            }
+            cache.insert(cap.to_owned(), (tick, Arc::clone(&downloader)));
+        }
+        Ok(downloader)
+    }
+
+    pub fn wake_collector(&self, queued: bool) {
+        if queued {
+            self.garbage.notify_one();
+        }
+    }
+}
+
+/// The WebDAV file system of griddav. Cheap to clone.
+#[derive(Clone)]
+pub struct GridFs {
+    inner: Arc<FsInner>,
+}
+
+impl GridFs {
+    pub fn new(ns: Namespace, grid: Grid, options: GridFsOptions) -> Self {
+        Self {
+            inner: Arc::new(FsInner {
+                ns,
+                grid,
+                options,
+                downloaders: Mutex::new(HashMap::new()),
+                downloader_clock: Mutex::new(0),
+                garbage: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// Notified whenever content becomes garbage: hand it to the collector.
+    pub fn garbage_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.garbage)
+    }
+}
+
+/// The namespace path of a request path: percent-decoded UTF-8. Names that
+/// are not UTF-8 are refused rather than guessed at.
+pub(crate) fn ns_path(path: &DavPath) -> FsResult<String> {
+    String::from_utf8(path.as_bytes().to_vec()).map_err(|_| FsError::Forbidden)
+}
+
+pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
+    match e {
+        NamespaceError::NotFound { .. } => FsError::NotFound,
+        NamespaceError::AlreadyExists { .. } => FsError::Exists,
+        NamespaceError::NotADirectory { .. }
+        | NamespaceError::IsADirectory { .. }
+        | NamespaceError::DirectoryNotEmpty { .. }
+        | NamespaceError::InvalidName { .. }
+        | NamespaceError::Conflict { .. }
+        | NamespaceError::Locked { .. } => {
+            tracing::debug!(operation, error = %e, "refused");
+            FsError::Forbidden
+        }
+        other => {
+            tracing::error!(operation, error = %other, "namespace failure");
+            FsError::GeneralFailure
+        }
+    }
+}
+
+/// Storage failures are the storage servers' fault, not the client's: 502.
+pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
+    tracing::error!(operation, error = %e, "engine failure");
+    match e {
+        EngineError::InvalidParams(_) | EngineError::Internal(_) | EngineError::InvalidCap(_) => {
+            FsError::GeneralFailure
+        }
+        _ => FsError::IsRemote,
+    }
+}
+
+impl DavFileSystem for GridFs {
+    fn open<'a>(
+        &'a self,
+        path: &'a DavPath,
+        options: OpenOptions,
+    ) -> FsFuture<'a, Box<dyn DavFile>> {
+        async move {
+            let path = ns_path(path)?;
+            let node = self
+                .inner
+                .ns
+                .lookup(&path)
+                .await
+                .map_err(|e| ns_error("open", e))?;
+            if options.write || options.append {
+                let handle =
+                    WriteHandle::open(Arc::clone(&self.inner), path, node, &options).await?;
+                return Ok(Box::new(handle) as Box<dyn DavFile>);
+            }
+            let node = node.ok_or(FsError::NotFound)?;
+            if node.is_dir() {
+                return Err(FsError::Forbidden);
+            }
+            Ok(Box::new(ReadHandle::new(Arc::clone(&self.inner), &node)) as Box<dyn DavFile>)
+        }
+        .boxed()
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+    ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
+        async move {
+            let path = ns_path(path)?;
+            let nodes = self
+                .inner
+                .ns
+                .list(&path)
+                .await
+                .map_err(|e| ns_error("read_dir", e))?;
+            let entries: Vec<FsResult<Box<dyn DavDirEntry>>> = nodes
+                .iter()
+                .map(|node| {
+                    Ok(Box::new(GridDirEntry {
+                        name: node.name.clone(),
+                        meta: GridMeta::from(node),
+                    }) as Box<dyn DavDirEntry>)
+                })
+                .collect();
+            Ok(Box::pin(futures::stream::iter(entries)) as FsStream<Box<dyn DavDirEntry>>)
+        }
+        .boxed()
+    }
+
+    fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        async move {
+            let path = ns_path(path)?;
+            let node = self
+                .inner
+                .ns
+                .lookup(&path)
+                .await
+                .map_err(|e| ns_error("metadata", e))?;
+            let node = node.ok_or(FsError::NotFound)?;
+            Ok(Box::new(GridMeta::from(&node)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let path = ns_path(path)?;
+            self.inner
+                .ns
+                .create_dir(&path)
+                .await
+                .map_err(|e| ns_error("create_dir", e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let path = ns_path(path)?;
+            let removal = self
+                .inner
+                .ns
+                .remove_dir(&path)
+                .await
+                .map_err(|e| ns_error("remove_dir", e))?;
+            self.inner.wake_collector(removal.garbage_queued > 0);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let path = ns_path(path)?;
+            let removal = self
+                .inner
+                .ns
+                .remove_file(&path)
+                .await
+                .map_err(|e| ns_error("remove_file", e))?;
+            self.inner.wake_collector(removal.garbage_queued > 0);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let (from, to) = (ns_path(from)?, ns_path(to)?);
+            // The handler has already removed an existing destination when
+            // Overwrite allowed it; replacing here too keeps MOVE atomic.
+            let outcome = self
+                .inner
+                .ns
+                .rename(&from, &to, true)
+                .await
+                .map_err(|e| ns_error("rename", e))?;
+            self.inner.wake_collector(outcome.garbage_queued > 0);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let (from, to) = (ns_path(from)?, ns_path(to)?);
+            // Content is immutable: the copy shares the capability, no re-upload.
+            let outcome = self
+                .inner
+                .ns
+                .copy_file(&from, &to)
+                .await
+                .map_err(|e| ns_error("copy", e))?;
+            self.inner.wake_collector(outcome.garbage_queued.is_some());
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn set_modified<'a>(&'a self, path: &'a DavPath, time: SystemTime) -> FsFuture<'a, ()> {
+        async move {
+            let path = ns_path(path)?;
+            self.inner
+                .ns
+                .set_mtime(&path, time)
+                .await
+                .map_err(|e| ns_error("set_modified", e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        futures::future::ready(true).boxed()
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let path = ns_path(path)?;
+            let mut changes = Vec::with_capacity(patch.len());
+            let mut answer = Vec::with_capacity(patch.len());
+            for (set, prop) in patch {
+                let namespace = prop.namespace.clone().unwrap_or_default();
+                changes.push(if set {
+                    PropPatch::Set(Prop {
+                        namespace,
+                        name: prop.name.clone(),
+                        value: prop.xml.clone().unwrap_or_default(),
+                    })
+                } else {
+                    PropPatch::Remove {
+                        namespace,
+                        name: prop.name.clone(),
+                    }
+                });
+                answer.push((StatusCode::OK, DavProp { xml: None, ..prop }));
+            }
+            self.inner
+                .ns
+                .patch_props(&path, changes)
+                .await
+                .map_err(|e| ns_error("patch_props", e))?;
+            Ok(answer)
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let path = ns_path(path)?;
+            let props = self
+                .inner
+                .ns
+                .list_props(&path)
+                .await
+                .map_err(|e| ns_error("get_props", e))?;
+            Ok(props
+                .into_iter()
+                .map(|prop| DavProp {
+                    prefix: xml_prefix(&prop.value),
+                    namespace: (!prop.namespace.is_empty()).then_some(prop.namespace),
+                    name: prop.name,
+                    xml: do_content.then_some(prop.value),
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            let path = ns_path(path)?;
+            let namespace = prop.namespace.unwrap_or_default();
+            self.inner
+                .ns
+                .get_prop(&path, &namespace, &prop.name)
+                .await
+                .map_err(|e| ns_error("get_prop", e))?
+                .ok_or(FsError::NotFound)
+        }
+        .boxed()
+    }
+
+    fn get_quota(&self) -> FsFuture<'_, (u64, Option<u64>)> {
+        async move {
+            let usage = self
+                .inner
+                .ns
+                .usage()
+                .await
+                .map_err(|e| ns_error("get_quota", e))?;
+            Ok((usage.logical_bytes, None))
+        }
+        .boxed()
+    }
+}
+
+/// The prefix of the stored property element (`<Z:Win32FileAttributes ...>`
+/// gives `Z`), so that a PROPFIND for names only echoes what was set.
+fn xml_prefix(xml: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(xml).ok()?;
+    let mut rest = text;
+    // Skip an XML declaration or comments before the element.
+    let start = loop {
+        let at = rest.find('<')?;
+        rest = &rest[at + 1..];
+        if !rest.starts_with('?') && !rest.starts_with('!') {
+            break rest;
+        }
+    };
+    let tag: String = start
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '>' && *c != '/')
+        .collect();
+    tag.split_once(':').map(|(prefix, _)| prefix.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xml_prefix;
+
+    #[test]
+    fn prefixes_of_stored_properties() {
+        assert_eq!(
+            xml_prefix(b"<Z:Win32 xmlns:Z=\"urn:schemas-microsoft-com:\">1</Z:Win32>"),
+            Some("Z".into())
+        );
+        assert_eq!(
+            xml_prefix(b"<?xml version=\"1.0\"?><a:b/>"),
+            Some("a".into())
+        );
+        assert_eq!(xml_prefix(b"<b xmlns=\"x\"/>"), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! The WebDAV face of griddav: dav-server's file system and lock system,
+//! on the namespace and the engine.
+
+mod fs;
+mod meta;
+mod read;
+mod write;
+
+pub use fs::{GridFs, GridFsOptions};

@@ -1,0 +1,83 @@
+//! Removing a file's shares from the grid, and the token that lets a later
+//! process do so for an upload that never finished.
+
+use super::crypto::FileKey;
+use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
+use crate::grid::Grid;
+
+const TOKEN_PREFIX: &str = "griddav-upload:1:";
+
+/// A string from which [`delete_shares_of_token`] can remove an upload's
+/// shares: it holds the key (the servers demand key-derived secrets), so it
+/// must be kept as carefully as a capability.
+pub fn recovery_token(key: &FileKey) -> String {
+    format!(
+        "{TOKEN_PREFIX}{}",
+        data_encoding::BASE32_NOPAD
+            .encode(key.as_bytes())
+            .to_ascii_lowercase()
+    )
+}
+
+fn key_of_token(token: &str) -> EngineResult<FileKey> {
+    let encoded = token
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or_else(|| EngineError::InvalidCap("not an upload recovery token".into()))?;
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(encoded.to_ascii_uppercase().as_bytes())
+        .map_err(|e| EngineError::InvalidCap(format!("recovery token: {e}")))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| EngineError::InvalidCap("recovery token: not 32 bytes".into()))?;
+    Ok(FileKey::from_bytes(key))
+}
+
+/// Deletes the shares of the upload a recovery token names, everywhere.
+pub async fn delete_shares_of_token(grid: &Grid, token: &str) -> EngineResult<()> {
+    delete_shares(grid, &key_of_token(token)?).await
+}
+
+/// Deletes every share of the file with `key` from every server. Fails,
+/// naming the servers, if any server could not be asked; deleting shares
+/// that are not there is not an error, so a retry is always safe.
+pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
+    let si = key.storage_index();
+    let secrets = key.share_secrets();
+    let results = futures::future::join_all(
+        grid.servers()
+            .iter()
+            .map(|server| server.delete(si, &secrets)),
+    )
+    .await;
+    let problems: Vec<ShareProblem> = grid
+        .servers()
+        .iter()
+        .zip(results)
+        .filter_map(|(server, result)| {
+            result.err().map(|e| ShareProblem {
+                share: None,
+                server: server.server_id().to_owned(),
+                kind: ProblemKind::Unavailable(e.to_string()),
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::DeleteIncomplete { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        let key = FileKey::from_bytes([8; 32]);
+        let token = recovery_token(&key);
+        assert_eq!(key_of_token(&token).ok(), Some(key));
+        assert!(key_of_token("griddav:1:abc").is_err());
+        assert!(key_of_token(&token[..token.len() - 2]).is_err());
+    }
+}
