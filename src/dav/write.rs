@@ -35,7 +35,7 @@ enum Sink {
     /// Still small enough to be stored inline.
     Buffer(BytesMut),
     Upload {
-        uploader: Uploader,
+        uploader: Box<Uploader>,
         journal: UploadId,
     },
 }
@@ -226,7 +226,10 @@ impl WriteHandle {
                 return Err(ns_error("journal upload", e));
             }
         };
-        self.sink = Some(Sink::Upload { uploader, journal });
+        self.sink = Some(Sink::Upload {
+            uploader: Box::new(uploader),
+            journal,
+        });
         if let Some(Sink::Upload { uploader, .. }) = self.sink.as_mut() {
             for piece in [buffered, data] {
                 if !piece.is_empty() {
