@@ -5,7 +5,7 @@
 //! run (the peak is reset between runs through /proc/self/clear_refs).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -51,7 +51,7 @@ fn main() {
 async fn run(name: &str, grid: &Grid, pattern: &Bytes, size: usize) {
     reset_peak_rss();
     let start = Instant::now();
-    let cap = upload(grid, pattern, size).await;
+    let (cap, finish) = upload(grid, pattern, size).await;
     let up = start.elapsed();
     let up_rss = peak_rss_mib();
 
@@ -63,13 +63,15 @@ async fn run(name: &str, grid: &Grid, pattern: &Bytes, size: usize) {
 
     let mb = size as f64 / 1e6;
     println!(
-        "{name:>18}: upload {:7.1} MB/s (peak RSS {up_rss} MiB)   download {:7.1} MB/s (peak RSS {down_rss} MiB)",
+        "{name:>18}: upload {:7.1} MB/s (finish {:5.0} ms, peak RSS {up_rss} MiB)   download {:7.1} MB/s (peak RSS {down_rss} MiB)",
         mb / up.as_secs_f64(),
+        finish.as_secs_f64() * 1e3,
         mb / down.as_secs_f64(),
     );
 }
 
-async fn upload(grid: &Grid, pattern: &Bytes, size: usize) -> FileCap {
+/// Uploads `size` bytes; returns the cap and how long `finish` took.
+async fn upload(grid: &Grid, pattern: &Bytes, size: usize) -> (FileCap, Duration) {
     let mut uploader = Uploader::new(
         grid.clone(),
         EncodingParams::default(),
@@ -88,7 +90,9 @@ async fn upload(grid: &Grid, pattern: &Bytes, size: usize) -> FileCap {
             .expect("write");
         sent += len;
     }
-    uploader.finish().await.expect("finish")
+    let start = Instant::now();
+    let cap = uploader.finish().await.expect("finish");
+    (cap, start.elapsed())
 }
 
 async fn download(grid: &Grid, cap: &FileCap, pattern: &Bytes, size: usize) {

@@ -22,12 +22,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -37,13 +39,22 @@ use super::{
 /// How many bytes a writer appends between two starts of write-back. Dirty
 /// pages per share stay below about twice this, and `finish` has at most that
 /// much left to flush, so it answers in milliseconds whatever the share size
-/// (measured: 512 MiB share, finish 15 ms instead of 150+ ms).
+/// (measured: 1 GiB upload, ten 341 MiB shares, finish about 30 ms).
 ///
 /// Write-back is an `fdatasync` on a second handle to the file, run on the
 /// blocking pool while appends go on; the next interval waits for it before
-/// starting its own. Linux's `sync_file_range` would do the same per range
-/// without flushing metadata, but neither nix (0.29 to 0.32) nor std wraps it,
-/// and this crate forbids the unsafe code a raw libc call needs.
+/// starting its own. Once it succeeds, the interval it made durable is
+/// dropped from the page cache (`POSIX_FADV_DONTNEED`): nobody reads a share
+/// before `finish`, and a grid upload otherwise leaves 3.3 times the file in
+/// cache. Measured, 1 GiB upload into ten directories on a noisy 2-core VM:
+/// median 245 MB/s keeping the pages (5 runs), 340 MB/s dropping them (4).
+///
+/// Linux's `sync_file_range` would start and wait on write-back per range
+/// without flushing metadata, but neither nix (0.29 to 0.32), rustix (1.1)
+/// nor std wraps it, and this crate forbids the unsafe code a raw libc call
+/// needs. Tried and not better (same runs): 32 or 64 MiB intervals, two
+/// syncs in flight, starting write-back early with `POSIX_FADV_DONTNEED` on
+/// the newest interval and syncing every 32 MiB.
 const WRITEBACK_INTERVAL: u64 = 8 << 20;
 
 /// A [`ShareStore`] keeping its shares in one local directory. Cheap to
@@ -358,6 +369,25 @@ fn parse_share_name(name: &std::ffi::OsStr) -> Option<ShareNum> {
     (number.to_string() == name).then_some(ShareNum(number))
 }
 
+/// A write-back: makes the file durable up to at least `synced.end`, then
+/// drops `synced` (clean now, and never written again) from the page cache.
+fn sync_and_drop(file: &File, synced: Range<u64>) -> io::Result<()> {
+    file.sync_data()?;
+    // Only advice: a failure costs memory, never data, so it is ignored.
+    if let (Ok(offset), Ok(len)) = (
+        i64::try_from(synced.start),
+        i64::try_from(synced.end - synced.start),
+    ) {
+        let _ = posix_fadvise(
+            file.as_raw_fd(),
+            offset,
+            len,
+            PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct LocalWriter {
     store: Arc<Inner>,
@@ -370,7 +400,8 @@ struct LocalWriter {
     file: Option<File>,
     written: u64,
     /// Where the last write-back started; the next one starts
-    /// [`WRITEBACK_INTERVAL`] bytes later.
+    /// [`WRITEBACK_INTERVAL`] bytes later. Everything before it is out of
+    /// the page cache or about to be (see [`sync_and_drop`]).
     writeback_from: u64,
     /// The write-back in flight, if any.
     writeback: Option<JoinHandle<io::Result<()>>>,
@@ -480,7 +511,10 @@ impl ShareWriter for LocalWriter {
             // bounds dirty pages and paces the writer at disk speed), then
             // start this one's without waiting for it.
             self.wait_writeback("append: write-back").await?;
-            self.writeback = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
+            let from = self.writeback_from;
+            self.writeback = Some(tokio::task::spawn_blocking(move || {
+                sync_and_drop(&handle, from..end)
+            }));
             self.writeback_from = end;
         }
         Ok(())
