@@ -13,6 +13,7 @@
 //! knows nothing of files or keys.
 
 pub mod config;
+pub mod dav;
 pub mod engine;
 pub mod grid;
 pub mod namespace;

@@ -1,0 +1,2 @@
+mod locks;
+pub use locks::NamespaceLockSystem;
