@@ -2,8 +2,10 @@
 //! on the namespace and the engine.
 
 mod fs;
+mod locks;
 mod meta;
 mod read;
 mod write;
 
 pub use fs::{GridFs, GridFsOptions};
+pub use locks::NamespaceLockSystem;
