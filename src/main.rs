@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use griddav::engine::{Downloader, EncodingParams, FileCap, UploadOptions, Uploader};
-use griddav::grid::{grid_of_dirs, Grid};
+use griddav::config::Config;
+use griddav::dav::{GridFs, GridFsOptions, NamespaceLockSystem};
+use griddav::engine::{Downloader, FileCap, Uploader};
+use griddav::grid::Grid;
+use griddav::namespace::Namespace;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
@@ -16,15 +19,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
     about = "A WebDAV server that streams uploads, encrypted and erasure-coded, into a grid of storage servers"
 )]
 struct Cli {
-    /// Data directory; its local grid is ten directories under `grid/`.
-    #[arg(long, global = true, default_value = "./griddav-data")]
-    data_dir: PathBuf,
+    /// Configuration file (TOML); every key has a default, see config/griddav.toml.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the configuration's `data_dir`
+    /// (default ./griddav-data; the default grid is ten directories under `grid/`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve WebDAV.
+    Serve {
+        /// Address to listen on, overriding the configuration's `listen`
+        /// (default 127.0.0.1:4918; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Upload a file (or standard input with `-`) and print its capability.
     Put { file: PathBuf },
     /// Write the file of a capability to standard output.
@@ -33,14 +47,12 @@ enum Command {
     Verify { cap: String },
 }
 
-const LOCAL_SERVERS: usize = 10;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -55,8 +67,23 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let grid = Grid::new(grid_of_dirs(&cli.data_dir.join("grid"), LOCAL_SERVERS)?);
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data_dir) = cli.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Command::Serve {
+        listen: Some(listen),
+    } = &cli.command
+    {
+        config.listen = *listen;
+    }
+    config.validate()?;
+    let grid = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || config.build_grid()).await??
+    };
     match cli.command {
+        Command::Serve { .. } => serve(config, grid).await?,
         Command::Put { file } => {
             let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = if file.as_os_str() == "-" {
                 Box::new(tokio::io::stdin())
@@ -65,8 +92,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             };
             let mut uploader = Uploader::new(
                 grid,
-                EncodingParams::default(),
-                UploadOptions::default(),
+                config.encoding_params(),
+                config.upload_options(),
                 None,
             )
             .await?;
@@ -105,4 +132,54 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let ns = Namespace::open(config.namespace_db()).await?;
+    let fs = GridFs::new(
+        ns.clone(),
+        grid.clone(),
+        GridFsOptions {
+            params: config.encoding_params(),
+            upload: config.upload_options(),
+            inline_threshold: config.inline_threshold,
+        },
+    );
+    let collector =
+        griddav::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
+    let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
+    let handler = griddav::server::dav_handler(fs, Box::new(locks), config.read_buf_size);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "griddav listening on http://{addr}/")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving WebDAV");
+    griddav::server::serve(listener, handler, shutdown_signal()).await?;
+    collector.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
