@@ -4,6 +4,7 @@
 mod fs;
 mod locks;
 mod meta;
+pub mod propstat;
 mod read;
 mod write;
 
