@@ -99,6 +99,8 @@ pub async fn collect_once(ns: &Namespace, grid: &Grid, grace: Duration) -> usize
 }
 
 /// Runs the collector until the runtime stops. `wake` makes it look now.
+/// Call [`recover_interrupted_uploads`] before serving, not concurrently:
+/// it would take the journal entries of new uploads for interrupted ones.
 pub fn spawn_collector(
     ns: Namespace,
     grid: Grid,
@@ -106,7 +108,6 @@ pub fn spawn_collector(
     grace: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        recover_interrupted_uploads(&ns, &grid).await;
         let sleep = if grace.is_zero() {
             MAX_SLEEP
         } else {
