@@ -18,7 +18,7 @@ use super::cap::FileCap;
 use super::codec::{block_hash, segment_hash, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
-use super::hashtree::{verify_proof, VerifiedTree};
+use super::hashtree::{self, verify_proof, VerifiedTree};
 use super::layout::{Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_LEN, TRAILER_LEN};
 use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
@@ -543,8 +543,11 @@ impl Downloader {
             return corrupt("stored block tree does not match the blocks");
         }
         let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
-        let width = (stored.len() / 32).div_ceil(2);
-        let stored_leaves: Vec<Hash> = stored[(width - 1) * 32..]
+        let first_leaf = (hashtree::width_for(layout.segment_count) - 1) as usize * 32;
+        let Some(leaf_bytes) = stored.get(first_leaf..) else {
+            return corrupt("stored ciphertext tree is short");
+        };
+        let stored_leaves: Vec<Hash> = leaf_bytes
             .chunks_exact(32)
             .take(layout.segment_count as usize)
             .map(|c| c.try_into().unwrap_or([0; 32]))
@@ -616,11 +619,11 @@ async fn read_node(
 ) -> Result<Hash, crate::grid::GridError> {
     let start = tree_offset + 32 * node;
     let bytes = server.read(si, share, start..start + 32).await?;
-    let mut hash = [0u8; 32];
-    if bytes.len() == 32 {
-        hash.copy_from_slice(&bytes);
-    }
-    Ok(hash)
+    // The store's contract is exact reads; a short answer is the server's fault.
+    bytes[..].try_into().map_err(|_| crate::grid::GridError::Server {
+        server: server.server_id().to_owned(),
+        message: format!("read of 32 bytes returned {}", bytes.len()),
+    })
 }
 
 /// Why a block could not be used, and how much of the share that rules out.
@@ -653,6 +656,9 @@ async fn read_trailer(
         .read(si, share, len - tail_len..len)
         .await
         .map_err(|e| TrailerError::Share(ProblemKind::Unavailable(e.to_string())))?;
+    if tail.len() as u64 != tail_len {
+        return Err(corrupt(format!("read of {tail_len} bytes returned {}", tail.len())));
+    }
     let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_LEN as usize);
     let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(format!("trailer: {e}")))?;
     if trailer.hash() != cap.trailer_hash {
