@@ -99,6 +99,8 @@ pub async fn collect_once(ns: &Namespace, grid: &Grid, grace: Duration) -> usize
 }
 
 /// Runs the collector until the runtime stops. `wake` makes it look now.
+/// Call [`recover_interrupted_uploads`] before serving, not concurrently:
+/// it would take the journal entries of new uploads for interrupted ones.
 pub fn spawn_collector(
     ns: Namespace,
     grid: Grid,
@@ -106,7 +108,6 @@ pub fn spawn_collector(
     grace: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        recover_interrupted_uploads(&ns, &grid).await;
         let sleep = if grace.is_zero() {
             MAX_SLEEP
         } else {
@@ -126,4 +127,117 @@ pub fn spawn_collector(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EncodingParams, UploadOptions, Uploader};
+    use crate::grid::{MemoryStore, ShareStore};
+    use crate::namespace::Content;
+
+    fn grid() -> (Grid, Vec<Arc<MemoryStore>>) {
+        let stores: Vec<Arc<MemoryStore>> = (0..10)
+            .map(|i| Arc::new(MemoryStore::new(format!("m{i}"))))
+            .collect();
+        let servers = stores
+            .iter()
+            .map(|s| Arc::clone(s) as Arc<dyn ShareStore>)
+            .collect();
+        (Grid::new(servers), stores)
+    }
+
+    fn shares(stores: &[Arc<MemoryStore>]) -> usize {
+        stores
+            .iter()
+            .map(|s| s.share_count_including_partial())
+            .sum()
+    }
+
+    async fn started(grid: &Grid, bytes: &'static [u8]) -> Uploader {
+        let options = UploadOptions::default();
+        let mut uploader = Uploader::new(grid.clone(), EncodingParams::default(), options, None)
+            .await
+            .expect("start");
+        uploader
+            .write(bytes::Bytes::from_static(bytes))
+            .await
+            .expect("write");
+        uploader
+    }
+
+    async fn stored(grid: &Grid, bytes: &'static [u8]) -> FileCap {
+        started(grid, bytes).await.finish().await.expect("finish")
+    }
+
+    #[tokio::test]
+    async fn interrupted_uploads_are_removed_and_published_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ns = Namespace::open(dir.path().join("ns.db"))
+            .await
+            .expect("namespace");
+        let (grid, stores) = grid();
+
+        let kept = stored(&grid, b"a file that is published").await;
+        // An upload that finished its shares, then the process died before
+        // publishing it: ten visible orphan shares and a journal entry.
+        let unpublished = started(&grid, b"some bytes of a file").await;
+        ns.begin_upload(&unpublished.recovery_token())
+            .await
+            .expect("journal");
+        let orphan = unpublished.finish().await.expect("finish");
+        assert_eq!(shares(&stores), 20);
+
+        // A published upload whose journal entry ended with the publish.
+        let published = ns.begin_upload("griddav-upload:1:unused").await;
+        let published = published.expect("journal");
+        ns.publish_file(
+            "/kept",
+            Content::Cap(kept.to_string()),
+            kept.size,
+            std::time::SystemTime::now(),
+            Some(published),
+        )
+        .await
+        .expect("publish");
+
+        recover_interrupted_uploads(&ns, &grid).await;
+        assert_eq!(
+            shares(&stores),
+            10,
+            "only the published file's shares remain"
+        );
+        assert!(ns.pending_uploads().await.expect("pending").is_empty());
+        assert!(crate::engine::Downloader::open(&grid, &orphan)
+            .await
+            .is_err());
+        assert!(crate::engine::Downloader::open(&grid, &kept).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn garbage_is_freed_once_unreferenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ns = Namespace::open(dir.path().join("ns.db"))
+            .await
+            .expect("namespace");
+        let (grid, stores) = grid();
+        let first = stored(&grid, b"version one").await;
+        let now = std::time::SystemTime::now();
+        ns.publish_file("/f", Content::Cap(first.to_string()), first.size, now, None)
+            .await
+            .expect("publish");
+        ns.copy_file("/f", "/g").await.expect("copy");
+        ns.publish_file("/f", Content::Inline(b"small".to_vec()), 5, now, None)
+            .await
+            .expect("replace");
+        assert_eq!(
+            collect_once(&ns, &grid, Duration::ZERO).await,
+            0,
+            "/g still refers to it"
+        );
+        assert_eq!(shares(&stores), 10);
+        ns.remove("/g").await.expect("remove");
+        assert_eq!(collect_once(&ns, &grid, Duration::ZERO).await, 1);
+        assert_eq!(shares(&stores), 0);
+    }
 }

@@ -19,7 +19,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::dav::GridFs;
+use http_body_util::{BodyExt, Limited};
+
+use crate::dav::{propstat, GridFs};
 
 /// The dav-server handler over griddav's file and lock systems.
 pub fn dav_handler(fs: GridFs, locks: Box<dyn DavLockSystem>, read_buf_size: usize) -> DavHandler {
@@ -55,18 +57,28 @@ pub async fn serve(
     }
 }
 
+/// The largest PROPFIND body read into memory.
+const MAX_PROPFIND_BODY: usize = 1 << 20;
+/// The largest PROPFIND answer completed with 404s; larger ones pass as they are.
+const MAX_PROPFIND_ANSWER: usize = 64 << 20;
+
 async fn handle(
     handler: DavHandler,
     request: Request<Incoming>,
 ) -> Result<Response<dav_server::body::Body>, Infallible> {
+    if request.method().as_str() == "PROPFIND" {
+        return Ok(handle_propfind(handler, request).await);
+    }
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
-    let request = request.map(|body| CheckedBody {
-        inner: body,
-        declared,
-        received: 0,
-        bad: flag,
+    let request = request.map(|body| {
+        RequestBody::Streamed(CheckedBody {
+            inner: body,
+            declared,
+            received: 0,
+            bad: flag,
+        })
     });
     let mut response = handler.handle(request).await;
     if body_was_bad.load(Ordering::Relaxed) && response.status().is_server_error() {
@@ -75,6 +87,80 @@ async fn handle(
         *response.status_mut() = StatusCode::BAD_REQUEST;
     }
     Ok(response)
+}
+
+/// PROPFIND with its answer completed: every property the client named is
+/// reported, found or 404 (see [`crate::dav::propstat`]).
+async fn handle_propfind(
+    handler: DavHandler,
+    request: Request<Incoming>,
+) -> Response<dav_server::body::Body> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_PROPFIND_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::debug!(error = %e, "PROPFIND body refused");
+            return status_only(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+    };
+    let requested = propstat::requested_props(&body);
+    let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
+    let response = handler.handle(request).await;
+    let Some(requested) = requested else {
+        return response;
+    };
+    if response.status() != StatusCode::MULTI_STATUS {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let answer = match Limited::new(body, MAX_PROPFIND_ANSWER).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::error!(error = %e, "PROPFIND answer could not be completed");
+            return status_only(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    let answer = match propstat::add_missing_propstats(&requested, &answer) {
+        Some(fixed) => Bytes::from(fixed),
+        None => answer,
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, dav_server::body::Body::from(answer))
+}
+
+fn status_only(status: StatusCode) -> Response<dav_server::body::Body> {
+    let mut response = Response::new(dav_server::body::Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// A request body as the handler gets it.
+enum RequestBody {
+    Streamed(CheckedBody),
+    /// Already read (PROPFIND); `None` once handed out.
+    Buffered(Option<Bytes>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            RequestBody::Streamed(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streamed(body) => body.is_end_stream(),
+            RequestBody::Buffered(bytes) => bytes.is_none(),
+        }
+    }
 }
 
 /// The body length a PUT declares without Content-Length: macOS Finder

@@ -27,12 +27,21 @@ pub fn requested_props(body: &[u8]) -> Option<Vec<PropName>> {
     if !is_dav(&root, "propfind") {
         return None;
     }
-    let prop = root.children.iter().filter_map(XMLNode::as_element).find(|e| is_dav(e, "prop"))?;
+    let prop = root
+        .children
+        .iter()
+        .filter_map(XMLNode::as_element)
+        .find(|e| is_dav(e, "prop"))?;
     let names: Vec<PropName> = prop
         .children
         .iter()
         .filter_map(XMLNode::as_element)
-        .map(|e| (e.namespace.clone().filter(|ns| !ns.is_empty()), e.name.clone()))
+        .map(|e| {
+            (
+                e.namespace.clone().filter(|ns| !ns.is_empty()),
+                e.name.clone(),
+            )
+        })
         .collect();
     (!names.is_empty()).then_some(names)
 }
@@ -65,12 +74,20 @@ pub fn add_missing_propstats(requested: &[PropName], response: &[u8]) -> Option<
                         prop.children
                             .iter()
                             .filter_map(XMLNode::as_element)
-                            .map(|e| (e.namespace.clone().filter(|ns| !ns.is_empty()), e.name.clone())),
+                            .map(|e| {
+                                (
+                                    e.namespace.clone().filter(|ns| !ns.is_empty()),
+                                    e.name.clone(),
+                                )
+                            }),
                     );
                 }
             }
         }
-        let missing: Vec<&PropName> = requested.iter().filter(|name| !present.contains(name)).collect();
+        let missing: Vec<&PropName> = requested
+            .iter()
+            .filter(|name| !present.contains(name))
+            .collect();
         if missing.is_empty() {
             continue;
         }
@@ -93,7 +110,9 @@ pub fn add_missing_propstats(requested: &[PropName], response: &[u8]) -> Option<
             prop.children.push(XMLNode::Element(element));
         }
         let mut status = dav_element("status");
-        status.children.push(XMLNode::Text("HTTP/1.1 404 Not Found".into()));
+        status
+            .children
+            .push(XMLNode::Text("HTTP/1.1 404 Not Found".into()));
         let mut propstat = dav_element("propstat");
         propstat.children.push(XMLNode::Element(prop));
         propstat.children.push(XMLNode::Element(status));
@@ -127,12 +146,18 @@ mod tests {
     fn reports_missing_properties_as_404() {
         let requested = requested_props(REQUEST).expect("named properties");
         assert_eq!(requested.len(), 5);
-        assert_eq!(requested[3].0.as_deref(), Some("http://ucb.openoffice.org/dav/props/"));
+        assert_eq!(
+            requested[3].0.as_deref(),
+            Some("http://ucb.openoffice.org/dav/props/")
+        );
         let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href>/d/x</D:href></D:response></D:multistatus>"#;
         let fixed = add_missing_propstats(&requested, answer).expect("changed");
         let text = String::from_utf8(fixed.clone()).expect("utf-8");
         assert_eq!(text.matches("HTTP/1.1 404 Not Found").count(), 2, "{text}");
-        assert!(text.contains("http://ucb.openoffice.org/dav/props/"), "{text}");
+        assert!(
+            text.contains("http://ucb.openoffice.org/dav/props/"),
+            "{text}"
+        );
         // The result parses and every response now names all five properties.
         let root = Element::parse(Cursor::new(&fixed[..])).expect("parses");
         for response in root.children.iter().filter_map(XMLNode::as_element) {
