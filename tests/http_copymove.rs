@@ -34,8 +34,6 @@ fn copy_and_move_within_a_collection() {
 }
 
 #[test]
-#[ignore = "server bug: COPY/MOVE with a destination directly in the root collection answer \
-            409 (GridFs::metadata of dav-server's empty parent path \"\" fails)"]
 fn copy_and_move_into_the_root_collection() {
     let server = Server::start();
     let client = server.client();

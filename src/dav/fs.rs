@@ -133,7 +133,13 @@ impl GridFs {
 /// The namespace path of a request path: percent-decoded UTF-8. Names that
 /// are not UTF-8 are refused rather than guessed at.
 pub(crate) fn ns_path(path: &DavPath) -> FsResult<String> {
-    String::from_utf8(path.as_bytes().to_vec()).map_err(|_| FsError::Forbidden)
+    let path = String::from_utf8(path.as_bytes().to_vec()).map_err(|_| FsError::Forbidden)?;
+    // dav-server names the parent of a top-level entry "" rather than "/"
+    // (when it checks a COPY or MOVE destination's parent).
+    if path.is_empty() {
+        return Ok("/".to_owned());
+    }
+    Ok(path)
 }
 
 pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {

@@ -620,10 +620,12 @@ async fn read_node(
     let start = tree_offset + 32 * node;
     let bytes = server.read(si, share, start..start + 32).await?;
     // The store's contract is exact reads; a short answer is the server's fault.
-    bytes[..].try_into().map_err(|_| crate::grid::GridError::Server {
-        server: server.server_id().to_owned(),
-        message: format!("read of 32 bytes returned {}", bytes.len()),
-    })
+    bytes[..]
+        .try_into()
+        .map_err(|_| crate::grid::GridError::Server {
+            server: server.server_id().to_owned(),
+            message: format!("read of 32 bytes returned {}", bytes.len()),
+        })
 }
 
 /// Why a block could not be used, and how much of the share that rules out.
@@ -657,7 +659,10 @@ async fn read_trailer(
         .await
         .map_err(|e| TrailerError::Share(ProblemKind::Unavailable(e.to_string())))?;
     if tail.len() as u64 != tail_len {
-        return Err(corrupt(format!("read of {tail_len} bytes returned {}", tail.len())));
+        return Err(corrupt(format!(
+            "read of {tail_len} bytes returned {}",
+            tail.len()
+        )));
     }
     let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_LEN as usize);
     let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(format!("trailer: {e}")))?;
