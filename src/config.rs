@@ -93,7 +93,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4918)),
             data_dir: PathBuf::from("./griddav-data"),
-            inline_threshold: 4096,
+            inline_threshold: 16384,
             read_buf_size: 256 << 10,
             lock_max_timeout_secs: 3600,
             gc_grace_secs: 3600,
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(c.encoding_params(), EncodingParams::default());
         assert_eq!(c.encoding.segment_size, 1_048_576);
         assert_eq!(c.upload_options().max_in_flight, 4);
-        assert_eq!(c.inline_threshold, 4096);
+        assert_eq!(c.inline_threshold, 16384);
         assert_eq!(c.read_buf_size, 262_144);
         assert_eq!(c.lock_max_timeout(), Duration::from_secs(3600));
         assert_eq!(c.grid.servers, None);
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/g"));
         assert_eq!(c.encoding.k, 2);
         assert_eq!(c.encoding.n, 10);
-        assert_eq!(c.inline_threshold, 4096);
+        assert_eq!(c.inline_threshold, 16384);
         let servers = c.grid.servers.as_ref().unwrap();
         assert_eq!(servers[0].id(0), "local-00");
         assert_eq!(servers[1].id(1), "b");

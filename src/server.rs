@@ -120,7 +120,7 @@ async fn handle_propfind(
             return status_only(StatusCode::INTERNAL_SERVER_ERROR);
         }
     };
-    let answer = match propstat::add_missing_propstats(&requested, &answer) {
+    let answer = match propstat::complete_answer(&requested, &answer) {
         Some(fixed) => Bytes::from(fixed),
         None => answer,
     };

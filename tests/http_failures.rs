@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{wait_until, Client, Content, Ending, GridFiles, Request, Server, KIB, MIB};
+use support::{
+    wait_until, Client, Content, Ending, GridFiles, Request, Server, INLINE_THRESHOLD, KIB, MIB,
+};
 
 /// How long aborted shares may take to disappear.
 const CLEANUP: Duration = Duration::from_secs(5);
@@ -21,7 +23,11 @@ fn put_old_version(server: &Server, path: &str, content: &Content) -> GridFiles 
     );
     assert_eq!(put.status, 201, "PUT {path} (old version): {put:?}");
     let grid = server.grid();
-    let new_shares = if content.len > 4096 { 10 } else { 0 };
+    let new_shares = if content.len > INLINE_THRESHOLD {
+        10
+    } else {
+        0
+    };
     assert_eq!(
         grid.shares.len(),
         shares_before + new_shares,

@@ -99,7 +99,7 @@ fn files_directories_properties_and_locks_survive_a_restart() {
     proppatch(&client, "/dir/big.bin", "color", "blue-green-42");
     proppatch(&client, "/dir/", "owner-note", "kept by the namespace");
 
-    let locked_old = Content::new(14, 5000);
+    let locked_old = Content::new(14, 50_000);
     assert_eq!(
         client.put("/dir/locked.bin", locked_old.bytes()).status,
         201
@@ -181,7 +181,7 @@ fn files_directories_properties_and_locks_survive_a_restart() {
         "PUT on a file locked before the restart, without the token: {without:?}"
     );
     assert_content(&client, "/dir/locked.bin", &locked_old);
-    let locked_new = Content::new(16, 7000);
+    let locked_new = Content::new(16, 70_000);
     let with = client.send(
         Request::new("PUT", "/dir/locked.bin")
             .header("If", &format!("(<{token}>)"))

@@ -36,7 +36,7 @@ impl Default for GridFsOptions {
         Self {
             params: EncodingParams::default(),
             upload: UploadOptions::default(),
-            inline_threshold: 4096,
+            inline_threshold: 16384,
         }
     }
 }

@@ -6,6 +6,12 @@
 //! and abandons the save when they are missing from the answer altogether.
 //! So for a PROPFIND that names its properties, the server adds the missing
 //! ones to each `response` as 404s.
+//!
+//! dav-server also echoes each found property element as the request spelled
+//! it, so `<resourcetype xmlns="DAV:"/>` in a request comes back with a
+//! default namespace declaration of its own. LibreOffice's parser only knows
+//! prefixed declarations and then misses `resourcetype`: DAV: elements are
+//! rewritten to the `D:` prefix the rest of the answer uses.
 
 use std::io::Cursor;
 
@@ -50,15 +56,21 @@ fn is_dav(element: &Element, name: &str) -> bool {
     element.name == name && element.namespace.as_deref() == Some(DAV)
 }
 
-/// The multistatus `response` with a 404 `propstat` for every requested
-/// property that no `propstat` of it mentions. `None` when nothing is
-/// missing or the answer is not a multistatus.
-pub fn add_missing_propstats(requested: &[PropName], response: &[u8]) -> Option<Vec<u8>> {
+/// The multistatus answer with a 404 `propstat` for every requested
+/// property that no `propstat` of its `response` mentions, and with DAV:
+/// elements under the `D:` prefix. `None` when nothing needed to change or
+/// the answer is not a multistatus.
+pub fn complete_answer(requested: &[PropName], response: &[u8]) -> Option<Vec<u8>> {
     let mut root = Element::parse(Cursor::new(response)).ok()?;
     if !is_dav(&root, "multistatus") {
         return None;
     }
     let mut changed = false;
+    for node in &mut root.children {
+        if let Some(element) = node.as_mut_element() {
+            changed |= use_dav_prefix(element);
+        }
+    }
     for node in &mut root.children {
         let Some(response) = node.as_mut_element().filter(|e| is_dav(e, "response")) else {
             continue;
@@ -127,6 +139,31 @@ pub fn add_missing_propstats(requested: &[PropName], response: &[u8]) -> Option<
     Some(out)
 }
 
+/// Puts `element` and its descendants of the DAV: namespace under the `D:`
+/// prefix (declared on the multistatus root). Returns whether anything changed.
+fn use_dav_prefix(element: &mut Element) -> bool {
+    let mut changed = false;
+    if element.namespace.as_deref() == Some(DAV) && element.prefix.as_deref() != Some("D") {
+        element.prefix = Some("D".into());
+        changed = true;
+    }
+    if changed || element.namespace.as_deref() == Some(DAV) {
+        // Drop a default-namespace declaration that only served the old spelling.
+        if let Some(namespaces) = &mut element.namespaces {
+            if namespaces.get("") == Some(DAV) {
+                namespaces.0.remove("");
+                changed = true;
+            }
+        }
+    }
+    for child in &mut element.children {
+        if let Some(child) = child.as_mut_element() {
+            changed |= use_dav_prefix(child);
+        }
+    }
+    changed
+}
+
 fn dav_element(name: &str) -> Element {
     let mut element = Element::new(name);
     element.prefix = Some("D".into());
@@ -151,7 +188,7 @@ mod tests {
             Some("http://ucb.openoffice.org/dav/props/")
         );
         let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href>/d/x</D:href></D:response></D:multistatus>"#;
-        let fixed = add_missing_propstats(&requested, answer).expect("changed");
+        let fixed = complete_answer(&requested, answer).expect("changed");
         let text = String::from_utf8(fixed.clone()).expect("utf-8");
         assert_eq!(text.matches("HTTP/1.1 404 Not Found").count(), 2, "{text}");
         assert!(
@@ -171,7 +208,21 @@ mod tests {
                 .sum();
             assert_eq!(names, 5, "{text}");
         }
-        assert!(add_missing_propstats(&requested, &fixed).is_none());
+        assert!(complete_answer(&requested, &fixed).is_none());
+    }
+
+    #[test]
+    fn dav_properties_use_the_d_prefix() {
+        let requested = requested_props(REQUEST).expect("named properties");
+        let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/docs/</D:href><D:propstat><D:prop><resourcetype xmlns="DAV:"><D:collection/></resourcetype><getcontenttype xmlns="DAV:">httpd/unix-directory</getcontenttype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+        let fixed = complete_answer(&requested, answer).expect("changed");
+        let text = String::from_utf8(fixed).expect("utf-8");
+        assert!(text.contains("<D:resourcetype><D:collection"), "{text}");
+        assert!(
+            text.contains("<D:getcontenttype>httpd/unix-directory</D:getcontenttype>"),
+            "{text}"
+        );
+        assert!(!text.contains("xmlns=\"DAV:\""), "{text}");
     }
 
     #[test]

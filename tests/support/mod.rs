@@ -16,3 +16,7 @@ pub use server::{wait_until, Server};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * 1024;
+
+/// griddav's default `inline_threshold`: files up to this size live in the
+/// namespace database, larger ones in the grid.
+pub const INLINE_THRESHOLD: u64 = 16 * 1024;
