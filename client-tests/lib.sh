@@ -92,7 +92,8 @@ start_griddav() {
         --log "$reqlog" "$@" >"$work/proxy.out" 2>"$work/proxy.err" &
     proxy_pid=$!
     for _ in $(seq 100); do
-        port=$(sed -n 's/^logproxy listening on //p' "$work/proxy.out")
+        # (proxy.out may not exist yet: the background shell opens it)
+        port=$(sed -n 's/^logproxy listening on //p' "$work/proxy.out" 2>/dev/null || true)
         [[ -n "$port" ]] && break
         sleep 0.1
     done
