@@ -153,5 +153,4 @@ fn a_file_the_grid_cannot_serve_is_an_error_not_zeros() {
             response.body.len()
         );
     }
-    }
 }
