@@ -47,8 +47,27 @@ enum Command {
     Verify { cap: String },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Coding, hashing and share I/O run on the blocking pool. Unbounded
+        // (tokio's default is 512) it grew to a hundred threads, and glibc
+        // keeps an arena of freed segment buffers per thread: one 1 GiB PUT
+        // and GET peaked at 365 MiB resident, against 110 MiB with this bound
+        // (and ran faster for less thread churn).
+        .max_blocking_threads(8 * cores)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(e) => {
+            eprintln!("griddav: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
