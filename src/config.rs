@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{EncodingParams, UploadOptions};
+use crate::engine::{EncodingParams, MemoryBudget, UploadOptions};
 use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore};
 
 /// Number of directories of the embedded default grid.
@@ -61,6 +61,8 @@ pub struct EncodingConfig {
     pub segment_size: u32,
     /// Segments of one upload being encoded or written at once.
     pub max_in_flight: usize,
+    /// Memory for coded segments of all uploads together, in MiB.
+    pub upload_memory_mib: u64,
 }
 
 /// `[grid]`: where shares live.
@@ -112,6 +114,7 @@ impl Default for EncodingConfig {
             n: p.n,
             segment_size: p.segment_size,
             max_in_flight: UploadOptions::default().max_in_flight,
+            upload_memory_mib: 128,
         }
     }
 }
@@ -269,10 +272,18 @@ impl Config {
         }
     }
 
-    /// Upload tuning: `max_in_flight` from the config, the rest default.
+    /// Upload tuning: `max_in_flight`, and a memory budget of
+    /// `upload_memory_mib` that every upload made with these options
+    /// shares: call this once per server, not once per upload.
     pub fn upload_options(&self) -> UploadOptions {
+        let params = self.encoding_params();
+        let budget = MemoryBudget::bytes(
+            self.encoding.upload_memory_mib.saturating_mul(1 << 20),
+            &params,
+        );
         UploadOptions {
             max_in_flight: self.encoding.max_in_flight,
+            budget: Some(budget),
             ..UploadOptions::default()
         }
     }

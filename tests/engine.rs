@@ -562,3 +562,41 @@ async fn local_grid_abort_and_drop_leave_no_files() {
     }
     panic!("files left after drop: {:?}", files_under(dir.path()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_sharing_a_tiny_memory_budget_all_finish() {
+    let (grid, _) = memory_grid(10);
+    // Two coded segments for six uploads together: they must take turns
+    // without deadlocking, and give every place back.
+    let budget = griddav::engine::MemoryBudget::segments(2);
+    let options = UploadOptions {
+        budget: Some(budget.clone()),
+        ..UploadOptions::default()
+    };
+    let uploads = (0..6u64).map(|seed| {
+        let grid = grid.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            let data = content(25_000 + seed as usize * 777, seed);
+            let mut uploader = Uploader::new(grid.clone(), SMALL, options, None)
+                .await
+                .expect("start");
+            for chunk in data.chunks(1_500) {
+                uploader
+                    .write(Bytes::copy_from_slice(chunk))
+                    .await
+                    .expect("write");
+            }
+            let cap = uploader.finish().await.expect("finish");
+            assert_eq!(read_all(&grid, &cap).await.expect("read"), data);
+        })
+    });
+    let all = futures::future::join_all(uploads);
+    let results = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("uploads sharing a budget must not deadlock");
+    for result in results {
+        result.expect("upload task");
+    }
+    assert_eq!(budget.available(), budget.total());
+}

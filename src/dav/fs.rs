@@ -22,7 +22,7 @@ use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch};
 
 /// How GridFs stores content.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GridFsOptions {
     pub params: EncodingParams,
     pub upload: UploadOptions,

@@ -214,7 +214,7 @@ impl WriteHandle {
         let mut uploader = Uploader::new(
             self.fs.grid.clone(),
             options.params,
-            options.upload,
+            options.upload.clone(),
             self.final_size(),
         )
         .await

@@ -11,6 +11,7 @@
 //! advance; [`Downloader`] reads any byte range back, verifying every block
 //! against the capability before it returns a byte.
 
+pub mod budget;
 pub mod cap;
 pub mod codec;
 pub mod crypto;
@@ -20,6 +21,7 @@ pub mod hashtree;
 pub mod layout;
 pub mod upload;
 
+pub use budget::MemoryBudget;
 pub use cap::FileCap;
 pub use download::Downloader;
 pub use upload::Uploader;
@@ -73,13 +75,15 @@ impl EncodingParams {
 }
 
 /// Upload tuning that is not part of the format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct UploadOptions {
     /// Segments being encoded or waiting for their share writes; `write`
     /// waits when this many are in flight.
     pub max_in_flight: usize,
     /// Blocks queued per share writer beyond the one being written.
     pub share_queue: usize,
+    /// Shared with other uploads to bound their memory together.
+    pub budget: Option<MemoryBudget>,
 }
 
 impl Default for UploadOptions {
@@ -87,6 +91,7 @@ impl Default for UploadOptions {
         Self {
             max_in_flight: 4,
             share_queue: 2,
+            budget: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::budget::{MemoryBudget, SegmentPermit};
 use super::cap::FileCap;
 use super::codec::{EncodedSegment, SegmentCoder};
 use super::crypto::{FileKey, Hash};
@@ -27,12 +28,10 @@ use super::{EncodingParams, EngineError, EngineResult, ProblemKind, ShareProblem
 use crate::grid::{Grid, GridError, ShareNum, ShareWriter, StorageIndex};
 
 enum ShareCommand {
-    Append(Bytes),
+    /// Append a block; the permit, if any, is dropped once it is written.
+    Append(Bytes, Option<SegmentPermit>),
     /// Append the tail, then finish the share at `len` bytes.
-    Finish {
-        tail: Bytes,
-        len: u64,
-    },
+    Finish { tail: Bytes, len: u64 },
 }
 
 /// One share's writer task, seen from the Uploader.
@@ -66,7 +65,8 @@ pub struct Uploader {
     written: u64,
     /// File offset of the next segment handed to the coder.
     next_offset: u64,
-    in_flight: VecDeque<JoinHandle<EncodedSegment>>,
+    in_flight: VecDeque<(JoinHandle<EncodedSegment>, Option<SegmentPermit>)>,
+    budget: Option<MemoryBudget>,
     slots: Vec<ShareSlot>,
     /// Leaves of each share's block tree, all N of them: the trees are built
     /// at finish. 32 bytes per segment per share.
@@ -140,6 +140,7 @@ impl Uploader {
             written: 0,
             next_offset: 0,
             in_flight: VecDeque::new(),
+            budget: options.budget.clone(),
             slots: Vec::with_capacity(n),
             block_hashes: vec![Vec::new(); n],
             segment_hashes: Vec::new(),
@@ -197,7 +198,7 @@ impl Uploader {
             })
             .collect();
         uploader.state = State::Broken;
-        uploader.send_to_shares(headers).await?;
+        uploader.send_to_shares(headers, None).await?;
         uploader.state = State::Open;
         Ok(uploader)
     }
@@ -286,9 +287,9 @@ impl Uploader {
         if !self.buffer.is_empty() {
             self.submit_segment().await?;
         }
-        while let Some(encoded) = self.in_flight.pop_front() {
+        while let Some((encoded, permit)) = self.in_flight.pop_front() {
             let encoded = join(encoded).await?;
-            self.dispatch(encoded).await?;
+            self.dispatch(encoded, permit).await?;
         }
 
         let block_hashes = std::mem::take(&mut self.block_hashes);
@@ -398,39 +399,74 @@ impl Uploader {
     /// coded segment if the pipeline is full.
     async fn submit_segment(&mut self) -> EngineResult<()> {
         while self.in_flight.len() >= self.max_in_flight {
-            if let Some(oldest) = self.in_flight.pop_front() {
-                let encoded = join(oldest).await?;
-                self.dispatch(encoded).await?;
-            }
+            self.dispatch_oldest().await?;
         }
+        let permit = self.take_permit().await?;
         let segment = std::mem::take(&mut self.buffer);
         self.fresh_buffer();
         let offset = self.next_offset;
         self.next_offset += segment.len() as u64;
         let coder = Arc::clone(&self.coder);
         let key = self.key.clone();
-        self.in_flight
-            .push_back(tokio::task::spawn_blocking(move || {
-                coder.encode(&key, offset, segment)
-            }));
+        let task = tokio::task::spawn_blocking(move || coder.encode(&key, offset, segment));
+        self.in_flight.push_back((task, permit));
         Ok(())
     }
 
+    async fn dispatch_oldest(&mut self) -> EngineResult<()> {
+        if let Some((oldest, permit)) = self.in_flight.pop_front() {
+            let encoded = join(oldest).await?;
+            self.dispatch(encoded, permit).await?;
+        }
+        Ok(())
+    }
+
+    /// A place in the shared memory budget for the next segment. While
+    /// none is free, hands this upload's own coded segments to their share
+    /// writers first: they free places without needing any, so waiting
+    /// after that cannot deadlock.
+    async fn take_permit(&mut self) -> EngineResult<Option<SegmentPermit>> {
+        let Some(budget) = self.budget.clone() else {
+            return Ok(None);
+        };
+        loop {
+            if let Some(permit) = budget.try_take() {
+                return Ok(Some(permit));
+            }
+            if self.in_flight.is_empty() {
+                return match budget.take().await {
+                    Some(permit) => Ok(Some(permit)),
+                    None => Err(EngineError::Internal("memory budget closed".into())),
+                };
+            }
+            self.dispatch_oldest().await?;
+        }
+    }
+
     /// Queues a coded segment's blocks to the share tasks.
-    async fn dispatch(&mut self, encoded: EncodedSegment) -> EngineResult<()> {
+    async fn dispatch(
+        &mut self,
+        encoded: EncodedSegment,
+        permit: Option<SegmentPermit>,
+    ) -> EngineResult<()> {
         for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
             hashes.push(*hash);
         }
         self.segment_hashes.push(encoded.segment_hash);
-        self.send_to_shares(encoded.blocks).await
+        self.send_to_shares(encoded.blocks, permit).await
     }
 
-    async fn send_to_shares(&mut self, blocks: Vec<Bytes>) -> EngineResult<()> {
+    async fn send_to_shares(
+        &mut self,
+        blocks: Vec<Bytes>,
+        permit: Option<SegmentPermit>,
+    ) -> EngineResult<()> {
         for (index, block) in blocks.into_iter().enumerate() {
             let Some(sender) = &self.slots[index].sender else {
                 continue;
             };
-            if sender.send(ShareCommand::Append(block)).await.is_err() {
+            let command = ShareCommand::Append(block, permit.clone());
+            if sender.send(command).await.is_err() {
                 let slot = &mut self.slots[index];
                 slot.sender = None;
                 let error = slot_error(slot).await;
@@ -509,7 +545,7 @@ async fn run_share(
 ) -> Result<(), GridError> {
     while let Some(command) = commands.recv().await {
         match command {
-            ShareCommand::Append(data) => {
+            ShareCommand::Append(data, _permit) => {
                 if let Err(e) = writer.append(data).await {
                     let _ = writer.abort().await;
                     return Err(e);
