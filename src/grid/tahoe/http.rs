@@ -166,9 +166,13 @@ impl Client {
                 tokio::time::timeout(self.timeouts.request, self.send(request, fresh)).await;
             match result {
                 Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(e @ (TransportError::Connect(_) | TransportError::Build(_)))) => {
-                    return Err(e)
-                }
+                // Down (refused), hung (connect timed out) or our own
+                // mistake: another try would not help.
+                Ok(Err(
+                    e @ (TransportError::Connect(_)
+                    | TransportError::Timeout(_)
+                    | TransportError::Build(_)),
+                )) => return Err(e),
                 Ok(Err(e)) if attempt >= 2 => return Err(e),
                 Ok(Err(e)) => {
                     tracing::debug!(server = %self.authority, error = %e, "retrying on a fresh connection");
