@@ -18,7 +18,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::{EncodingParams, MemoryBudget, UploadOptions};
-use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore};
+use crate::grid::tahoe::{Nurl, Timeouts};
+use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore, TahoeStore};
 
 /// Number of directories of the embedded default grid.
 pub const DEFAULT_LOCAL_SERVERS: usize = 10;
@@ -75,7 +76,8 @@ pub struct GridConfig {
     pub servers: Option<Vec<ServerConfig>>,
 }
 
-/// One storage server, `{ kind = "local", path = "..." }`.
+/// One storage server, `{ kind = "local", path = "..." }` or
+/// `{ kind = "tahoe", nurl = "pb://..." }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ServerConfig {
@@ -87,6 +89,20 @@ pub enum ServerConfig {
         /// (the ids of the default grid).
         #[serde(default)]
         id: Option<String>,
+    },
+    /// A Tahoe-LAFS storage server, over its HTTP storage protocol.
+    Tahoe {
+        /// `pb://<spki-hash>@<host>:<port>/<swissnum>#v=1`, as
+        /// `griddav tahoe-nurl NODEDIR` prints it.
+        nurl: String,
+        /// The server id; default `tahoe-<spki-hash>`, the server's own
+        /// stable identity.
+        #[serde(default)]
+        id: Option<String>,
+        /// Seconds one request may take before the server counts as failed
+        /// (default 60).
+        #[serde(default)]
+        timeout_secs: Option<u64>,
     },
 }
 
@@ -240,6 +256,19 @@ impl Config {
             }
             let mut ids = std::collections::HashSet::new();
             for (i, s) in servers.iter().enumerate() {
+                if let ServerConfig::Tahoe {
+                    nurl, timeout_secs, ..
+                } = s
+                {
+                    let key = format!("grid.servers[{i}].nurl");
+                    Nurl::parse(nurl).map_err(|reason| invalid(&key, reason))?;
+                    if *timeout_secs == Some(0) {
+                        return Err(invalid(
+                            &format!("grid.servers[{i}].timeout_secs"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                }
                 let id = s.id(i);
                 if !ids.insert(id.clone()) {
                     return Err(invalid(
@@ -316,6 +345,20 @@ impl Config {
                         let store = LocalStore::open(path.clone(), s.id(i))?;
                         Ok(Arc::new(store) as Arc<dyn ShareStore>)
                     }
+                    ServerConfig::Tahoe {
+                        nurl, timeout_secs, ..
+                    } => {
+                        let nurl = Nurl::parse(nurl).map_err(|message| GridError::Server {
+                            server: s.id(i),
+                            message: format!("bad NURL: {message}"),
+                        })?;
+                        let mut timeouts = Timeouts::default();
+                        if let Some(secs) = timeout_secs {
+                            timeouts.request = Duration::from_secs(*secs);
+                        }
+                        let store = TahoeStore::new(nurl, Some(s.id(i)), timeouts)?;
+                        Ok(Arc::new(store) as Arc<dyn ShareStore>)
+                    }
                 })
                 .collect::<Result<Vec<_>, GridError>>()?,
         };
@@ -330,6 +373,13 @@ impl ServerConfig {
             ServerConfig::Local { id, .. } => {
                 id.clone().unwrap_or_else(|| format!("local-{index:02}"))
             }
+            ServerConfig::Tahoe { id, nurl, .. } => id.clone().unwrap_or_else(|| {
+                match Nurl::parse(nurl) {
+                    Ok(nurl) => format!("tahoe-{}", nurl.spki_hash_text()),
+                    // Rejected by validation; a name for messages only.
+                    Err(_) => format!("tahoe-{index:02}"),
+                }
+            }),
         }
     }
 }
@@ -488,6 +538,41 @@ mod tests {
             assert!(msg.contains(key), "{text:?}: {msg}");
             assert!(msg.contains(&path.display().to_string()), "{msg}");
         }
+    }
+
+    #[test]
+    fn tahoe_servers_mix_with_local_ones() {
+        let nurl = "pb://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@127.0.0.1:1/swiss#v=1";
+        let c = Config::parse(&format!(
+            "[grid]\nservers = [{{ kind = \"local\", path = \"/a\" }}, \
+             {{ kind = \"tahoe\", nurl = \"{nurl}\" }}, \
+             {{ kind = \"tahoe\", nurl = \"{nurl}\", id = \"t\", timeout_secs = 5 }}]\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let servers = c.grid.servers.as_ref().unwrap();
+        assert_eq!(servers[0].id(0), "local-00");
+        assert_eq!(
+            servers[1].id(1),
+            "tahoe-AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+        );
+        assert_eq!(servers[2].id(2), "t");
+
+        for (text, key) in [
+            (
+                "[grid]\nservers = [{ kind = \"tahoe\", nurl = \"http://x\" }]\n",
+                "`grid.servers[0].nurl`",
+            ),
+            (
+                &format!("[grid]\nservers = [{{ kind = \"tahoe\", nurl = \"{nurl}\", timeout_secs = 0 }}]\n"),
+                "`grid.servers[0].timeout_secs`",
+            ),
+        ] {
+            let (msg, _) = error_of(text);
+            assert!(msg.contains(key), "{text:?}: {msg}");
+        }
+        let (msg, _) = error_of("[grid]\nservers = [{ kind = \"tahoe\", path = \"/a\" }]\n");
+        assert!(msg.contains("nurl") || msg.contains("path"), "{msg}");
     }
 
     #[test]

@@ -45,6 +45,9 @@ enum Command {
     Get { cap: String },
     /// Read every byte of every share of a capability and report problems.
     Verify { cap: String },
+    /// Print the NURL of a Tahoe-LAFS node directory, for a
+    /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
+    TahoeNurl { nodedir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,12 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Command::TahoeNurl { nodedir } = &cli.command {
+        for nurl in griddav::grid::tahoe::nurls_of_node_dir(nodedir)? {
+            println!("{nurl}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(data_dir) = cli.data_dir {
         config.data_dir = data_dir;
@@ -103,6 +112,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
+        // Answered above, before any configuration is loaded.
+        Command::TahoeNurl { .. } => {}
         Command::Put { file } => {
             let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = if file.as_os_str() == "-" {
                 Box::new(tokio::io::stdin())

@@ -12,9 +12,11 @@
 mod conformance;
 mod local;
 mod memory;
+pub mod tahoe;
 
 pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
+pub use tahoe::TahoeStore;
 
 use std::fmt;
 use std::ops::Range;

@@ -1,0 +1,293 @@
+//! The CBOR bodies this backend sends and reads: read-test-write requests
+//! and answers, and share-number sets. Decoding checks every type and
+//! rejects what the protocol does not allow.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ciborium::Value;
+
+/// CBOR tag of a set (the protocol's share-number sets).
+const TAG_SET: u64 = 258;
+
+/// What to do to one share in a read-test-write.
+#[derive(Debug, Default)]
+pub struct ShareOps {
+    /// `(offset, specimen)`: the bytes at `offset` must equal `specimen`
+    /// (read as much as exists; a missing share reads as empty).
+    pub tests: Vec<(u64, Vec<u8>, u64)>,
+    /// `(offset, data)` written in this order.
+    pub writes: Vec<(u64, Bytes)>,
+    /// `Some(0)` deletes the share; `None` keeps its length.
+    pub new_length: Option<u64>,
+}
+
+impl ShareOps {
+    /// Adds a test that the `specimen.len()` bytes at `offset` are `specimen`.
+    pub fn test_eq(mut self, offset: u64, specimen: &[u8]) -> Self {
+        self.tests
+            .push((offset, specimen.to_vec(), specimen.len() as u64));
+        self
+    }
+
+    /// Adds the test that passes only on a missing (or empty) share: one
+    /// byte read at offset 0 must be nothing.
+    pub fn test_absent(mut self) -> Self {
+        self.tests.push((0, Vec::new(), 1));
+        self
+    }
+
+    pub fn write(mut self, offset: u64, data: Bytes) -> Self {
+        self.writes.push((offset, data));
+        self
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+/// Encodes a read-test-write request: operations per share number and one
+/// read vector applied to every share of the slot.
+pub fn encode_rtw(ops: &BTreeMap<u8, ShareOps>, reads: &[(u64, u64)]) -> Bytes {
+    let vectors = ops
+        .iter()
+        .map(|(share, op)| {
+            let tests = op
+                .tests
+                .iter()
+                .map(|(offset, specimen, size)| {
+                    Value::Map(vec![
+                        (text("offset"), Value::from(*offset)),
+                        (text("size"), Value::from(*size)),
+                        (text("specimen"), Value::Bytes(specimen.clone())),
+                    ])
+                })
+                .collect();
+            let writes = op
+                .writes
+                .iter()
+                .map(|(offset, data)| {
+                    Value::Map(vec![
+                        (text("offset"), Value::from(*offset)),
+                        (text("data"), Value::Bytes(data.to_vec())),
+                    ])
+                })
+                .collect();
+            let new_length = match op.new_length {
+                Some(len) => Value::from(len),
+                None => Value::Null,
+            };
+            (
+                Value::from(*share),
+                Value::Map(vec![
+                    (text("test"), Value::Array(tests)),
+                    (text("write"), Value::Array(writes)),
+                    (text("new-length"), new_length),
+                ]),
+            )
+        })
+        .collect();
+    let reads = reads
+        .iter()
+        .map(|(offset, size)| {
+            Value::Map(vec![
+                (text("offset"), Value::from(*offset)),
+                (text("size"), Value::from(*size)),
+            ])
+        })
+        .collect();
+    let body = Value::Map(vec![
+        (text("test-write-vectors"), Value::Map(vectors)),
+        (text("read-vector"), Value::Array(reads)),
+    ]);
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every value is encodable.
+    if let Err(e) = ciborium::into_writer(&body, &mut out) {
+        unreachable!("CBOR encoding into memory failed: {e}");
+    }
+    Bytes::from(out)
+}
+
+/// A read-test-write answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RtwAnswer {
+    pub success: bool,
+    /// For every share of the slot before the writes, the data of each read.
+    pub data: BTreeMap<u8, Vec<Vec<u8>>>,
+}
+
+fn decode(body: &[u8]) -> Result<Value, String> {
+    let mut reader = body;
+    let value: Value =
+        ciborium::from_reader(&mut reader).map_err(|e| format!("invalid CBOR: {e}"))?;
+    if !reader.is_empty() {
+        return Err(format!("{} bytes after the CBOR value", reader.len()));
+    }
+    Ok(value)
+}
+
+/// Map keys are text in some answers and byte strings in others.
+fn key_is(key: &Value, name: &str) -> bool {
+    match key {
+        Value::Text(t) => t == name,
+        Value::Bytes(b) => b == name.as_bytes(),
+        _ => false,
+    }
+}
+
+fn share_number(value: &Value) -> Result<u8, String> {
+    match value {
+        Value::Integer(i) => u8::try_from(i128::from(*i))
+            .map_err(|_| format!("share number {} out of range", i128::from(*i))),
+        other => Err(format!("share number is not an integer: {other:?}")),
+    }
+}
+
+pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, String> {
+    let Value::Map(entries) = decode(body)? else {
+        return Err("read-test-write answer is not a map".into());
+    };
+    let mut success = None;
+    let mut data = BTreeMap::new();
+    for (key, value) in entries {
+        if key_is(&key, "success") {
+            match value {
+                Value::Bool(b) => success = Some(b),
+                _ => return Err("`success` is not a boolean".into()),
+            }
+        } else if key_is(&key, "data") {
+            let Value::Map(shares) = value else {
+                return Err("`data` is not a map".into());
+            };
+            for (share, reads) in shares {
+                let share = share_number(&share)?;
+                let Value::Array(reads) = reads else {
+                    return Err("read data is not an array".into());
+                };
+                let reads = reads
+                    .into_iter()
+                    .map(|r| match r {
+                        Value::Bytes(b) => Ok(b),
+                        _ => Err("read data is not a byte string".to_owned()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                data.insert(share, reads);
+            }
+        }
+    }
+    Ok(RtwAnswer {
+        success: success.ok_or("no `success` in the read-test-write answer")?,
+        data,
+    })
+}
+
+/// A set of share numbers: tag 258 over an array (a bare array is accepted).
+pub fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, String> {
+    let value = match decode(body)? {
+        Value::Tag(TAG_SET, inner) => *inner,
+        other => other,
+    };
+    let Value::Array(items) = value else {
+        return Err("share set is not an array".into());
+    };
+    items.iter().map(share_number).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtw_request_shape() {
+        let mut ops = BTreeMap::new();
+        ops.insert(
+            3,
+            ShareOps::default()
+                .test_absent()
+                .test_eq(5, b"ab")
+                .write(0, Bytes::from_static(b"xyz")),
+        );
+        let body = encode_rtw(&ops, &[(0, 24)]);
+        let value = decode(&body).unwrap();
+        let expected = Value::Map(vec![
+            (
+                text("test-write-vectors"),
+                Value::Map(vec![(
+                    Value::from(3u8),
+                    Value::Map(vec![
+                        (
+                            text("test"),
+                            Value::Array(vec![
+                                Value::Map(vec![
+                                    (text("offset"), Value::from(0u64)),
+                                    (text("size"), Value::from(1u64)),
+                                    (text("specimen"), Value::Bytes(vec![])),
+                                ]),
+                                Value::Map(vec![
+                                    (text("offset"), Value::from(5u64)),
+                                    (text("size"), Value::from(2u64)),
+                                    (text("specimen"), Value::Bytes(b"ab".to_vec())),
+                                ]),
+                            ]),
+                        ),
+                        (
+                            text("write"),
+                            Value::Array(vec![Value::Map(vec![
+                                (text("offset"), Value::from(0u64)),
+                                (text("data"), Value::Bytes(b"xyz".to_vec())),
+                            ])]),
+                        ),
+                        (text("new-length"), Value::Null),
+                    ]),
+                )]),
+            ),
+            (
+                text("read-vector"),
+                Value::Array(vec![Value::Map(vec![
+                    (text("offset"), Value::from(0u64)),
+                    (text("size"), Value::from(24u64)),
+                ])]),
+            ),
+        ]);
+        assert_eq!(value, expected);
+    }
+
+    fn encode(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn answers_decode_and_bad_ones_are_rejected() {
+        let answer = Value::Map(vec![
+            (text("success"), Value::Bool(false)),
+            (
+                text("data"),
+                Value::Map(vec![(
+                    Value::from(2u8),
+                    Value::Array(vec![Value::Bytes(b"hi".to_vec())]),
+                )]),
+            ),
+        ]);
+        let decoded = decode_rtw_answer(&encode(&answer)).unwrap();
+        assert!(!decoded.success);
+        assert_eq!(decoded.data[&2], vec![b"hi".to_vec()]);
+
+        let set = Value::Tag(
+            258,
+            Box::new(Value::Array(vec![Value::from(1u8), Value::from(5u8)])),
+        );
+        assert_eq!(decode_share_set(&encode(&set)).unwrap(), vec![1, 5]);
+
+        let mut trailing = encode(&set);
+        trailing.push(0);
+        assert!(decode_share_set(&trailing).is_err());
+        let big = Value::Array(vec![Value::from(256u64)]);
+        assert!(decode_share_set(&encode(&big)).is_err());
+        assert!(decode_rtw_answer(&encode(&Value::Map(vec![]))).is_err());
+        assert!(decode_rtw_answer(b"\xff").is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! HTTPS to one Tahoe-LAFS storage server: TLS pinned to the SPKI hash of
+//! its NURL, a keep-alive pool of HTTP/1.1 connections, timeouts, and one
+//! retry on a fresh connection when a request fails in transport.
+//!
+//! Every request this backend sends is safe to repeat (reads, listings, and
+//! read-test-writes whose test vector makes a repeat a no-op, see
+//! `super`), so a request that failed in transport is retried once on a
+//! fresh connection: that covers the common case of a keep-alive
+//! connection the server closed while it sat idle. A request that timed
+//! out is not retried: a server that does not answer in time (a stopped
+//! process accepts TCP and never answers) would only make the caller wait
+//! twice as long.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature_with_raw_key, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::nurl::{spki_hash, spki_of_certificate, Nurl};
+
+/// Idle connections kept per server.
+const MAX_IDLE: usize = 16;
+
+/// Timeouts of one server's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// One request, from sending it to the last byte of the answer.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A request that got no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("cannot build the request: {0}")]
+    Build(#[from] http::Error),
+}
+
+impl TransportError {
+    pub fn into_io(self) -> std::io::Error {
+        use std::io::ErrorKind;
+        match self {
+            TransportError::Timeout(_) => std::io::Error::new(ErrorKind::TimedOut, self),
+            TransportError::Connect(e) | TransportError::Tls(e) => e,
+            TransportError::Http(e) => std::io::Error::other(e),
+            TransportError::Build(e) => std::io::Error::other(e),
+        }
+    }
+}
+
+/// An HTTP answer, body read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// The connections to one server.
+pub struct Client {
+    authority: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    authorization: HeaderValue,
+    timeouts: Timeouts,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Client {
+    pub fn new(nurl: &Nurl, timeouts: Timeouts) -> Result<Client, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(PinnedSpki {
+            spki_hash: nurl.spki_hash,
+            provider: Arc::clone(&provider),
+        });
+        // TLS 1.3 only: its handshake signature is checked against the
+        // pinned key itself (rustls's TLS 1.2 path needs a certificate that
+        // webpki can parse, and Tahoe's are X.509 version 1).
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        // The name is not checked (the pin is), but rustls needs one; an IP
+        // address also keeps it from sending SNI.
+        let server_name = ServerName::try_from(nurl.host.clone())
+            .map_err(|e| format!("host {:?}: {e}", nurl.host))?;
+        let authorization = HeaderValue::try_from(format!(
+            "Tahoe-LAFS {}",
+            STANDARD.encode(nurl.swissnum.as_bytes())
+        ))
+        .map_err(|e| format!("swissnum: {e}"))?;
+        Ok(Client {
+            authority: nurl.authority(),
+            host: nurl.host.clone(),
+            port: nurl.port,
+            server_name,
+            tls: TlsConnector::from(Arc::new(config)),
+            authorization,
+            timeouts,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends one request and reads the whole answer, with a time limit;
+    /// retried once on a fresh connection after a transport failure.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, HeaderValue)],
+        body: Bytes,
+    ) -> Result<Reply, TransportError> {
+        let build = || {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(http::header::HOST, &self.authority)
+                .header(http::header::AUTHORIZATION, self.authorization.clone());
+            for (name, value) in headers {
+                request = request.header(*name, value.clone());
+            }
+            if !body.is_empty() {
+                request = request.header(http::header::CONTENT_TYPE, "application/cbor");
+            }
+            request.body(Full::new(body.clone()))
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request = build()?;
+            let fresh = attempt > 1;
+            let result =
+                tokio::time::timeout(self.timeouts.request, self.send(request, fresh)).await;
+            match result {
+                Ok(Ok(reply)) => return Ok(reply),
+                // Down (refused), hung (connect timed out) or our own
+                // mistake: another try would not help.
+                Ok(Err(
+                    e @ (TransportError::Connect(_)
+                    | TransportError::Timeout(_)
+                    | TransportError::Build(_)),
+                )) => return Err(e),
+                Ok(Err(e)) if attempt >= 2 => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::debug!(server = %self.authority, error = %e, "retrying on a fresh connection");
+                }
+                Err(_) => return Err(TransportError::Timeout(self.timeouts.request)),
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        fresh: bool,
+    ) -> Result<Reply, TransportError> {
+        let mut sender = match (!fresh).then(|| self.take_idle()).flatten() {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        // Only a connection whose answer was read to the end can carry the
+        // next request.
+        if !sender.is_closed() {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE {
+                idle.push(sender);
+            }
+        }
+        Ok(Reply {
+            status: parts.status,
+            body,
+        })
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let connect = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(TransportError::Connect)?;
+            tcp.set_nodelay(true).map_err(TransportError::Connect)?;
+            let tls = self
+                .tls
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(TransportError::Tls)?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(TransportError::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "tahoe connection closed");
+                }
+            });
+            Ok(sender)
+        };
+        match tokio::time::timeout(self.timeouts.connect, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout(self.timeouts.connect)),
+        }
+    }
+}
+
+/// Accepts exactly the certificate whose SubjectPublicKeyInfo hashes to the
+/// pin, whatever its issuer, name or validity dates (Tahoe's certificates
+/// are self-signed, with no subject alternative name); the handshake
+/// signature is still checked, so the server must hold the pinned key.
+#[derive(Debug)]
+struct PinnedSpki {
+    spki_hash: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedSpki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let hash = spki_hash(end_entity).map_err(rustls::Error::General)?;
+        if hash == self.spki_hash {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server's public key does not match the SPKI hash of its NURL".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let spki = spki_of_certificate(cert.as_ref()).map_err(rustls::Error::General)?;
+        verify_tls13_signature_with_raw_key(
+            message,
+            &SubjectPublicKeyInfoDer::from(spki),
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

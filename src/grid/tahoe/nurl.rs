@@ -1,0 +1,346 @@
+//! NURLs, the names of Tahoe-LAFS storage servers, and the SPKI pin in them.
+//!
+//! A NURL is `pb://<spki-hash>@<host>:<port>/<swissnum>#v=1`: the hash is
+//! unpadded urlsafe base64 of SHA-256 over the DER SubjectPublicKeyInfo of
+//! the server's TLS certificate, the swissnum the bearer secret that every
+//! request carries.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+
+/// A parsed NURL of protocol version 1.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Nurl {
+    /// SHA-256 of the server certificate's DER SubjectPublicKeyInfo.
+    pub spki_hash: [u8; 32],
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub swissnum: String,
+}
+
+// By hand: the swissnum is a bearer secret and must not reach logs.
+impl fmt::Debug for Nurl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nurl")
+            .field("spki_hash", &URL_SAFE_NO_PAD.encode(self.spki_hash))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nurl {
+    /// Parses `pb://<spki-hash>@<host>:<port>/<swissnum>#v=1`; the error says
+    /// which part is wrong (never quoting the swissnum).
+    pub fn parse(text: &str) -> Result<Nurl, String> {
+        let rest = text
+            .strip_prefix("pb://")
+            .ok_or("a NURL starts with pb://")?;
+        let (rest, version) = rest
+            .split_once('#')
+            .ok_or("a NURL ends with #v=1 (no version fragment)")?;
+        if version != "v=1" {
+            return Err(format!(
+                "unsupported NURL version fragment #{version}: only #v=1 is known"
+            ));
+        }
+        let (hash, rest) = rest.split_once('@').ok_or("no '@' after the SPKI hash")?;
+        let decoded = URL_SAFE_NO_PAD
+            .decode(hash)
+            .map_err(|e| format!("SPKI hash is not unpadded urlsafe base64: {e}"))?;
+        let spki_hash: [u8; 32] = decoded
+            .try_into()
+            .map_err(|_| "SPKI hash is not 32 bytes".to_owned())?;
+        let (location, swissnum) = rest
+            .split_once('/')
+            .ok_or("no /<swissnum> after host:port")?;
+        if swissnum.is_empty() || swissnum.contains(['/', '?']) {
+            return Err("the swissnum must be one non-empty path element".into());
+        }
+        let (host, port) = location.rsplit_once(':').ok_or("no :port after the host")?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']').ok_or("unclosed '[' in the host")?,
+            None => host,
+        };
+        if host.is_empty() || host.contains(',') {
+            return Err("the host must be one non-empty host name or address".into());
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("port {port:?} is not a number 0..65535"))?;
+        Ok(Nurl {
+            spki_hash,
+            host: host.to_owned(),
+            port,
+            swissnum: swissnum.to_owned(),
+        })
+    }
+
+    /// `host:port`, with brackets round an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The SPKI hash as it is written in the NURL: a stable, public name
+    /// of the server.
+    pub fn spki_hash_text(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.spki_hash)
+    }
+}
+
+impl fmt::Display for Nurl {
+    /// The NURL in full, swissnum included: print it only where the user
+    /// asked for it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pb://{}@{}/{}#v=1",
+            self.spki_hash_text(),
+            self.authority(),
+            self.swissnum
+        )
+    }
+}
+
+/// SHA-256 of the DER SubjectPublicKeyInfo of a DER certificate.
+pub fn spki_hash(cert: &CertificateDer<'_>) -> Result<[u8; 32], String> {
+    let spki = spki_of_certificate(cert.as_ref())?;
+    Ok(Sha256::digest(spki).into())
+}
+
+/// The SubjectPublicKeyInfo (tag and length included) of a DER X.509
+/// certificate, of any version.
+///
+/// By hand rather than with webpki, which rejects the version 1
+/// certificates that Tahoe-LAFS (Foolscap) generates, and rather than with
+/// a full ASN.1 stack for one field: it walks the fixed fields of
+/// `TBSCertificate` (RFC 5280 4.1), checking every length, and the SPKI is
+/// the seventh element (the sixth when the optional version is absent).
+pub(super) fn spki_of_certificate(der: &[u8]) -> Result<&[u8], String> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0; // [0] EXPLICIT
+    let (tag, certificate, rest) = der_element(der)?;
+    if tag != SEQUENCE || !rest.is_empty() {
+        return Err("certificate is not one DER SEQUENCE".into());
+    }
+    let (tag, mut tbs, _) = der_element(contents(certificate)?)?;
+    if tag != SEQUENCE {
+        return Err("TBSCertificate is not a SEQUENCE".into());
+    }
+    tbs = contents(tbs)?;
+    let (tag, _, after) = der_element(tbs)?;
+    if tag == VERSION {
+        tbs = after;
+    }
+    // serialNumber, signature, issuer, validity, subject
+    for _ in 0..5 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (tag, spki, _) = der_element(tbs)?;
+    if tag != SEQUENCE {
+        return Err("subjectPublicKeyInfo is not a SEQUENCE".into());
+    }
+    Ok(spki)
+}
+
+/// Splits one DER element off `input`: its tag, the whole element (tag and
+/// length included) and what follows.
+fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
+    let short = || "truncated DER".to_owned();
+    let tag = *input.first().ok_or_else(short)?;
+    let first = *input.get(1).ok_or_else(short)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return Err("unsupported DER length".into());
+        }
+        let bytes = input.get(2..2 + count).ok_or_else(short)?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + count)
+    };
+    let end = header + len;
+    let element = input.get(..end).ok_or_else(short)?;
+    Ok((tag, element, &input[end..]))
+}
+
+/// The contents of one DER element (without tag and length).
+fn contents(element: &[u8]) -> Result<&[u8], String> {
+    let header = match element.get(1) {
+        Some(b) if *b < 0x80 => 2,
+        Some(b) => 2 + usize::from(b & 0x7f),
+        None => return Err("truncated DER".into()),
+    };
+    element
+        .get(header..)
+        .ok_or_else(|| "truncated DER".to_owned())
+}
+
+/// Why a node directory gives no NURL.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeDirError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The NURLs of the storage server of a Tahoe-LAFS node directory, one per
+/// TCP location hint of its storage FURL. Tahoe writes them nowhere: the
+/// SPKI hash comes from the certificate in `private/node.pem`, the swissnum
+/// and locations from `private/storage.furl`.
+pub fn nurls_of_node_dir(dir: &Path) -> Result<Vec<Nurl>, NodeDirError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|source| NodeDirError::Read { path, source })
+    };
+    let pem_path = dir.join("private/node.pem");
+    let pem = read("private/node.pem")?;
+    let cert = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| NodeDirError::Invalid {
+            path: pem_path.clone(),
+            reason: "no CERTIFICATE block".into(),
+        })?
+        .map_err(|e| NodeDirError::Invalid {
+            path: pem_path.clone(),
+            reason: format!("bad PEM: {e}"),
+        })?;
+    let spki_hash = spki_hash(&cert).map_err(|reason| NodeDirError::Invalid {
+        path: pem_path,
+        reason,
+    })?;
+
+    let furl_path = dir.join("private/storage.furl");
+    let invalid = |reason: &str| NodeDirError::Invalid {
+        path: furl_path.clone(),
+        reason: reason.to_owned(),
+    };
+    let furl =
+        String::from_utf8(read("private/storage.furl")?).map_err(|_| invalid("not UTF-8"))?;
+    let furl = furl.trim();
+    let rest = furl
+        .strip_prefix("pb://")
+        .ok_or_else(|| invalid("does not start with pb://"))?;
+    let (_tub_id, rest) = rest
+        .split_once('@')
+        .ok_or_else(|| invalid("no '@' in the FURL"))?;
+    let (hints, swissnum) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("no /<swissnum> in the FURL"))?;
+    let swissnum = swissnum.split(['#', '?']).next().unwrap_or_default();
+    if swissnum.is_empty() {
+        return Err(invalid("empty swissnum"));
+    }
+    let mut nurls = Vec::new();
+    for hint in hints.split(',') {
+        // `tcp:HOST:PORT` or the older `HOST:PORT`; skip tor:, i2p: and others.
+        let hint = hint.strip_prefix("tcp:").unwrap_or(hint);
+        if hint.contains(':') && hint.split(':').count() == 2 {
+            let text = format!(
+                "pb://{}@{}/{}#v=1",
+                URL_SAFE_NO_PAD.encode(spki_hash),
+                hint,
+                swissnum
+            );
+            if let Ok(nurl) = Nurl::parse(&text) {
+                nurls.push(nurl);
+            }
+        }
+    }
+    if nurls.is_empty() {
+        return Err(invalid("no tcp location hint in the FURL"));
+    }
+    Ok(nurls)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+
+    const HASH: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    #[test]
+    fn parse_and_format() {
+        let text = format!("pb://{HASH}@127.0.0.1:47100/abcdefswiss#v=1");
+        let nurl = Nurl::parse(&text).unwrap();
+        assert_eq!(nurl.spki_hash[..4], [0, 1, 2, 3]);
+        assert_eq!(nurl.host, "127.0.0.1");
+        assert_eq!(nurl.port, 47100);
+        assert_eq!(nurl.swissnum, "abcdefswiss");
+        assert_eq!(nurl.to_string(), text);
+        assert!(!format!("{nurl:?}").contains("abcdefswiss"));
+
+        let v6 = Nurl::parse(&format!("pb://{HASH}@[::1]:9/s#v=1")).unwrap();
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.authority(), "[::1]:9");
+    }
+
+    #[test]
+    fn spki_of_v1_and_v3_certificates() {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if body.len() < 0x80 {
+                out.push(body.len() as u8);
+            } else {
+                out.extend([0x82, (body.len() >> 8) as u8, body.len() as u8]);
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let spki = tlv(0x30, &[0x05; 200]);
+        let fields = [
+            tlv(0x02, &[1]),
+            tlv(0x30, &[]),
+            tlv(0x30, b"issuer"),
+            tlv(0x30, b"validity"),
+            tlv(0x30, b"subject"),
+        ]
+        .concat();
+        for version in [vec![], tlv(0xa0, &tlv(0x02, &[2]))] {
+            let tbs = tlv(0x30, &[version, fields.clone(), spki.clone()].concat());
+            let cert = tlv(0x30, &[tbs, tlv(0x30, &[]), tlv(0x03, &[0])].concat());
+            assert_eq!(spki_of_certificate(&cert).unwrap(), &spki[..]);
+            for cut in [1, 10, cert.len() - 1] {
+                assert!(spki_of_certificate(&cert[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_nurls_are_rejected() {
+        for bad in [
+            format!("http://{HASH}@h:1/s#v=1"),
+            format!("pb://{HASH}@h:1/s"),
+            format!("pb://{HASH}@h:1/s#v=2"),
+            format!("pb://{HASH}h:1/s#v=1"),
+            "pb://AAEC@h:1/s#v=1".to_owned(),
+            format!("pb://{HASH}@h/s#v=1"),
+            format!("pb://{HASH}@h:99999/s#v=1"),
+            format!("pb://{HASH}@h:1/#v=1"),
+            format!("pb://{HASH}@h:1/a/b#v=1"),
+            format!("pb://{HASH}@:1/s#v=1"),
+        ] {
+            assert!(Nurl::parse(&bad).is_err(), "{bad}");
+        }
+    }
+}
