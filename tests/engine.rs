@@ -246,20 +246,8 @@ async fn a_megabyte_segment_file_round_trips() {
 }
 
 fn failing_grid(stores: &[Arc<MemoryStore>], failing: usize, appends_ok: usize) -> Grid {
-    Grid::new(
-        stores
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let inner = Arc::clone(s) as Arc<dyn ShareStore>;
-                if i < failing {
-                    Arc::new(FailingStore::new(inner, appends_ok)) as Arc<dyn ShareStore>
-                } else {
-                    inner
-                }
-            })
-            .collect(),
-    )
+    let servers = stores.iter().map(|s| Arc::clone(s) as Arc<dyn ShareStore>).collect();
+    common::with_failing_servers(servers, failing, appends_ok)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -453,20 +441,8 @@ fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 fn local_grid(root: &std::path::Path, failing: usize, appends_ok: usize) -> Grid {
-    let stores = griddav::grid::grid_of_dirs(root, 10).expect("local grid");
-    Grid::new(
-        stores
-            .into_iter()
-            .enumerate()
-            .map(|(i, inner)| {
-                if i < failing {
-                    Arc::new(FailingStore::new(inner, appends_ok)) as Arc<dyn ShareStore>
-                } else {
-                    inner
-                }
-            })
-            .collect(),
-    )
+    let servers = griddav::grid::grid_of_dirs(root, 10).expect("local grid");
+    common::with_failing_servers(servers, failing, appends_ok)
 }
 
 #[tokio::test(flavor = "multi_thread")]

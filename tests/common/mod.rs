@@ -27,6 +27,28 @@ pub fn memory_grid(count: usize) -> (Grid, Vec<Arc<MemoryStore>>) {
     (grid, stores)
 }
 
+/// A grid of `servers` whose first `failing` fail every append after
+/// their first `appends_ok`.
+pub fn with_failing_servers(
+    servers: Vec<Arc<dyn ShareStore>>,
+    failing: usize,
+    appends_ok: usize,
+) -> Grid {
+    Grid::new(
+        servers
+            .into_iter()
+            .enumerate()
+            .map(|(i, inner)| {
+                if i < failing {
+                    Arc::new(FailingStore::new(inner, appends_ok)) as Arc<dyn ShareStore>
+                } else {
+                    inner
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Deterministic test content.
 pub fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed
