@@ -2,7 +2,7 @@
 # End-to-end HTTP benchmark: griddav vs dav-server LocalFs vs rclone serve webdav.
 # Writes docs/BENCHMARKS.md and docs/benchmarks-close-latency.svg.
 #
-#   bash bench/run.sh                       # 16 MiB, 256 MiB, 1 GiB, 4 GiB (about 10 minutes, 20 GB of disk)
+#   bash bench/run.sh                       # 16 MiB, 256 MiB, 1 GiB, 4 GiB (3-4 minutes on 2 cores, 20 GB of disk)
 #   GRIDDAV_BENCH_QUICK=1 bash bench/run.sh # CI: 16 and 256 MiB
 #
 # Every knob (sizes, peers, scenarios, repeats, directories) is an environment

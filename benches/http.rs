@@ -1106,10 +1106,15 @@ fn write_report(
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Written by `bash bench/run.sh` (`cargo bench --bench http`, source `benches/http.rs`){} on {started}, in {:.0} s. \
+        "Written by `bash bench/run.sh` (`cargo bench --bench http`, source `benches/http.rs`){} on {started}, in {:.0} s{}. \
          Do not edit by hand: run it again.\n",
         if settings.quick { " in quick mode" } else { "" },
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        if settings.repeat > 1 {
+            format!("; each size and server is the median of {} fresh runs (`GRIDDAV_BENCH_REPEAT={}`)", settings.repeat, settings.repeat)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(md, "## Machine\n");
     let _ = writeln!(md, "| | |\n|---|---|");
@@ -1255,8 +1260,8 @@ fn write_report(
         let _ = writeln!(
             md,
             "\nStreaming, the close waits only for what is still queued inside griddav when the last byte \
-             arrives (the segments being coded and the blocks queued per share, about {:.0} MB of shares at the \
-             defaults): that is {:.1} s at this link speed, whatever the file size; with spooling it is the \
+             arrives (the body bytes still in the socket buffers, the segments being coded and the blocks queued \
+             per share: about {:.0} MB of shares at the defaults): that is {:.1} s at this link speed, whatever the file size; with spooling it is the \
              whole file.",
             s.close_ms / 1e3 * s.rate / 1e6,
             s.close_ms / 1e3
