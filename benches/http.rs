@@ -50,7 +50,10 @@ const RANGE_LEN: u64 = 32 << 10;
 const RANGE_REQUESTS: usize = 21;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.first().map(String::as_str) {
         Some("--serve-localfs") => {
             let dir = PathBuf::from(&args[1]);
@@ -105,7 +108,11 @@ impl Settings {
     fn from_env() -> Settings {
         let quick = std::env::var("GRIDDAV_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
         let sizes = env_list("GRIDDAV_BENCH_SIZES")
-            .map(|l| l.iter().map(|s| s.parse::<u64>().expect("size in MiB") * MIB).collect())
+            .map(|l| {
+                l.iter()
+                    .map(|s| s.parse::<u64>().expect("size in MiB") * MIB)
+                    .collect()
+            })
             .unwrap_or_else(|| {
                 if quick {
                     vec![16 * MIB, 256 * MIB]
@@ -129,10 +136,15 @@ impl Settings {
             peers,
             scenarios,
             repeat: env_u64("GRIDDAV_BENCH_REPEAT").unwrap_or(1).max(1) as usize,
-            slow_size: env_u64("GRIDDAV_BENCH_SLOW_MIB").unwrap_or(if quick { 128 } else { 1024 }) * MIB,
+            slow_size: env_u64("GRIDDAV_BENCH_SLOW_MIB").unwrap_or(if quick { 128 } else { 1024 })
+                * MIB,
             slow_rate: env_u64("GRIDDAV_BENCH_SLOW_RATE").unwrap_or(40_000_000) as f64,
             clients: env_u64("GRIDDAV_BENCH_CLIENTS").unwrap_or(16) as usize,
-            client_size: env_u64("GRIDDAV_BENCH_CLIENT_MIB").unwrap_or(if quick { 16 } else { 256 }) * MIB,
+            client_size: env_u64("GRIDDAV_BENCH_CLIENT_MIB").unwrap_or(if quick {
+                16
+            } else {
+                256
+            }) * MIB,
             root: std::env::var_os("GRIDDAV_BENCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".")),
@@ -204,13 +216,18 @@ impl Server {
         let (mut command, data) = match peer {
             Peer::Griddav => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_griddav"));
-                c.arg("serve").arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0"]);
+                c.arg("serve")
+                    .arg("--data-dir")
+                    .arg(dir)
+                    .args(["--listen", "127.0.0.1:0"]);
                 c.env("RUST_LOG", "warn");
                 (c, dir.to_path_buf())
             }
             Peer::GriddavThrottled => {
                 let mut c = Command::new(&me);
-                c.arg("--serve-throttled").arg(dir).arg(slow_rate.to_string());
+                c.arg("--serve-throttled")
+                    .arg(dir)
+                    .arg(slow_rate.to_string());
                 c.env("RUST_LOG", "warn");
                 (c, dir.to_path_buf())
             }
@@ -253,7 +270,9 @@ impl Server {
             _ => {
                 let stdout = child.stdout.take().expect("stdout");
                 let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).expect("server output");
+                BufReader::new(stdout)
+                    .read_line(&mut line)
+                    .expect("server output");
                 let url = line
                     .split_whitespace()
                     .last()
@@ -293,7 +312,8 @@ impl Server {
 
     /// User + system CPU seconds used so far.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -364,7 +384,9 @@ fn put(addr: SocketAddr, path: &str, size: u64, pattern: &[u8]) -> io::Result<Pu
     let first_byte = Instant::now();
     while sent < size {
         let at = (sent % pattern.len() as u64) as usize;
-        let len = (SEND_CHUNK as u64).min(size - sent).min((pattern.len() - at) as u64) as usize;
+        let len = (SEND_CHUNK as u64)
+            .min(size - sent)
+            .min((pattern.len() - at) as u64) as usize;
         stream.write_all(&pattern[at..at + len])?;
         sent += len as u64;
     }
@@ -393,7 +415,12 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Instant, BTreeMap<St
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut headers = BTreeMap::new();
     loop {
         line.clear();
@@ -500,7 +527,9 @@ fn get(addr: SocketAddr, path: &str, size: u64, pattern: &[u8]) -> io::Result<f6
         Ok(())
     })?;
     if n != size {
-        return Err(io::Error::other(format!("GET gave {n} bytes, expected {size}")));
+        return Err(io::Error::other(format!(
+            "GET gave {n} bytes, expected {size}"
+        )));
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -532,7 +561,10 @@ fn range_gets(addr: SocketAddr, path: &str, size: u64, pattern: &[u8]) -> io::Re
         })?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if body.len() as u64 != RANGE_LEN {
-            return Err(io::Error::other(format!("Range GET gave {} bytes", body.len())));
+            return Err(io::Error::other(format!(
+                "Range GET gave {} bytes",
+                body.len()
+            )));
         }
         check(pattern, start_at, &body)?;
         if i > 0 {
@@ -569,7 +601,9 @@ impl FirstBytes {
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 for dir in &dirs {
-                    let Ok(entries) = std::fs::read_dir(dir) else { continue };
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
                     for entry in entries.flatten() {
                         if entry.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
                             return Some(Instant::now());
@@ -761,7 +795,9 @@ struct Concurrent {
 }
 
 fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concurrent {
-    let dir = settings.root.join(format!("{}-concurrent", peer_slug(peer)));
+    let dir = settings
+        .root
+        .join(format!("{}-concurrent", peer_slug(peer)));
     let server = Server::start(peer, &dir, settings.slow_rate);
     let clients = settings.clients;
     let size = settings.client_size;
@@ -783,7 +819,10 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
                     barrier.wait();
                     if get_phase {
                         if let Err(e) = get(addr, &path, size, &pattern) {
-                            errors.lock().expect("errors").push(format!("GET {path}: {e}"));
+                            errors
+                                .lock()
+                                .expect("errors")
+                                .push(format!("GET {path}: {e}"));
                         }
                     } else {
                         match put(addr, &path, size, &pattern) {
@@ -794,7 +833,10 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
                                 .lock()
                                 .expect("errors")
                                 .push(format!("PUT {path} answered {}", t.status)),
-                            Err(e) => errors.lock().expect("errors").push(format!("PUT {path}: {e}")),
+                            Err(e) => errors
+                                .lock()
+                                .expect("errors")
+                                .push(format!("PUT {path}: {e}")),
                         }
                     }
                 })
@@ -806,8 +848,17 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
             t.join().expect("client thread");
         }
         let secs = start.elapsed().as_secs_f64();
-        let max_close = closes.lock().expect("closes").iter().cloned().fold(0.0, f64::max);
-        (mbs(size * clients as u64, secs), server.peak_mib(), max_close)
+        let max_close = closes
+            .lock()
+            .expect("closes")
+            .iter()
+            .cloned()
+            .fold(0.0, f64::max);
+        (
+            mbs(size * clients as u64, secs),
+            server.peak_mib(),
+            max_close,
+        )
     };
     let (put_mbs, put_rss_mib, max_close_ms) = run(false);
     let (get_mbs, get_rss_mib, _) = run(true);
@@ -1003,13 +1054,16 @@ mod throttled {
                 config.gc_grace(),
             );
             let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
-            let handler =
-                griddav::server::dav_handler(fs, Box::new(locks), config.read_buf_size);
+            let handler = griddav::server::dav_handler(fs, Box::new(locks), config.read_buf_size);
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             {
                 use std::io::Write;
                 let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "throttled griddav listening on http://{}/", listener.local_addr()?)?;
+                writeln!(
+                    stdout,
+                    "throttled griddav listening on http://{}/",
+                    listener.local_addr()?
+                )?;
                 stdout.flush()?;
             }
             griddav::server::serve(listener, handler, std::future::pending()).await?;
@@ -1176,29 +1230,49 @@ fn write_report(
                     fmt(m.get_mbs, 0),
                     fmt(m.get_rss_mib, 0),
                     fmt(m.range_ms, 2),
-                    m.error.as_deref().map(|e| format!(" **error: {e}**")).unwrap_or_default()
+                    m.error
+                        .as_deref()
+                        .map(|e| format!(" **error: {e}**"))
+                        .unwrap_or_default()
                 );
             }
         }
     }
     let errors: Vec<String> = results
         .iter()
-        .filter_map(|((p, s), m)| m.error.as_ref().map(|e| format!("{} {}: {e}", p.name(), size_name(*s))))
+        .filter_map(|((p, s), m)| {
+            m.error
+                .as_ref()
+                .map(|e| format!("{} {}: {e}", p.name(), size_name(*s)))
+        })
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(md, "\nErrors: {}", errors.join("; "));
     }
 
-    let peers: Vec<Peer> = settings.peers.iter().copied().filter(|p| *p != Peer::Griddav).collect();
+    let peers: Vec<Peer> = settings
+        .peers
+        .iter()
+        .copied()
+        .filter(|p| *p != Peer::Griddav)
+        .collect();
     if settings.peers.contains(&Peer::Griddav) && !peers.is_empty() {
         let _ = writeln!(md, "\n## Ratios griddav / peer\n");
-        let _ = writeln!(md, "Above 1 means griddav is faster (MB/s) or larger (time, memory).\n");
-        let _ = writeln!(md, "| peer | size | PUT MB/s | close | first share | PUT peak RSS | GET MB/s | Range |");
+        let _ = writeln!(
+            md,
+            "Above 1 means griddav is faster (MB/s) or larger (time, memory).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| peer | size | PUT MB/s | close | first share | PUT peak RSS | GET MB/s | Range |"
+        );
         let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
         for peer in &peers {
             for &size in &sizes {
-                let (Some(g), Some(p)) = (results.get(&(Peer::Griddav, size)), results.get(&(*peer, size)))
-                else {
+                let (Some(g), Some(p)) = (
+                    results.get(&(Peer::Griddav, size)),
+                    results.get(&(*peer, size)),
+                ) else {
                     continue;
                 };
                 let r = |a: f64, b: f64| fmt(a / b, 2);
@@ -1242,7 +1316,10 @@ fn write_report(
             spool_close,
             s.size as f64 / s.rate
         );
-        let _ = writeln!(md, "| | PUT total s | close | first share ms | peak RSS MiB |");
+        let _ = writeln!(
+            md,
+            "| | PUT total s | close | first share ms | peak RSS MiB |"
+        );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
         let _ = writeln!(
             md,
@@ -1318,11 +1395,18 @@ fn write_report(
                 "{} .. {} ms ({})",
                 fmt(best, 1),
                 fmt(worst, 1),
-                gs.iter().map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.close_ms, 1))).collect::<Vec<_>>().join(", ")
+                gs.iter()
+                    .map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.close_ms, 1)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             holds: Some(worst <= 100.0),
         });
-        let big = gs.iter().find(|(s, _)| *s == 1024 * MIB).or_else(|| gs.last()).copied();
+        let big = gs
+            .iter()
+            .find(|(s, _)| *s == 1024 * MIB)
+            .or_else(|| gs.last())
+            .copied();
         if let Some((s, m)) = big {
             targets.push(Target {
                 what: format!("PUT throughput at {}", size_name(s)),
@@ -1334,17 +1418,28 @@ fn write_report(
                 targets.push(Target {
                     what: format!("PUT throughput vs LocalFs at {}", size_name(s)),
                     wanted: ">= 0.5x".into(),
-                    measured: format!("{}x ({} / {} MB/s)", fmt(m.put_mbs / l.put_mbs, 2), fmt(m.put_mbs, 0), fmt(l.put_mbs, 0)),
+                    measured: format!(
+                        "{}x ({} / {} MB/s)",
+                        fmt(m.put_mbs / l.put_mbs, 2),
+                        fmt(m.put_mbs, 0),
+                        fmt(l.put_mbs, 0)
+                    ),
                     holds: Some(m.put_mbs / l.put_mbs >= 0.5),
                 });
             }
         }
         // GET: every size from 256 MiB up (16 MiB is over before it is up to speed).
         let gets: Vec<&(u64, &Measure)> = gs.iter().filter(|(s, _)| *s >= 256 * MIB).collect();
-        let gets = if gets.is_empty() { gs.iter().collect() } else { gets };
-        let slowest = gets
-            .iter()
-            .min_by(|a, b| a.1.get_mbs.partial_cmp(&b.1.get_mbs).unwrap_or(std::cmp::Ordering::Equal));
+        let gets = if gets.is_empty() {
+            gs.iter().collect()
+        } else {
+            gets
+        };
+        let slowest = gets.iter().min_by(|a, b| {
+            a.1.get_mbs
+                .partial_cmp(&b.1.get_mbs)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         if let Some((s, m)) = slowest {
             targets.push(Target {
                 what: "GET throughput, 256 MiB and larger".into(),
@@ -1353,7 +1448,10 @@ fn write_report(
                     "{} MB/s at the slowest ({}); {}",
                     fmt(m.get_mbs, 0),
                     size_name(*s),
-                    gets.iter().map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.get_mbs, 0))).collect::<Vec<_>>().join(", ")
+                    gets.iter()
+                        .map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.get_mbs, 0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 holds: Some(m.get_mbs >= 600.0),
             });
@@ -1375,7 +1473,11 @@ fn write_report(
     }
     if let Some(c) = conc.iter().find(|c| c.peer == Peer::Griddav) {
         targets.push(Target {
-            what: format!("server peak RSS, {} concurrent PUTs of {}", c.clients, size_name(c.size)),
+            what: format!(
+                "server peak RSS, {} concurrent PUTs of {}",
+                c.clients,
+                size_name(c.size)
+            ),
             wanted: "<= 400 MiB, no errors".into(),
             measured: format!("{} MiB, {} errors", fmt(c.put_rss_mib, 0), c.errors.len()),
             holds: Some(c.put_rss_mib <= 400.0 && c.errors.is_empty()),
@@ -1384,7 +1486,11 @@ fn write_report(
     if let Some(s) = slow {
         let spool = s.size as f64 * n / k / s.rate;
         targets.push(Target {
-            what: format!("slow grid ({:.0} MB/s), {} PUT: close small vs spool-then-upload", s.rate / 1e6, size_name(s.size)),
+            what: format!(
+                "slow grid ({:.0} MB/s), {} PUT: close small vs spool-then-upload",
+                s.rate / 1e6,
+                size_name(s.size)
+            ),
             wanted: "small: < 1/10 of spool-then-upload's".into(),
             measured: format!("{} ms vs {:.1} s", fmt(s.close_ms, 1), spool),
             holds: Some(s.error.is_none() && s.close_ms / 1e3 < spool / 10.0),
@@ -1422,7 +1528,11 @@ fn write_report(
 }
 
 /// Close latency against file size, both axes logarithmic.
-fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Option<&SlowGrid>) -> String {
+fn svg(
+    settings: &Settings,
+    results: &BTreeMap<(Peer, u64), Measure>,
+    slow: Option<&SlowGrid>,
+) -> String {
     let (w, h) = (720.0, 440.0);
     let (left, right, top, bottom) = (80.0, 220.0, 40.0, 60.0);
     let pw = w - left - right;
@@ -1430,7 +1540,11 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
     let sizes = &settings.sizes;
     let xmin = (*sizes.iter().min().unwrap_or(&MIB) as f64).log2() - 0.5;
     let xmax = (*sizes.iter().max().unwrap_or(&MIB) as f64).log2() + 0.5;
-    let mut values: Vec<f64> = results.values().map(|m| m.close_ms).filter(|v| v.is_finite() && *v > 0.0).collect();
+    let mut values: Vec<f64> = results
+        .values()
+        .map(|m| m.close_ms)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
     let spool = slow.map(|s| s.size as f64 * 10.0 / 3.0 / s.rate * 1e3);
     if let Some(v) = spool {
         values.push(v);
@@ -1440,8 +1554,19 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
             values.push(s.close_ms);
         }
     }
-    let ymin = values.iter().cloned().fold(100.0_f64, f64::min).max(0.01).log10().floor();
-    let ymax = values.iter().cloned().fold(100.0_f64, f64::max).log10().ceil();
+    let ymin = values
+        .iter()
+        .cloned()
+        .fold(100.0_f64, f64::min)
+        .max(0.01)
+        .log10()
+        .floor();
+    let ymax = values
+        .iter()
+        .cloned()
+        .fold(100.0_f64, f64::max)
+        .log10()
+        .ceil();
     let x = |bytes: f64| left + (bytes.log2() - xmin) / (xmax - xmin) * pw;
     let y = |ms: f64| top + ph - (ms.max(10f64.powf(ymin)).log10() - ymin) / (ymax - ymin) * ph;
     let mut s = String::new();
@@ -1460,18 +1585,48 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
     while e <= ymax as i32 {
         let v = 10f64.powi(e);
         let yy = y(v);
-        let label = if v >= 1000.0 { format!("{} s", v / 1000.0) } else { format!("{v} ms") };
-        let _ = writeln!(s, r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, left + pw);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, left - 6.0, yy + 4.0);
+        let label = if v >= 1000.0 {
+            format!("{} s", v / 1000.0)
+        } else {
+            format!("{v} ms")
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            left + pw
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            left - 6.0,
+            yy + 4.0
+        );
         e += 1;
     }
     for &size in sizes {
         let xx = x(size as f64);
-        let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{:.1}" stroke="#ddd"/>"##, top + ph);
-        let _ = writeln!(s, r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, top + ph + 18.0, size_name(size));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            top + ph
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            top + ph + 18.0,
+            size_name(size)
+        );
     }
-    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">file size (log scale)</text>"#, left + pw / 2.0, h - 16.0);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">file size (log scale)</text>"#,
+        left + pw / 2.0,
+        h - 16.0
+    );
     let _ = writeln!(
         s,
         r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">close latency (log scale)</text>"#,
@@ -1480,15 +1635,37 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
     );
     // 100 ms target.
     let t = y(100.0);
-    let _ = writeln!(s, r##"<line x1="{left}" y1="{t:.1}" x2="{:.1}" y2="{t:.1}" stroke="#888" stroke-dasharray="6 4"/>"##, left + pw);
-    let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" fill="#666">target 100 ms</text>"##, left + 4.0, t - 4.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{t:.1}" x2="{:.1}" y2="{t:.1}" stroke="#888" stroke-dasharray="6 4"/>"##,
+        left + pw
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" fill="#666">target 100 ms</text>"##,
+        left + 4.0,
+        t - 4.0
+    );
     let mut legend = 0.0;
     let mut add_legend = |s: &mut String, color: &str, dash: &str, label: &str| {
         let ly = top + 10.0 + legend * 20.0;
         let lx = left + pw + 14.0;
-        let _ = writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#, lx + 24.0);
-        let _ = writeln!(s, r#"<circle cx="{}" cy="{ly}" r="3.5" fill="{color}"/>"#, lx + 12.0);
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{label}</text>"#, lx + 30.0, ly + 4.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+            lx + 24.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{}" cy="{ly}" r="3.5" fill="{color}"/>"#,
+            lx + 12.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{label}</text>"#,
+            lx + 30.0,
+            ly + 4.0
+        );
         legend += 1.0;
     };
     for peer in &settings.peers {
@@ -1504,7 +1681,10 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
         if points.is_empty() {
             continue;
         }
-        let path: Vec<String> = points.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let path: Vec<String> = points
+            .iter()
+            .map(|(a, b)| format!("{a:.1},{b:.1}"))
+            .collect();
         let _ = writeln!(
             s,
             r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
@@ -1512,23 +1692,54 @@ fn svg(settings: &Settings, results: &BTreeMap<(Peer, u64), Measure>, slow: Opti
             peer.color()
         );
         for (a, b) in &points {
-            let _ = writeln!(s, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3.5" fill="{}"/>"#, peer.color());
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{a:.1}" cy="{b:.1}" r="3.5" fill="{}"/>"#,
+                peer.color()
+            );
         }
         add_legend(&mut s, peer.color(), "", peer.name());
     }
     if let Some(sl) = slow {
         let xx = x(sl.size as f64);
         if sl.close_ms.is_finite() {
-            let _ = writeln!(s, r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="#8e44ad"/>"##, xx - 4.0, y(sl.close_ms) - 4.0);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="#8e44ad"/>"##,
+                xx - 4.0,
+                y(sl.close_ms) - 4.0
+            );
         }
         if let Some(sp) = spool {
-            let _ = writeln!(s, r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/>"##, xx - 4.0, y(sp) - 4.0);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/>"##,
+                xx - 4.0,
+                y(sp) - 4.0
+            );
         }
         let ly = top + 10.0 + legend * 20.0;
         let lx = left + pw + 14.0;
-        let _ = writeln!(s, r##"<rect x="{}" y="{}" width="8" height="8" fill="#8e44ad"/><text x="{}" y="{}">griddav, grid at {:.0} MB/s</text>"##, lx + 8.0, ly - 4.0, lx + 30.0, ly + 4.0, sl.rate / 1e6);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{}" y="{}" width="8" height="8" fill="#8e44ad"/><text x="{}" y="{}">griddav, grid at {:.0} MB/s</text>"##,
+            lx + 8.0,
+            ly - 4.0,
+            lx + 30.0,
+            ly + 4.0,
+            sl.rate / 1e6
+        );
         let ly = ly + 20.0;
-        let _ = writeln!(s, r##"<rect x="{}" y="{}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/><text x="{}" y="{}">spool then upload,</text><text x="{}" y="{}">same grid (computed)</text>"##, lx + 8.0, ly - 4.0, lx + 30.0, ly + 4.0, lx + 30.0, ly + 18.0);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{}" y="{}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/><text x="{}" y="{}">spool then upload,</text><text x="{}" y="{}">same grid (computed)</text>"##,
+            lx + 8.0,
+            ly - 4.0,
+            lx + 30.0,
+            ly + 4.0,
+            lx + 30.0,
+            ly + 18.0
+        );
     }
     s.push_str("</svg>\n");
     s

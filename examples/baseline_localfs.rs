@@ -34,7 +34,11 @@ pub fn serve_localfs(dir: PathBuf, listen: std::net::SocketAddr) -> std::io::Res
         {
             use std::io::Write;
             let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "baseline listening on http://{}/", listener.local_addr()?)?;
+            writeln!(
+                stdout,
+                "baseline listening on http://{}/",
+                listener.local_addr()?
+            )?;
             stdout.flush()?;
         }
         griddav::server::serve(listener, handler, std::future::pending()).await
