@@ -906,11 +906,9 @@ mod throttled {
     use async_trait::async_trait;
     use bytes::Bytes;
     use griddav::config::Config;
-    use griddav::dav::{GridFs, GridFsOptions, NamespaceLockSystem};
     use griddav::grid::{
         Grid, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
     };
-    use griddav::namespace::Namespace;
     use tokio::time::Instant;
 
     /// One link shared by every server of the grid: appends pass through it
@@ -1036,25 +1034,8 @@ mod throttled {
                     })
                     .collect(),
             );
-            tokio::fs::create_dir_all(&config.data_dir).await?;
-            let ns = Namespace::open(config.namespace_db()).await?;
-            let fs = GridFs::new(
-                ns.clone(),
-                grid.clone(),
-                GridFsOptions {
-                    params: config.encoding_params(),
-                    upload: config.upload_options(),
-                    inline_threshold: config.inline_threshold,
-                },
-            );
-            let _collector = griddav::gc::spawn_collector(
-                ns.clone(),
-                grid,
-                fs.garbage_signal(),
-                config.gc_grace(),
-            );
-            let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
-            let handler = griddav::server::dav_handler(fs, Box::new(locks), config.read_buf_size);
+            // Built as `griddav serve` builds it, on the throttled grid.
+            let service = griddav::server::start_service(&config, grid).await?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             {
                 use std::io::Write;
@@ -1066,7 +1047,7 @@ mod throttled {
                 )?;
                 stdout.flush()?;
             }
-            griddav::server::serve(listener, handler, std::future::pending()).await?;
+            griddav::server::serve(listener, service.handler, std::future::pending()).await?;
             Ok(())
         })
     }

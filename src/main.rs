@@ -7,10 +7,8 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use griddav::config::Config;
-use griddav::dav::{GridFs, GridFsOptions, NamespaceLockSystem};
 use griddav::engine::{Downloader, FileCap, Uploader};
 use griddav::grid::Grid;
-use griddav::namespace::Namespace;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
@@ -165,21 +163,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Error>> {
-    tokio::fs::create_dir_all(&config.data_dir).await?;
-    let ns = Namespace::open(config.namespace_db()).await?;
-    let fs = GridFs::new(
-        ns.clone(),
-        grid.clone(),
-        GridFsOptions {
-            params: config.encoding_params(),
-            upload: config.upload_options(),
-            inline_threshold: config.inline_threshold,
-        },
-    );
-    let collector =
-        griddav::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
-    let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
-    let handler = griddav::server::dav_handler(fs, Box::new(locks), config.read_buf_size);
+    let service = griddav::server::start_service(&config, grid).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     {
@@ -189,8 +173,8 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
         stdout.flush()?;
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving WebDAV");
-    griddav::server::serve(listener, handler, shutdown_signal()).await?;
-    collector.abort();
+    griddav::server::serve(listener, service.handler, shutdown_signal()).await?;
+    service.collector.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -21,7 +21,63 @@ use tokio::net::TcpListener;
 
 use http_body_util::{BodyExt, Limited};
 
-use crate::dav::{propstat, GridFs};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::dav::{propstat, GridFs, GridFsOptions, NamespaceLockSystem};
+use crate::grid::Grid;
+use crate::namespace::{Namespace, NamespaceError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+}
+
+/// What `griddav serve` runs besides the listener.
+pub struct Service {
+    pub handler: DavHandler,
+    /// The garbage collector; abort it when serving stops.
+    pub collector: JoinHandle<()>,
+}
+
+/// Opens the namespace in the data directory, removes what uploads that a
+/// crash interrupted left behind (before any new upload can start), and
+/// builds the WebDAV handler and the garbage collector over `grid`.
+pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, ServiceError> {
+    let data_dir = config.data_dir.clone();
+    tokio::fs::create_dir_all(&data_dir)
+        .await
+        .map_err(|source| ServiceError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    let ns = Namespace::open(config.namespace_db()).await?;
+    crate::gc::recover_interrupted_uploads(&ns, &grid).await;
+    let fs = GridFs::new(
+        ns.clone(),
+        grid.clone(),
+        GridFsOptions {
+            params: config.encoding_params(),
+            upload: config.upload_options(),
+            inline_threshold: config.inline_threshold,
+        },
+    );
+    let collector =
+        crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
+    let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
+    Ok(Service {
+        handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
+        collector,
+    })
+}
 
 /// The dav-server handler over griddav's file and lock systems.
 pub fn dav_handler(fs: GridFs, locks: Box<dyn DavLockSystem>, read_buf_size: usize) -> DavHandler {

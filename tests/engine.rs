@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use common::{content, memory_grid, FailingStore};
+use common::{content, memory_grid};
 use griddav::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions, Uploader};
 use griddav::grid::{Grid, MemoryStore, ShareNum, ShareStore};
 use proptest::prelude::*;
@@ -246,7 +246,10 @@ async fn a_megabyte_segment_file_round_trips() {
 }
 
 fn failing_grid(stores: &[Arc<MemoryStore>], failing: usize, appends_ok: usize) -> Grid {
-    let servers = stores.iter().map(|s| Arc::clone(s) as Arc<dyn ShareStore>).collect();
+    let servers = stores
+        .iter()
+        .map(|s| Arc::clone(s) as Arc<dyn ShareStore>)
+        .collect();
     common::with_failing_servers(servers, failing, appends_ok)
 }
 
