@@ -898,115 +898,11 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
 /// `griddav serve` builds it (src/main.rs), from the public API, so no
 /// throttling code or knob ships in the server.
 mod throttled {
-    use std::ops::Range;
     use std::path::PathBuf;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
+    use std::sync::Arc;
 
-    use async_trait::async_trait;
-    use bytes::Bytes;
     use griddav::config::Config;
-    use griddav::grid::{
-        Grid, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
-    };
-    use tokio::time::Instant;
-
-    /// One link shared by every server of the grid: appends pass through it
-    /// one after another at `rate` bytes per second.
-    #[derive(Debug)]
-    pub struct Link {
-        rate: f64,
-        next_free: Mutex<Option<Instant>>,
-    }
-
-    impl Link {
-        pub fn new(rate: f64) -> Arc<Link> {
-            Arc::new(Link {
-                rate,
-                next_free: Mutex::new(None),
-            })
-        }
-
-        /// Waits until `bytes` more have passed through the link.
-        async fn pass(&self, bytes: usize) {
-            let done = {
-                let mut next = self.next_free.lock().expect("link");
-                let now = Instant::now();
-                let start = next.map_or(now, |t| t.max(now));
-                let done = start + Duration::from_secs_f64(bytes as f64 / self.rate);
-                *next = Some(done);
-                done
-            };
-            tokio::time::sleep_until(done).await;
-        }
-    }
-
-    /// A [`ShareStore`] whose writes go through a [`Link`]; reads, listings
-    /// and deletes pass straight to the inner store.
-    #[derive(Debug)]
-    pub struct Throttled {
-        inner: Arc<dyn ShareStore>,
-        link: Arc<Link>,
-    }
-
-    #[derive(Debug)]
-    struct ThrottledWriter {
-        inner: Box<dyn ShareWriter>,
-        link: Arc<Link>,
-    }
-
-    #[async_trait]
-    impl ShareStore for Throttled {
-        fn server_id(&self) -> &str {
-            self.inner.server_id()
-        }
-
-        async fn create(
-            &self,
-            si: StorageIndex,
-            share: ShareNum,
-            secrets: &ShareSecrets,
-        ) -> GridResult<Box<dyn ShareWriter>> {
-            let inner = self.inner.create(si, share, secrets).await?;
-            Ok(Box::new(ThrottledWriter {
-                inner,
-                link: Arc::clone(&self.link),
-            }))
-        }
-
-        async fn read(
-            &self,
-            si: StorageIndex,
-            share: ShareNum,
-            range: Range<u64>,
-        ) -> GridResult<Bytes> {
-            self.inner.read(si, share, range).await
-        }
-
-        async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
-            self.inner.list(si).await
-        }
-
-        async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()> {
-            self.inner.delete(si, secrets).await
-        }
-    }
-
-    #[async_trait]
-    impl ShareWriter for ThrottledWriter {
-        async fn append(&mut self, data: Bytes) -> GridResult<()> {
-            self.link.pass(data.len()).await;
-            self.inner.append(data).await
-        }
-
-        async fn finish(self: Box<Self>, len: u64) -> GridResult<()> {
-            self.inner.finish(len).await
-        }
-
-        async fn abort(self: Box<Self>) -> GridResult<()> {
-            self.inner.abort().await
-        }
-    }
+    use griddav::grid::{Grid, Link, ShareStore, ThrottledStore};
 
     pub fn serve(dir: PathBuf, rate: f64) -> Result<(), Box<dyn std::error::Error>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1021,16 +917,15 @@ mod throttled {
                 let config = config.clone();
                 tokio::task::spawn_blocking(move || config.build_grid()).await??
             };
+            // One link shared by every server of the grid.
             let link = Link::new(rate);
             let grid = Grid::new(
                 plain
                     .servers()
                     .iter()
                     .map(|inner| {
-                        Arc::new(Throttled {
-                            inner: Arc::clone(inner),
-                            link: Arc::clone(&link),
-                        }) as Arc<dyn ShareStore>
+                        Arc::new(ThrottledStore::new(Arc::clone(inner), Arc::clone(&link)))
+                            as Arc<dyn ShareStore>
                     })
                     .collect(),
             );

@@ -10,13 +10,17 @@
 
 #[cfg(test)]
 mod conformance;
+mod fault;
 mod local;
 mod memory;
 pub mod tahoe;
+mod throttle;
 
+pub use fault::FailingStore;
 pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
 pub use tahoe::TahoeStore;
+pub use throttle::{Link, ThrottledStore};
 
 use std::fmt;
 use std::ops::Range;
