@@ -1179,7 +1179,7 @@ fn write_report(
         let _ = writeln!(
             md,
             "griddav with every storage server behind one shared link of {:.0} MB/s for share writes \
-             (a rate-limiting `ShareStore` wrapper around the ten local directories, in `benches/http.rs`; \
+             (a rate-limiting `ShareStore` wrapper around the ten local directories, `griddav::grid::ThrottledStore`; \
              the server is otherwise built as `griddav serve` builds it, in a separate process), one PUT of {}. \
              A spool-then-upload server (Tahoe-LAFS's HTTP front end, a WebDAV gateway that stages to disk) \
              receives the body first and uploads on close, so its close waits for all {:.0} MB of shares \
