@@ -1,8 +1,7 @@
 //! GridFs: dav-server's file system, on the namespace (names, properties)
 //! and the engine (content).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use dav_server::davpath::DavPath;
@@ -16,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::meta::{GridDirEntry, GridMeta};
 use super::read::ReadHandle;
+use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
 use crate::grid::Grid;
@@ -41,17 +41,11 @@ impl Default for GridFsOptions {
     }
 }
 
-/// Opened files kept for the next request on the same content: every GET
-/// opens the file anew, and a Range GET should not pay for listing the grid
-/// and verifying the trailer each time.
-const CACHED_DOWNLOADERS: usize = 64;
-
 pub(crate) struct FsInner {
     pub ns: Namespace,
     pub grid: Grid,
     pub options: GridFsOptions,
-    downloaders: Mutex<HashMap<String, (u64, Arc<Downloader>)>>,
-    downloader_clock: Mutex<u64>,
+    readers: ReaderCache,
     /// Woken when content becomes garbage.
     pub garbage: Arc<Notify>,
 }
@@ -59,42 +53,20 @@ pub(crate) struct FsInner {
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
     pub async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
-        let tick = {
-            let mut clock = self
-                .downloader_clock
-                .lock()
-                .map_err(|_| FsError::GeneralFailure)?;
-            *clock += 1;
-            *clock
-        };
-        if let Ok(mut cache) = self.downloaders.lock() {
-            if let Some(entry) = cache.get_mut(cap) {
-                entry.0 = tick;
-                return Ok(Arc::clone(&entry.1));
-            }
+        if let Some(reader) = self.readers.get(cap) {
+            return Ok(reader);
         }
         let parsed: FileCap = cap.parse().map_err(|e| {
             tracing::error!(error = %e, "a namespace row holds an invalid capability");
             FsError::GeneralFailure
         })?;
-        let downloader = Arc::new(
+        let reader = Arc::new(
             Downloader::open(&self.grid, &parsed)
                 .await
                 .map_err(|e| engine_error("open for reading", &e))?,
         );
-        if let Ok(mut cache) = self.downloaders.lock() {
-            if cache.len() >= CACHED_DOWNLOADERS {
-                let oldest = cache
-                    .iter()
-                    .min_by_key(|(_, (used, _))| *used)
-                    .map(|(key, _)| key.clone());
-                if let Some(oldest) = oldest {
-                    cache.remove(&oldest);
-                }
-            }
-            cache.insert(cap.to_owned(), (tick, Arc::clone(&downloader)));
-        }
-        Ok(downloader)
+        self.readers.insert(cap, Arc::clone(&reader));
+        Ok(reader)
     }
 
     pub fn wake_collector(&self, queued: bool) {
@@ -117,8 +89,7 @@ impl GridFs {
                 ns,
                 grid,
                 options,
-                downloaders: Mutex::new(HashMap::new()),
-                downloader_clock: Mutex::new(0),
+                readers: ReaderCache::default(),
                 garbage: Arc::new(Notify::new()),
             }),
         }

@@ -6,6 +6,7 @@ mod locks;
 mod meta;
 pub mod propstat;
 mod read;
+mod readers;
 mod write;
 
 pub use fs::{GridFs, GridFsOptions};
