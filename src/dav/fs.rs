@@ -19,7 +19,7 @@ use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
 use crate::grid::Grid;
-use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch};
+use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch, Removal};
 
 /// How GridFs stores content.
 #[derive(Clone, Debug)]
@@ -93,6 +93,13 @@ impl GridFs {
                 garbage: Arc::new(Notify::new()),
             }),
         }
+    }
+
+    /// Wakes the collector when a removal made garbage.
+    fn removed(&self, operation: &str, removal: Result<Removal, NamespaceError>) -> FsResult<()> {
+        let removal = removal.map_err(|e| ns_error(operation, e))?;
+        self.inner.wake_collector(removal.garbage_queued > 0);
+        Ok(())
     }
 
     /// Notified whenever content becomes garbage: hand it to the collector.
@@ -230,14 +237,7 @@ impl DavFileSystem for GridFs {
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let path = ns_path(path)?;
-            let removal = self
-                .inner
-                .ns
-                .remove_dir(&path)
-                .await
-                .map_err(|e| ns_error("remove_dir", e))?;
-            self.inner.wake_collector(removal.garbage_queued > 0);
-            Ok(())
+            self.removed("remove_dir", self.inner.ns.remove_dir(&path).await)
         }
         .boxed()
     }
@@ -245,14 +245,7 @@ impl DavFileSystem for GridFs {
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let path = ns_path(path)?;
-            let removal = self
-                .inner
-                .ns
-                .remove_file(&path)
-                .await
-                .map_err(|e| ns_error("remove_file", e))?;
-            self.inner.wake_collector(removal.garbage_queued > 0);
-            Ok(())
+            self.removed("remove_file", self.inner.ns.remove_file(&path).await)
         }
         .boxed()
     }
