@@ -176,9 +176,22 @@ async fn handle_propfind(
             return status_only(StatusCode::INTERNAL_SERVER_ERROR);
         }
     };
-    let answer = match propstat::complete_answer(&requested, &answer) {
-        Some(fixed) => Bytes::from(fixed),
-        None => answer,
+    // A Depth: 1 answer over a large folder is megabytes of XML: parse and
+    // rewrite it off the reactor.
+    let completed =
+        tokio::task::spawn_blocking(
+            move || match propstat::complete_answer(&requested, &answer) {
+                Some(fixed) => Bytes::from(fixed),
+                None => answer,
+            },
+        )
+        .await;
+    let answer = match completed {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "completing a PROPFIND answer failed");
+            return status_only(StatusCode::INTERNAL_SERVER_ERROR);
+        }
     };
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Response::from_parts(parts, dav_server::body::Body::from(answer))
