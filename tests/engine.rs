@@ -177,6 +177,33 @@ proptest! {
     }
 }
 
+/// Feeds `data` in `chunk`-byte writes to an upload that must fail, at some
+/// write or at finish, with six live shares where seven were needed.
+async fn expect_not_happy(mut uploader: Uploader, data: &[u8], chunk: usize) {
+    let mut failed = None;
+    for piece in data.chunks(chunk) {
+        if let Err(e) = uploader.write(Bytes::copy_from_slice(piece)).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let error = match failed {
+        Some(e) => e,
+        None => uploader.finish().await.expect_err("finish must fail"),
+    };
+    assert!(
+        matches!(
+            error,
+            EngineError::NotHappy {
+                live: 6,
+                happy: 7,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
 fn ranges_first_offset(size: usize) -> usize {
     size / 3
 }
@@ -278,31 +305,10 @@ async fn four_servers_failing_with_happy_seven_fails_and_leaves_nothing() {
     let (_, stores) = memory_grid(10);
     let grid = failing_grid(&stores, 4, 5);
     let data = content(20_000, 12);
-    let mut uploader = Uploader::new(grid.clone(), SMALL, UploadOptions::default(), None)
+    let uploader = Uploader::new(grid.clone(), SMALL, UploadOptions::default(), None)
         .await
         .expect("start");
-    let mut failed = None;
-    for chunk in data.chunks(900) {
-        if let Err(e) = uploader.write(Bytes::copy_from_slice(chunk)).await {
-            failed = Some(e);
-            break;
-        }
-    }
-    let error = match failed {
-        Some(e) => e,
-        None => uploader.finish().await.expect_err("finish must fail"),
-    };
-    assert!(
-        matches!(
-            error,
-            EngineError::NotHappy {
-                live: 6,
-                happy: 7,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    expect_not_happy(uploader, &data, 900).await;
     assert_eq!(total_shares(&stores), 0);
 }
 
@@ -467,7 +473,7 @@ async fn local_grid_survives_three_failures_and_cleans_up_after_four() {
     assert!(files_under(dir.path()).is_empty());
 
     let grid = local_grid(dir.path(), 4, 2);
-    let mut uploader = Uploader::new(
+    let uploader = Uploader::new(
         grid,
         EncodingParams::default(),
         UploadOptions::default(),
@@ -475,28 +481,7 @@ async fn local_grid_survives_three_failures_and_cleans_up_after_four() {
     )
     .await
     .expect("start");
-    let mut result = Ok(());
-    for chunk in data.chunks(100_000) {
-        result = uploader.write(Bytes::copy_from_slice(chunk)).await;
-        if result.is_err() {
-            break;
-        }
-    }
-    let error = match result {
-        Err(e) => e,
-        Ok(()) => uploader.finish().await.expect_err("must fail"),
-    };
-    assert!(
-        matches!(
-            error,
-            EngineError::NotHappy {
-                live: 6,
-                happy: 7,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    expect_not_happy(uploader, &data, 100_000).await;
     assert_eq!(files_under(dir.path()), Vec::<std::path::PathBuf>::new());
 }
 
