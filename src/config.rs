@@ -29,6 +29,7 @@ pub const DEFAULT_LOCAL_SERVERS: usize = 10;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address and port the WebDAV server listens on.
+    #[serde(deserialize_with = "socket_address")]
     pub listen: SocketAddr,
     /// Where the namespace database and the default grid live.
     pub data_dir: PathBuf,
@@ -104,6 +105,28 @@ pub enum ServerConfig {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
+}
+
+/// An IP address and port, with a message that says what to write instead
+/// of a host name: resolving one could listen somewhere the user did not
+/// mean (`localhost` is both 127.0.0.1 and ::1).
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        let reason = if text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && host.parse::<std::net::IpAddr>().is_err()
+                && port.parse::<u16>().is_ok()
+        }) {
+            "host names are not accepted: give an IP address and a port, \
+             such as \"127.0.0.1:4918\" or \"[::1]:4918\""
+        } else {
+            "expected an IP address and a port, such as \"127.0.0.1:4918\" or \"[::1]:4918\""
+        };
+        serde::de::Error::custom(format!("{text:?}: {reason}"))
+    })
 }
 
 impl Default for Config {
@@ -508,6 +531,11 @@ mod tests {
     fn bad_values_are_errors_naming_key_and_file() {
         for (text, key) in [
             ("listen = \"localhost\"\n", "listen"),
+            (
+                "listen = \"localhost:4930\"\n",
+                "host names are not accepted",
+            ),
+            ("listen = \"127.0.0.1\"\n", "an IP address and a port"),
             ("[encoding]\nk = -1\n", "k = -1"),
             ("[encoding]\nsegment_size = \"1M\"\n", "segment_size"),
             ("inline_threshold = 1.5\n", "inline_threshold"),
