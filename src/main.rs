@@ -9,6 +9,7 @@ use futures::StreamExt;
 use griddav::config::Config;
 use griddav::engine::{Downloader, FileCap, Uploader};
 use griddav::grid::Grid;
+use griddav::namespace::{Content, Namespace, NsPath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
@@ -38,7 +39,17 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Upload a file (or standard input with `-`) and print its capability.
-    Put { file: PathBuf },
+    Put {
+        file: PathBuf,
+        /// Also link the file into the WebDAV tree at this path (`/docs/a.pdf`),
+        /// replacing a file there, so that it is listed, served and deleted
+        /// like any other. Its folder must exist.
+        #[arg(long, value_name = "PATH")]
+        to: Option<String>,
+    },
+    /// Print the capability of the file at PATH in the WebDAV tree
+    /// (`/docs/a.pdf`), to `get` or `verify` it.
+    Cap { path: String },
     /// Write the file of a capability to standard output.
     Get { cap: String },
     /// Read every byte of every share of a capability and report problems.
@@ -112,29 +123,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Serve { .. } => serve(config, grid).await?,
         // Answered above, before any configuration is loaded.
         Command::TahoeNurl { .. } => {}
-        Command::Put { file } => {
-            let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = if file.as_os_str() == "-" {
-                Box::new(tokio::io::stdin())
-            } else {
-                Box::new(tokio::fs::File::open(&file).await?)
-            };
-            let mut uploader = Uploader::new(
-                grid,
-                config.encoding_params(),
-                config.upload_options(),
-                None,
-            )
-            .await?;
-            let mut buffer = vec![0u8; 256 << 10];
-            loop {
-                let n = input.read(&mut buffer).await?;
-                if n == 0 {
-                    break;
-                }
-                uploader.write(Bytes::copy_from_slice(&buffer[..n])).await?;
-            }
-            println!("{}", uploader.finish().await?);
-        }
+        Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
+        Command::Cap { path } => return print_cap(&config, &path).await,
         Command::Get { cap } => {
             let cap: FileCap = cap.parse()?;
             let downloader = std::sync::Arc::new(Downloader::open(&grid, &cap).await?);
@@ -160,6 +150,111 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `griddav put`: uploads, prints the capability and, with `--to`, links
+/// the file into the tree. The upload is journalled like a PUT's, so a
+/// crash before the link leaves no shares behind once the server restarts.
+async fn put(
+    config: &Config,
+    grid: Grid,
+    file: &std::path::Path,
+    to: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let namespace = match to {
+        Some(path) => {
+            let parent = NsPath::parse(path)?
+                .parent()
+                .ok_or("--to: the root is a folder, name a file in it")?;
+            let ns = Namespace::open(config.namespace_db()).await?;
+            // Refused before any byte is uploaded rather than after.
+            if !ns
+                .lookup(parent.as_str())
+                .await?
+                .is_some_and(|n| n.is_dir())
+            {
+                return Err(format!("--to {path}: no folder {parent}").into());
+            }
+            Some(ns)
+        }
+        None => None,
+    };
+    let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = if file.as_os_str() == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(tokio::fs::File::open(file).await?)
+    };
+    let grid_for_cleanup = grid.clone();
+    let mut uploader = Uploader::new(
+        grid,
+        config.encoding_params(),
+        config.upload_options(),
+        None,
+    )
+    .await?;
+    let journal = match &namespace {
+        Some(ns) => Some(ns.begin_upload(&uploader.recovery_token()).await?),
+        None => None,
+    };
+    let mut buffer = vec![0u8; 256 << 10];
+    let mut size: u64 = 0;
+    loop {
+        let n = input.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        size = size.saturating_add(n as u64);
+        uploader.write(Bytes::copy_from_slice(&buffer[..n])).await?;
+    }
+    let token = uploader.recovery_token();
+    let cap = uploader.finish().await?;
+    if let (Some(ns), Some(path)) = (&namespace, to) {
+        let published = ns
+            .publish_file(
+                path,
+                Content::Cap(cap.to_string()),
+                size,
+                std::time::SystemTime::now(),
+                journal,
+            )
+            .await;
+        if let Err(e) = published {
+            // Nothing refers to the shares: free them now, not at the
+            // server's next start.
+            if griddav::engine::delete::delete_shares_of_token(&grid_for_cleanup, &token)
+                .await
+                .is_ok()
+            {
+                if let Some(journal) = journal {
+                    let _ = ns.end_upload(journal).await;
+                }
+            }
+            return Err(format!("--to {path}: {e}").into());
+        }
+    }
+    println!("{cap}");
+    Ok(())
+}
+
+/// `griddav cap PATH`: the capability the namespace holds for a file.
+async fn print_cap(config: &Config, path: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let ns = Namespace::open(config.namespace_db()).await?;
+    let Some(node) = ns.lookup(path).await? else {
+        return Err(format!("{path}: no such file").into());
+    };
+    match node.content {
+        Some(Content::Cap(cap)) => {
+            println!("{cap}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Content::Inline(_)) => Err(format!(
+            "{path}: a small file ({} bytes) kept in the namespace database, not in the \
+             grid, so it has no capability (see inline_threshold)",
+            node.size
+        )
+        .into()),
+        None => Err(format!("{path}: a folder, not a file").into()),
+    }
 }
 
 async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Error>> {
