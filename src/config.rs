@@ -47,6 +47,7 @@ pub struct Config {
     pub gc_grace_secs: u64,
     pub encoding: EncodingConfig,
     pub grid: GridConfig,
+    pub http: HttpConfig,
 }
 
 /// `[encoding]`: how files are cut and coded.
@@ -65,6 +66,25 @@ pub struct EncodingConfig {
     pub max_in_flight: usize,
     /// Memory for coded segments of all uploads together, in MiB.
     pub upload_memory_mib: u64,
+}
+
+/// `[http]`: limits on connections, so that idle or stalled clients cannot
+/// hold sockets, memory and partial uploads for ever.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds within which a request head must be complete, counted from
+    /// the connection opening or from the previous answer.
+    pub header_read_timeout_secs: u64,
+    /// Seconds after which a connection with no request in progress, on
+    /// which nothing is sent or received, is closed.
+    pub keep_alive_idle_secs: u64,
+    /// Seconds a request body may send nothing while griddav waits for it
+    /// (the upload is then aborted), and an answer may go unread.
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
 }
 
 /// `[grid]`: where shares live.
@@ -140,6 +160,18 @@ impl Default for Config {
             gc_grace_secs: 3600,
             encoding: EncodingConfig::default(),
             grid: GridConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            keep_alive_idle_secs: 15,
+            body_idle_timeout_secs: 60,
+            max_connections: 256,
         }
     }
 }
@@ -268,6 +300,27 @@ impl Config {
             return Err(invalid(
                 "lock_max_timeout_secs",
                 "must be at least 1".into(),
+            ));
+        }
+        let h = &self.http;
+        for (key, value) in [
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.keep_alive_idle_secs", h.keep_alive_idle_secs),
+            ("http.body_idle_timeout_secs", h.body_idle_timeout_secs),
+        ] {
+            // Beyond a day a limit protects nothing; the bound also keeps
+            // deadline arithmetic far from overflow.
+            if !(1..=86_400).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("must be between 1 and 86400 seconds, got {value}"),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("must be between 1 and 1000000, got {}", h.max_connections),
             ));
         }
         if let Some(servers) = &self.grid.servers {
@@ -472,6 +525,10 @@ mod tests {
         assert_eq!(c.read_buf_size, 262_144);
         assert_eq!(c.lock_max_timeout(), Duration::from_secs(3600));
         assert_eq!(c.grid.servers, None);
+        assert_eq!(c.http.header_read_timeout_secs, 30);
+        assert_eq!(c.http.keep_alive_idle_secs, 15);
+        assert_eq!(c.http.body_idle_timeout_secs, 60);
+        assert_eq!(c.http.max_connections, 256);
     }
 
     #[test]
@@ -555,6 +612,19 @@ mod tests {
             ),
             ("lock_max_timeout_secs = 0\n", "`lock_max_timeout_secs`"),
             ("read_buf_size = 0\n", "`read_buf_size`"),
+            (
+                "[http]\nheader_read_timeout_secs = 0\n",
+                "`http.header_read_timeout_secs`",
+            ),
+            (
+                "[http]\nkeep_alive_idle_secs = 100000\n",
+                "`http.keep_alive_idle_secs`",
+            ),
+            (
+                "[http]\nbody_idle_timeout_secs = 0\n",
+                "`http.body_idle_timeout_secs`",
+            ),
+            ("[http]\nmax_connections = 0\n", "`http.max_connections`"),
             ("[grid]\nservers = []\n", "`grid.servers`"),
             (
                 "[grid]\nservers = [{ kind = \"local\", path = \"/a\", id = \"x\" }, \

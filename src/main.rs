@@ -268,7 +268,13 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
         stdout.flush()?;
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving WebDAV");
-    griddav::server::serve(listener, service.handler, shutdown_signal()).await?;
+    griddav::server::serve_with_limits(
+        listener,
+        service.handler,
+        griddav::http::listener::Limits::from(&config.http),
+        shutdown_signal(),
+    )
+    .await?;
     service.collector.abort();
     tracing::info!("stopped");
     Ok(())

@@ -14,9 +14,6 @@ use dav_server::ls::DavLockSystem;
 use dav_server::DavHandler;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use http_body_util::{BodyExt, Limited};
@@ -26,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::dav::{propstat, GridFs, GridFsOptions, NamespaceLockSystem};
 use crate::grid::Grid;
+use crate::http::listener::{Limits, TimedBody};
 use crate::namespace::{Namespace, NamespaceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,29 +86,27 @@ pub fn dav_handler(fs: GridFs, locks: Box<dyn DavLockSystem>, read_buf_size: usi
         .build_handler()
 }
 
-/// Accepts connections on `listener` until `shutdown` completes.
+/// Accepts connections on `listener` until `shutdown` completes, with the
+/// default `[http]` limits.
 pub async fn serve(
     listener: TcpListener,
     handler: DavHandler,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(handler.clone(), request));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    serve_with_limits(listener, handler, Limits::default(), shutdown).await
+}
+
+/// Accepts connections on `listener` until `shutdown` completes; see
+/// [`crate::http::listener`].
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    handler: DavHandler,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let service = move |request| handle(handler.clone(), request);
+    crate::http::listener::run(listener, limits, service, shutdown).await;
+    Ok(())
 }
 
 /// The largest PROPFIND body read into memory.
@@ -120,7 +116,7 @@ const MAX_PROPFIND_ANSWER: usize = 64 << 20;
 
 async fn handle(
     handler: DavHandler,
-    request: Request<Incoming>,
+    request: Request<TimedBody>,
 ) -> Result<Response<dav_server::body::Body>, Infallible> {
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);
@@ -149,7 +145,7 @@ async fn handle(
 /// reported, found or 404 (see [`crate::dav::propstat`]).
 async fn handle_propfind(
     handler: DavHandler,
-    request: Request<Incoming>,
+    request: Request<TimedBody>,
 ) -> Response<dav_server::body::Body> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_PROPFIND_BODY).collect().await {
@@ -252,7 +248,7 @@ fn declared_length<B>(request: &Request<B>) -> Option<u64> {
 /// file system: dav-server would otherwise stop at the declared length and
 /// flush, which looks exactly like a complete upload.
 struct CheckedBody {
-    inner: Incoming,
+    inner: TimedBody,
     declared: Option<u64>,
     received: u64,
     bad: Arc<AtomicBool>,

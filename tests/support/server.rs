@@ -24,6 +24,8 @@ pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
     starts: u32,
+    /// The open-files limit (`ulimit -n`) the server runs under, if set.
+    fd_limit: Option<u64>,
 }
 
 impl Server {
@@ -37,7 +39,16 @@ impl Server {
         Server::start_inner(Some(toml))
     }
 
+    /// A server (default configuration) started under `ulimit -n fd_limit`.
+    pub fn start_with_fd_limit(fd_limit: u64) -> Server {
+        Server::start_inner_with(None, Some(fd_limit))
+    }
+
     fn start_inner(config: Option<&str>) -> Server {
+        Server::start_inner_with(config, None)
+    }
+
+    fn start_inner_with(config: Option<&str>, fd_limit: Option<u64>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("griddav-http-")
             .tempdir()
@@ -53,6 +64,7 @@ impl Server {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             starts: 0,
+            fd_limit,
         };
         server.launch();
         server
@@ -74,6 +86,12 @@ impl Server {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// Whether the server process has exited (without reaping a running one).
+    pub fn has_exited(&mut self) -> bool {
+        let child = self.child.as_mut().expect("server was started");
+        child.try_wait().expect("poll griddav").is_some()
+    }
+
     /// Every file of the local grid.
     pub fn grid(&self) -> GridFiles {
         GridFiles::scan(&self.data_dir().join("grid"))
@@ -86,7 +104,18 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("open the server log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_griddav"));
+        let binary = env!("CARGO_BIN_EXE_griddav");
+        let mut command = match self.fd_limit {
+            None => Command::new(binary),
+            Some(limit) => {
+                // `exec` keeps the PID, so stop() and Drop still reach griddav.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                sh
+            }
+        };
         command
             .arg("serve")
             .arg("--data-dir")

@@ -1,0 +1,547 @@
+//! The accept loop and what is set up for each connection before a request
+//! reaches the service: the connection cap, TCP_NODELAY, and the time limits
+//! on request heads, idle keep-alive connections and request bodies.
+//!
+//! ```text
+//!   accept (cap: max_connections) -> TCP_NODELAY -> hyper http1
+//!     head within header_read_timeout of connecting or of the previous answer
+//!     body: nothing for body_idle_timeout while the handler waits -> error
+//!     no request in progress and nothing sent or received for keep_alive_idle -> closed
+//! ```
+//!
+//! Accept errors never end the loop: running out of file descriptors
+//! (EMFILE, ENFILE) or kernel memory pauses accepting for a moment, and the
+//! connections wait in the listen backlog until descriptors are free again.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dav_server::body::{Body as DavBody, BodyType};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::HttpConfig;
+
+/// The per-connection limits, from `[http]` in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head must be complete within this long of the connection
+    /// opening or of the previous answer.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress on which nothing is sent or
+    /// received for this long is closed.
+    pub keep_alive_idle: Duration,
+    /// A request body that delivers nothing for this long while the handler
+    /// waits for it fails (and with it the upload); an answer the client
+    /// does not read for this long closes the connection.
+    pub body_idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl From<&HttpConfig> for Limits {
+    fn from(c: &HttpConfig) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(c.header_read_timeout_secs),
+            keep_alive_idle: Duration::from_secs(c.keep_alive_idle_secs),
+            body_idle_timeout: Duration::from_secs(c.body_idle_timeout_secs),
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from(&HttpConfig::default())
+    }
+}
+
+/// Pause after an accept error that is not one connection's own failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one log line per kind of trouble in this period.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts connections on `listener` and serves each with `service` until
+/// `shutdown` completes. Never fails: accept errors are logged (a few
+/// lines, however many there are) and accepting resumes after a pause.
+pub async fn run<S, F>(
+    listener: TcpListener,
+    limits: Limits,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
+{
+    let mut shutdown = pin!(shutdown);
+    // At least one: validation refuses 0, and a server that can serve
+    // nothing would hang every client.
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut at_cap = RateLimitedLog::default();
+    let mut accept_errors = RateLimitedLog::default();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(suppressed) = at_cap.due() {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        times_before = suppressed,
+                        "connection limit reached: new connections wait in the backlog"
+                    );
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // The semaphore is never closed.
+                        Err(_) => return,
+                    },
+                    () = &mut shutdown => return,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if accept_errors.total > 0 {
+                    tracing::info!(errors = accept_errors.total, "accepting connections again");
+                    accept_errors = RateLimitedLog::default();
+                }
+                backoff = FIRST_BACKOFF;
+                let service = service.clone();
+                tokio::spawn(connection(stream, peer, service, limits, permit));
+            }
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(error = %e, "a connection failed before it was accepted");
+            }
+            Err(e) => {
+                if let Some(suppressed) = accept_errors.due() {
+                    tracing::warn!(
+                        error = %e,
+                        pause_ms = backoff.as_millis() as u64,
+                        times_before = suppressed,
+                        "cannot accept connections; pausing"
+                    );
+                }
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection only: accept the next at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Decides when a repeated condition is logged again: the first time, then
+/// at most once per [`LOG_EVERY`], with how many times it was not logged.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+    total: u64,
+}
+
+impl RateLimitedLog {
+    /// `Some(times not logged since the last line)` when a line is due.
+    fn due(&mut self) -> Option<u64> {
+        self.total = self.total.saturating_add(1);
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + LOG_EVERY) {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Serves one connection; holds its place under `max_connections` until
+/// the connection ends.
+async fn connection<S, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
+{
+    // Without it, a small answer written after another small write (the
+    // last piece of a body, a chunked terminator) waits for the client's
+    // delayed ACK: about 40 ms per request on a keep-alive connection.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let requests = Arc::clone(&activity);
+    let body_idle_timeout = limits.body_idle_timeout;
+    let service = service_fn(move |request: Request<Incoming>| {
+        let in_flight = InFlight::begin(&requests);
+        let answer = service(request.map(|body| TimedBody::new(body, body_idle_timeout)));
+        async move {
+            let response = answer.await?;
+            Ok::<_, Infallible>(AnswerBody::wrap(response, in_flight))
+        }
+    });
+    let mut conn = pin!(hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service));
+    let mut check_at = Instant::now() + limits.keep_alive_idle;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(check_at) => {
+                let now = Instant::now();
+                match activity.verdict(now, &limits) {
+                    Verdict::Keep { until } => check_at = until,
+                    Verdict::Close(why) => {
+                        // Dropping the connection closes the socket; no
+                        // request is waiting for an answer on it.
+                        tracing::debug!(%peer, why, "closing connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one connection is doing, for the idle and write-stall checks.
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start` of the last byte read or written, or of
+    /// the end of the last answer.
+    last: AtomicU64,
+    /// Milliseconds since `start` plus one at which a write began to wait
+    /// for the client to read; 0 when no write waits.
+    write_blocked: AtomicU64,
+    /// Requests whose answers are not yet fully handed to hyper.
+    in_flight: AtomicUsize,
+}
+
+enum Verdict {
+    Keep { until: Instant },
+    Close(&'static str),
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last.store(self.millis(), Ordering::Relaxed);
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.start + Duration::from_millis(millis)
+    }
+
+    fn verdict(&self, now: Instant, limits: &Limits) -> Verdict {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if blocked != 0 {
+            let until = self.at(blocked - 1) + limits.body_idle_timeout;
+            if now >= until {
+                return Verdict::Close("the client has not read its answer");
+            }
+            return Verdict::Keep {
+                until: until.min(now + limits.keep_alive_idle),
+            };
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            // The request's own limits apply; look again later.
+            return Verdict::Keep {
+                until: now + limits.keep_alive_idle.min(limits.body_idle_timeout),
+            };
+        }
+        let until = self.at(self.last.load(Ordering::Relaxed)) + limits.keep_alive_idle;
+        if now >= until {
+            Verdict::Close("idle keep-alive connection")
+        } else {
+            Verdict::Keep { until }
+        }
+    }
+}
+
+/// Marks a request in progress from the moment its head is parsed until
+/// its answer's body is dropped (written or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The socket, recording when bytes move.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn write_progress<T>(&self, poll: &Poll<io::Result<T>>) {
+        match poll {
+            Poll::Pending => {
+                let now = self.activity.millis().saturating_add(1);
+                let _ = self.activity.write_blocked.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => {
+                self.activity.write_blocked.store(0, Ordering::Relaxed);
+                self.activity.touch();
+            }
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_progress(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_progress(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body that fails when the client sends nothing for
+/// `body_idle_timeout` while someone waits for it. Time the handler spends
+/// elsewhere (a full upload pipeline) does not count, so back-pressure
+/// never looks like a stalled client.
+pub struct TimedBody {
+    inner: Incoming,
+    limit: Duration,
+    /// Armed on the first poll that has to wait; `None` until then.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    timed_out: bool,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, limit: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            limit,
+            timer: None,
+            waiting: false,
+            timed_out: false,
+        }
+    }
+
+    fn timeout_error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the request body sent nothing for {} s",
+                self.limit.as_secs()
+            ),
+        )
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Some(Err(this.timeout_error())));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(io::Error::other)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.timed_out = true;
+                    return Poll::Ready(Some(Err(this.timeout_error())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.timed_out && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An answer's body as hyper gets it: dav-server's body, telling hyper its
+/// exact size and its end when it is one buffer, so that the head and the
+/// whole body leave in one write, with no chunked terminator written
+/// afterwards. Ends the request's [`InFlight`] when dropped.
+pub struct AnswerBody {
+    inner: DavBody,
+    /// The size to announce; `None` when the answer has its own
+    /// Content-Length (hyper checks the two agree) or streams.
+    exact: Option<u64>,
+    _in_flight: InFlight,
+}
+
+impl AnswerBody {
+    fn wrap(response: Response<DavBody>, in_flight: InFlight) -> Response<AnswerBody> {
+        let has_length = response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH);
+        response.map(|inner| {
+            let exact = match &inner.inner {
+                BodyType::Bytes(Some(bytes)) if !has_length => Some(bytes.len() as u64),
+                _ => None,
+            };
+            AnswerBody {
+                inner,
+                exact,
+                _in_flight: in_flight,
+            }
+        })
+    }
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.inner.inner, BodyType::Empty | BodyType::Bytes(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.inner.inner, self.exact) {
+            (BodyType::Bytes(Some(_)), Some(len)) => SizeHint::with_exact(len),
+            (BodyType::Empty | BodyType::Bytes(None), _) => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Everything between the socket and dav-server.
+
+pub mod listener;
