@@ -17,5 +17,6 @@ pub mod dav;
 pub mod engine;
 pub mod gc;
 pub mod grid;
+pub mod http;
 pub mod namespace;
 pub mod server;

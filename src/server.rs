@@ -125,6 +125,7 @@ async fn handle(
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);
     }
+    let request = crate::http::range::single_range_only(request);
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
