@@ -133,6 +133,10 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
             tracing::debug!(operation, error = %e, "refused");
             FsError::Forbidden
         }
+        NamespaceError::PropertyTooLarge { .. } | NamespaceError::PropertiesFull { .. } => {
+            tracing::debug!(operation, error = %e, "refused");
+            FsError::InsufficientStorage
+        }
         other => {
             tracing::error!(operation, error = %other, "namespace failure");
             FsError::GeneralFailure
@@ -312,6 +316,7 @@ impl DavFileSystem for GridFs {
             let path = ns_path(path)?;
             let mut changes = Vec::with_capacity(patch.len());
             let mut answer = Vec::with_capacity(patch.len());
+            let sets: Vec<bool> = patch.iter().map(|(set, _)| *set).collect();
             for (set, prop) in patch {
                 let namespace = prop.namespace.clone().unwrap_or_default();
                 changes.push(if set {
@@ -328,12 +333,29 @@ impl DavFileSystem for GridFs {
                 });
                 answer.push((StatusCode::OK, DavProp { xml: None, ..prop }));
             }
-            self.inner
-                .ns
-                .patch_props(&path, changes)
-                .await
-                .map_err(|e| ns_error("patch_props", e))?;
-            Ok(answer)
+            match self.inner.ns.patch_props(&path, changes).await {
+                Ok(()) => Ok(answer),
+                // RFC 4918 section 9.2.1: 507 for what could not be stored,
+                // 424 for the rest of the all-or-nothing patch.
+                Err(NamespaceError::PropertyTooLarge {
+                    namespace,
+                    name,
+                    size,
+                    limit,
+                    ..
+                }) => {
+                    tracing::debug!(%namespace, %name, size, limit, "PROPPATCH refused");
+                    Ok(refused_patch(answer, &sets, |prop, _| {
+                        prop.name == name
+                            && prop.namespace.as_deref().unwrap_or_default() == namespace
+                    }))
+                }
+                Err(NamespaceError::PropertiesFull { total, limit, .. }) => {
+                    tracing::debug!(total, limit, "PROPPATCH refused: properties full");
+                    Ok(refused_patch(answer, &sets, |_, set| set))
+                }
+                Err(e) => Err(ns_error("patch_props", e)),
+            }
         }
         .boxed()
     }
@@ -386,6 +408,28 @@ impl DavFileSystem for GridFs {
         }
         .boxed()
     }
+}
+
+/// The answer to a PROPPATCH that changed nothing: 507 Insufficient
+/// Storage for the properties `culprit` picks (given each one and whether
+/// it was a set), 424 Failed Dependency for the others.
+fn refused_patch(
+    answer: Vec<(StatusCode, DavProp)>,
+    sets: &[bool],
+    culprit: impl Fn(&DavProp, bool) -> bool,
+) -> Vec<(StatusCode, DavProp)> {
+    answer
+        .into_iter()
+        .zip(sets.iter().copied())
+        .map(|((_, prop), set)| {
+            let status = if culprit(&prop, set) {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::FAILED_DEPENDENCY
+            };
+            (status, prop)
+        })
+        .collect()
 }
 
 /// The prefix of the stored property element (`<Z:Win32FileAttributes ...>`
