@@ -161,8 +161,11 @@ async fn handle_propfind(
         }
     };
     let requested = propstat::requested_props(&body);
+    if let Some(refusal) = propstat::refusal(requested.as_ref()) {
+        return refusal;
+    }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
-    let response = handler.handle(request).await;
+    let response = propstat::scoped(requested.as_ref(), handler.handle(request)).await;
     let Some(requested) = requested else {
         return response;
     };
@@ -170,7 +173,8 @@ async fn handle_propfind(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let answer = match Limited::new(body, MAX_PROPFIND_ANSWER).collect().await {
+    let collected = Limited::new(body, MAX_PROPFIND_ANSWER).collect();
+    let answer = match propstat::scoped(Some(&requested), collected).await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::error!(error = %e, "PROPFIND answer could not be completed");

@@ -14,6 +14,7 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::meta::{GridDirEntry, GridMeta};
+use super::propstat::{self, NamedPropfind};
 use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
@@ -99,6 +100,26 @@ impl GridFs {
     fn removed(&self, operation: &str, removal: Result<Removal, NamespaceError>) -> FsResult<()> {
         let removal = removal.map_err(|e| ns_error(operation, e))?;
         self.inner.wake_collector(removal.garbage_queued > 0);
+        Ok(())
+    }
+
+    /// Loads the named dead properties of `path` for the PROPFIND being
+    /// answered, unless they are loaded already: one lookup per entry.
+    async fn load_named(&self, named: &NamedPropfind, path: &str) -> FsResult<()> {
+        if named.has(path) {
+            return Ok(());
+        }
+        let names = named.dead_names();
+        let props = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.inner
+                .ns
+                .get_named_props(path, names)
+                .await
+                .map_err(|e| ns_error("get_props", e))?
+        };
+        named.load(path, props);
         Ok(())
     }
 
@@ -363,12 +384,19 @@ impl DavFileSystem for GridFs {
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
         async move {
             let path = ns_path(path)?;
-            let props = self
-                .inner
-                .ns
-                .list_props(&path)
-                .await
-                .map_err(|e| ns_error("get_props", e))?;
+            let props = match propstat::named_propfind() {
+                // A PROPFIND that names its properties: only those.
+                Some(named) => {
+                    self.load_named(&named, &path).await?;
+                    named.rest(&path)
+                }
+                None => self
+                    .inner
+                    .ns
+                    .list_props(&path)
+                    .await
+                    .map_err(|e| ns_error("get_props", e))?,
+            };
             Ok(props
                 .into_iter()
                 .map(|prop| DavProp {
@@ -386,6 +414,12 @@ impl DavFileSystem for GridFs {
         async move {
             let path = ns_path(path)?;
             let namespace = prop.namespace.unwrap_or_default();
+            if let Some(named) = propstat::named_propfind() {
+                self.load_named(&named, &path).await?;
+                return named
+                    .take(&path, &namespace, &prop.name)
+                    .ok_or(FsError::NotFound);
+            }
             self.inner
                 .ns
                 .get_prop(&path, &namespace, &prop.name)
