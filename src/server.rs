@@ -121,6 +121,7 @@ async fn handle(
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);
     }
+    let request = crate::http::range::single_range_only(request);
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
@@ -156,8 +157,11 @@ async fn handle_propfind(
         }
     };
     let requested = propstat::requested_props(&body);
+    if let Some(refusal) = propstat::refusal(requested.as_ref()) {
+        return refusal;
+    }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
-    let response = handler.handle(request).await;
+    let response = propstat::scoped(requested.as_ref(), handler.handle(request)).await;
     let Some(requested) = requested else {
         return response;
     };
@@ -165,7 +169,8 @@ async fn handle_propfind(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let answer = match Limited::new(body, MAX_PROPFIND_ANSWER).collect().await {
+    let collected = Limited::new(body, MAX_PROPFIND_ANSWER).collect();
+    let answer = match propstat::scoped(Some(&requested), collected).await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::error!(error = %e, "PROPFIND answer could not be completed");

@@ -14,6 +14,7 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::meta::{GridDirEntry, GridMeta};
+use super::propstat::{self, NamedPropfind};
 use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
@@ -102,6 +103,26 @@ impl GridFs {
         Ok(())
     }
 
+    /// Loads the named dead properties of `path` for the PROPFIND being
+    /// answered, unless they are loaded already: one lookup per entry.
+    async fn load_named(&self, named: &NamedPropfind, path: &str) -> FsResult<()> {
+        if named.has(path) {
+            return Ok(());
+        }
+        let names = named.dead_names();
+        let props = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.inner
+                .ns
+                .get_named_props(path, names)
+                .await
+                .map_err(|e| ns_error("get_props", e))?
+        };
+        named.load(path, props);
+        Ok(())
+    }
+
     /// Notified whenever content becomes garbage: hand it to the collector.
     pub fn garbage_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.garbage)
@@ -132,6 +153,10 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
         | NamespaceError::Locked { .. } => {
             tracing::debug!(operation, error = %e, "refused");
             FsError::Forbidden
+        }
+        NamespaceError::PropertyTooLarge { .. } | NamespaceError::PropertiesFull { .. } => {
+            tracing::debug!(operation, error = %e, "refused");
+            FsError::InsufficientStorage
         }
         other => {
             tracing::error!(operation, error = %other, "namespace failure");
@@ -312,6 +337,7 @@ impl DavFileSystem for GridFs {
             let path = ns_path(path)?;
             let mut changes = Vec::with_capacity(patch.len());
             let mut answer = Vec::with_capacity(patch.len());
+            let sets: Vec<bool> = patch.iter().map(|(set, _)| *set).collect();
             for (set, prop) in patch {
                 let namespace = prop.namespace.clone().unwrap_or_default();
                 changes.push(if set {
@@ -328,12 +354,29 @@ impl DavFileSystem for GridFs {
                 });
                 answer.push((StatusCode::OK, DavProp { xml: None, ..prop }));
             }
-            self.inner
-                .ns
-                .patch_props(&path, changes)
-                .await
-                .map_err(|e| ns_error("patch_props", e))?;
-            Ok(answer)
+            match self.inner.ns.patch_props(&path, changes).await {
+                Ok(()) => Ok(answer),
+                // RFC 4918 section 9.2.1: 507 for what could not be stored,
+                // 424 for the rest of the all-or-nothing patch.
+                Err(NamespaceError::PropertyTooLarge {
+                    namespace,
+                    name,
+                    size,
+                    limit,
+                    ..
+                }) => {
+                    tracing::debug!(%namespace, %name, size, limit, "PROPPATCH refused");
+                    Ok(refused_patch(answer, &sets, |prop, _| {
+                        prop.name == name
+                            && prop.namespace.as_deref().unwrap_or_default() == namespace
+                    }))
+                }
+                Err(NamespaceError::PropertiesFull { total, limit, .. }) => {
+                    tracing::debug!(total, limit, "PROPPATCH refused: properties full");
+                    Ok(refused_patch(answer, &sets, |_, set| set))
+                }
+                Err(e) => Err(ns_error("patch_props", e)),
+            }
         }
         .boxed()
     }
@@ -341,12 +384,19 @@ impl DavFileSystem for GridFs {
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
         async move {
             let path = ns_path(path)?;
-            let props = self
-                .inner
-                .ns
-                .list_props(&path)
-                .await
-                .map_err(|e| ns_error("get_props", e))?;
+            let props = match propstat::named_propfind() {
+                // A PROPFIND that names its properties: only those.
+                Some(named) => {
+                    self.load_named(&named, &path).await?;
+                    named.rest(&path)
+                }
+                None => self
+                    .inner
+                    .ns
+                    .list_props(&path)
+                    .await
+                    .map_err(|e| ns_error("get_props", e))?,
+            };
             Ok(props
                 .into_iter()
                 .map(|prop| DavProp {
@@ -364,6 +414,12 @@ impl DavFileSystem for GridFs {
         async move {
             let path = ns_path(path)?;
             let namespace = prop.namespace.unwrap_or_default();
+            if let Some(named) = propstat::named_propfind() {
+                self.load_named(&named, &path).await?;
+                return named
+                    .take(&path, &namespace, &prop.name)
+                    .ok_or(FsError::NotFound);
+            }
             self.inner
                 .ns
                 .get_prop(&path, &namespace, &prop.name)
@@ -386,6 +442,28 @@ impl DavFileSystem for GridFs {
         }
         .boxed()
     }
+}
+
+/// The answer to a PROPPATCH that changed nothing: 507 Insufficient
+/// Storage for the properties `culprit` picks (given each one and whether
+/// it was a set), 424 Failed Dependency for the others.
+fn refused_patch(
+    answer: Vec<(StatusCode, DavProp)>,
+    sets: &[bool],
+    culprit: impl Fn(&DavProp, bool) -> bool,
+) -> Vec<(StatusCode, DavProp)> {
+    answer
+        .into_iter()
+        .zip(sets.iter().copied())
+        .map(|((_, prop), set)| {
+            let status = if culprit(&prop, set) {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::FAILED_DEPENDENCY
+            };
+            (status, prop)
+        })
+        .collect()
 }
 
 /// The prefix of the stored property element (`<Z:Win32FileAttributes ...>`

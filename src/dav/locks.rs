@@ -212,6 +212,38 @@ fn owner_from_xml(xml: &[u8]) -> Result<Element, xmltree::ParseError> {
     Element::parse(xml)
 }
 
+impl NamespaceLockSystem {
+    /// Whether one of `tokens` is a current lock token of the resource
+    /// (RFC 4918 section 10.4.2): a lock on it, or a deep lock on an
+    /// ancestor. dav-server evaluates each state token of an `If:` header
+    /// with `check(path, None, ignore_principal: true, ..)`, the only
+    /// caller that ignores the principal, and counts `Ok` as a match. As
+    /// a write check that is `Ok` on an unlocked resource, so
+    /// `(<urn:uuid:unknown>)` would match and `(Not <urn:uuid:unknown>)`
+    /// would not: the wrong way round. Answered here from the locks themselves.
+    async fn state_token_matches(
+        &self,
+        t: &Target,
+        request: &DavPath,
+        tokens: &[String],
+    ) -> Result<(), DavLock> {
+        let locks = match self.ns.discover(t.path.as_str()).await {
+            Ok(locks) => locks,
+            Err(e) => {
+                log_db("state token", request, &e);
+                return Err(refusal(request));
+            }
+        };
+        if locks.iter().any(|l| tokens.contains(&l.token)) {
+            return Ok(());
+        }
+        Err(match locks.into_iter().next() {
+            Some(lock) => self.to_dav(lock, t, request),
+            None => refusal(request),
+        })
+    }
+}
+
 fn log_db(op: &'static str, path: &DavPath, e: &NamespaceError) {
     tracing::error!(?path, "lock system: {op} refused: {e}");
 }
@@ -324,6 +356,9 @@ impl DavLockSystem for NamespaceLockSystem {
                 tracing::debug!(?request, "lock check refused: not a namespace path");
                 return Err(refusal(&request));
             };
+            if ignore_principal {
+                return self.state_token_matches(&t, &request, &tokens).await;
+            }
             let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
             let result = self
                 .ns
@@ -484,6 +519,17 @@ mod tests {
             .is_ok());
         // Other paths are free; a second lock of any kind is not.
         assert!(ls.check(&p("/g"), None, false, false, &[]).await.is_ok());
+        // As an If: state token (ignore_principal), only a current lock
+        // token of the resource matches: never on an unlocked one.
+        assert!(ls.check(&p("/g"), None, true, false, &mine).await.is_err());
+        assert!(ls
+            .check(&p("/g"), None, true, false, &toks(&["urn:uuid:x"]))
+            .await
+            .is_err());
+        assert!(ls
+            .check(&path, None, true, false, &toks(&["urn:uuid:x"]))
+            .await
+            .is_err());
         for shared in [false, true] {
             let err = ls
                 .lock(&path, Some("bob"), None, None, shared, false)

@@ -13,19 +13,207 @@
 //! prefixed declarations and then misses `resourcetype`: DAV: elements are
 //! rewritten to the `D:` prefix the rest of the answer uses.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::io::Cursor;
+use std::sync::{Arc, Mutex};
 
+use http::{Response, StatusCode};
 use xmltree::{Element, XMLNode};
 
+use crate::namespace::Prop;
+
 const DAV: &str = "DAV:";
+
+/// The most properties one PROPFIND may name. The handler looks each one
+/// up for every entry it lists, so this bounds the work per entry; real
+/// clients name a dozen or two (Finder 12, Windows 9, LibreOffice 2).
+pub const MAX_NAMED_PROPS: usize = 256;
+
+/// The most (entry, named property) pairs the answer is completed for.
+/// Completion holds the whole answer as a tree; past this a larger one
+/// goes out as the handler wrote it (found properties only).
+const MAX_COMPLETED_CELLS: usize = 1 << 20;
 
 /// A property name: namespace (None for no namespace) and local name.
 pub type PropName = (Option<String>, String);
 
+/// The properties a PROPFIND names, as [`requested_props`] found them.
+pub struct Requested {
+    /// Each distinct name once, in the request's order.
+    names: Vec<PropName>,
+    /// How many property elements the request holds, repeats included:
+    /// what the handler will work through for each entry.
+    named: usize,
+    scope: Arc<NamedPropfind>,
+}
+
+impl Requested {
+    pub fn names(&self) -> &[PropName] {
+        &self.names
+    }
+}
+
 /// The properties a PROPFIND body asks for by name; `None` for `allprop`,
 /// `propname`, an empty body or one that does not parse (the handler
 /// answers those itself).
-pub fn requested_props(body: &[u8]) -> Option<Vec<PropName>> {
+pub fn requested_props(body: &[u8]) -> Option<Requested> {
+    let elements = named_elements(body)?;
+    let named = elements.len();
+    let mut seen = HashSet::with_capacity(named);
+    let names: Vec<PropName> = elements
+        .into_iter()
+        .filter(|name| seen.insert(name.clone()))
+        .collect();
+    let dead = names
+        .iter()
+        .filter(|(namespace, name)| may_be_dead(namespace.as_deref(), name))
+        .map(|(namespace, name)| (namespace.clone().unwrap_or_default(), name.clone()))
+        .collect();
+    Some(Requested {
+        names,
+        named,
+        scope: Arc::new(NamedPropfind {
+            dead: Arc::new(dead),
+            entry: Mutex::new(None),
+        }),
+    })
+}
+
+/// The answer to a PROPFIND naming more than [`MAX_NAMED_PROPS`]
+/// properties: 403 with a body saying why, before any work is done.
+pub fn refusal(requested: Option<&Requested>) -> Option<Response<dav_server::body::Body>> {
+    let named = requested?.named;
+    if named <= MAX_NAMED_PROPS {
+        return None;
+    }
+    tracing::debug!(named, "PROPFIND refused: too many named properties");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+         <D:error xmlns:D=\"DAV:\" xmlns:G=\"{GRIDDAV_NS}\">\
+         <G:too-many-properties/>\
+         <G:message>The PROPFIND names {named} properties; at most {MAX_NAMED_PROPS} are answered. \
+         Ask for fewer, or use allprop.</G:message></D:error>\n"
+    );
+    let mut response = Response::new(dav_server::body::Body::from(body));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    Some(response)
+}
+
+/// The XML namespace of griddav's own error elements.
+const GRIDDAV_NS: &str = "https://griddav.invalid/ns";
+
+/// Runs `work` (the handler's PROPFIND, or the reading of its answer) so
+/// that [`GridFs`](super::GridFs) knows which properties were named: it
+/// then looks up only those, once per entry, instead of one query per
+/// property and entry and then every property of the entry again.
+pub async fn scoped<F: Future>(requested: Option<&Requested>, work: F) -> F::Output {
+    match requested {
+        Some(requested) => NAMED.scope(Arc::clone(&requested.scope), work).await,
+        None => work.await,
+    }
+}
+
+tokio::task_local! {
+    static NAMED: Arc<NamedPropfind>;
+}
+
+/// The named PROPFIND being answered on this task, if any.
+pub(crate) fn named_propfind() -> Option<Arc<NamedPropfind>> {
+    NAMED.try_with(Arc::clone).ok()
+}
+
+/// What a named PROPFIND needs from the dead properties, and those of the
+/// entry being answered.
+///
+/// dav-server 0.11 answers each entry by asking `get_prop` for every named
+/// property it does not compute itself, then adds whatever `get_props`
+/// returns (meant for allprop, but it does so for every PROPFIND). So the
+/// entry's named dead properties are loaded in one lookup, `get_prop`
+/// hands them out, and `get_props` returns only those not handed out yet:
+/// each appears once, and properties that were not named never do.
+pub(crate) struct NamedPropfind {
+    /// The named properties that can be dead: (namespace or "", name).
+    dead: Arc<Vec<(String, String)>>,
+    entry: Mutex<Option<EntryProps>>,
+}
+
+struct EntryProps {
+    path: String,
+    /// Found properties, each with whether it was handed out already.
+    props: Vec<(Prop, bool)>,
+}
+
+impl NamedPropfind {
+    /// The names to look up for each entry.
+    pub(crate) fn dead_names(&self) -> Arc<Vec<(String, String)>> {
+        Arc::clone(&self.dead)
+    }
+
+    /// Whether the properties of `path` are the ones loaded.
+    pub(crate) fn has(&self, path: &str) -> bool {
+        self.lock().as_ref().is_some_and(|e| e.path == path)
+    }
+
+    /// Keeps `props` as those of `path`, replacing the previous entry's.
+    pub(crate) fn load(&self, path: &str, props: Vec<Prop>) {
+        *self.lock() = Some(EntryProps {
+            path: path.to_owned(),
+            props: props.into_iter().map(|p| (p, false)).collect(),
+        });
+    }
+
+    /// The value of one loaded property of `path`, marked handed out.
+    pub(crate) fn take(&self, path: &str, namespace: &str, name: &str) -> Option<Vec<u8>> {
+        let mut entry = self.lock();
+        let entry = entry.as_mut().filter(|e| e.path == path)?;
+        let (prop, handed) = entry
+            .props
+            .iter_mut()
+            .find(|(p, _)| p.namespace == namespace && p.name == name)?;
+        *handed = true;
+        Some(prop.value.clone())
+    }
+
+    /// The loaded properties of `path` not handed out yet, marked handed out.
+    pub(crate) fn rest(&self, path: &str) -> Vec<Prop> {
+        let mut entry = self.lock();
+        let Some(entry) = entry.as_mut().filter(|e| e.path == path) else {
+            return Vec::new();
+        };
+        entry
+            .props
+            .iter_mut()
+            .filter(|(_, handed)| !*handed)
+            .map(|(p, handed)| {
+                *handed = true;
+                p.clone()
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<EntryProps>> {
+        // Only plain data behind it: a panic elsewhere leaves it usable.
+        self.entry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether dav-server can ask the file system for this property (it
+/// computes the DAV:, Apache and Microsoft ones itself, except these two).
+fn may_be_dead(namespace: Option<&str>, name: &str) -> bool {
+    match namespace {
+        Some(DAV) => matches!(name, "displayname" | "getcontentlanguage"),
+        Some("http://apache.org/dav/props/") | Some("urn:schemas-microsoft-com:") => false,
+        _ => true,
+    }
+}
+
+/// Every property element of the body's `prop`, repeats included.
+fn named_elements(body: &[u8]) -> Option<Vec<PropName>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
@@ -52,6 +240,13 @@ pub fn requested_props(body: &[u8]) -> Option<Vec<PropName>> {
     (!names.is_empty()).then_some(names)
 }
 
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
 fn is_dav(element: &Element, name: &str) -> bool {
     element.name == name && element.namespace.as_deref() == Some(DAV)
 }
@@ -60,7 +255,19 @@ fn is_dav(element: &Element, name: &str) -> bool {
 /// property that no `propstat` of its `response` mentions, and with DAV:
 /// elements under the `D:` prefix. `None` when nothing needed to change or
 /// the answer is not a multistatus.
-pub fn complete_answer(requested: &[PropName], response: &[u8]) -> Option<Vec<u8>> {
+pub fn complete_answer(requested: &Requested, response: &[u8]) -> Option<Vec<u8>> {
+    let requested = requested.names();
+    // dav-server writes one `<D:response>` per entry: count before
+    // building a tree of them all.
+    let entries = count(response, b"<D:response>");
+    if entries.saturating_mul(requested.len()) > MAX_COMPLETED_CELLS {
+        tracing::warn!(
+            entries,
+            named = requested.len(),
+            "PROPFIND answer too large to complete with 404s; sent as the handler made it"
+        );
+        return None;
+    }
     let mut root = Element::parse(Cursor::new(response)).ok()?;
     if !is_dav(&root, "multistatus") {
         return None;
@@ -75,7 +282,7 @@ pub fn complete_answer(requested: &[PropName], response: &[u8]) -> Option<Vec<u8
         let Some(response) = node.as_mut_element().filter(|e| is_dav(e, "response")) else {
             continue;
         };
-        let mut present: Vec<PropName> = Vec::new();
+        let mut present: HashSet<(Option<&str>, &str)> = HashSet::new();
         for propstat in response.children.iter().filter_map(XMLNode::as_element) {
             if !is_dav(propstat, "propstat") {
                 continue;
@@ -88,8 +295,8 @@ pub fn complete_answer(requested: &[PropName], response: &[u8]) -> Option<Vec<u8
                             .filter_map(XMLNode::as_element)
                             .map(|e| {
                                 (
-                                    e.namespace.clone().filter(|ns| !ns.is_empty()),
-                                    e.name.clone(),
+                                    e.namespace.as_deref().filter(|ns| !ns.is_empty()),
+                                    e.name.as_str(),
                                 )
                             }),
                     );
@@ -98,7 +305,7 @@ pub fn complete_answer(requested: &[PropName], response: &[u8]) -> Option<Vec<u8
         }
         let missing: Vec<&PropName> = requested
             .iter()
-            .filter(|name| !present.contains(name))
+            .filter(|(namespace, name)| !present.contains(&(namespace.as_deref(), name.as_str())))
             .collect();
         if missing.is_empty() {
             continue;
@@ -182,9 +389,9 @@ mod tests {
     #[test]
     fn reports_missing_properties_as_404() {
         let requested = requested_props(REQUEST).expect("named properties");
-        assert_eq!(requested.len(), 5);
+        assert_eq!(requested.names().len(), 5);
         assert_eq!(
-            requested[3].0.as_deref(),
+            requested.names()[3].0.as_deref(),
             Some("http://ucb.openoffice.org/dav/props/")
         );
         let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href>/d/x</D:href></D:response></D:multistatus>"#;

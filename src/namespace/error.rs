@@ -49,6 +49,22 @@ pub enum NamespaceError {
     /// existed, released, or expired).
     #[error("no lock {token} covers {path}")]
     LockNotFound { token: String, path: String },
+    /// One dead property's value is larger than a property may be.
+    #[error("property {{{namespace}}}{name} of {path} is {size} bytes; at most {limit} are kept")]
+    PropertyTooLarge {
+        path: String,
+        namespace: String,
+        name: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The dead properties of one node would together exceed their budget.
+    #[error("the properties of {path} would take {total} bytes; at most {limit} are kept")]
+    PropertiesFull {
+        path: String,
+        total: u64,
+        limit: u64,
+    },
     /// The caller passed arguments that contradict each other (e.g. inline
     /// content whose length is not the size given).
     #[error("invalid argument: {reason}")]

@@ -44,7 +44,7 @@ pub use error::NamespaceError;
 pub use garbage::{PendingUpload, UploadId};
 pub use locks::Lock;
 pub use path::{validate_name, NsPath};
-pub use props::{Prop, PropPatch};
+pub use props::{Prop, PropPatch, MAX_PROPS_PER_NODE, MAX_PROP_VALUE};
 pub use tree::{Content, Node, NodeKind, PublishOutcome, Removal, RenameOutcome, Usage};
 
 use std::path::Path;

@@ -6,11 +6,21 @@
 //! the DAV layer stores (typically the serialized XML element); it is not
 //! interpreted here.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::error::DbContext;
 use super::tree::require;
 use super::{Namespace, NamespaceError, NsPath};
+
+/// The largest value of one dead property, in bytes (the serialized XML
+/// element). A client's metadata, not content: Windows, Office and Finder
+/// store a few hundred bytes each.
+pub const MAX_PROP_VALUE: usize = 64 << 10;
+
+/// The most bytes (names and values) of dead properties one node keeps.
+/// Every PROPFIND that lists the node carries them, so a node must not be
+/// able to grow without bound one PROPPATCH at a time.
+pub const MAX_PROPS_PER_NODE: u64 = 1 << 20;
 
 /// One dead property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,13 +93,64 @@ impl Namespace {
         .await
     }
 
-    /// Applies `patches` in order, all or none (one transaction).
+    /// The properties of the node at `path` among `names` (namespace,
+    /// name), in the order asked; the missing ones are left out. One
+    /// transaction, one indexed lookup per name: what a PROPFIND naming
+    /// its properties needs, without reading every value of the node.
+    pub async fn get_named_props(
+        &self,
+        path: &str,
+        names: std::sync::Arc<Vec<(String, String)>>,
+    ) -> Result<Vec<Prop>, NamespaceError> {
+        let path = NsPath::parse(path)?;
+        self.run("reading properties", false, move |tx, _| {
+            let node = require(tx, &path)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT value FROM props WHERE node_id = ?1 AND namespace = ?2 AND name = ?3",
+                )
+                .ctx("reading properties")?;
+            let mut found = Vec::new();
+            for (namespace, name) in names.iter() {
+                let value: Option<Vec<u8>> = stmt
+                    .query_row(params![node.id, namespace, name], |r| r.get(0))
+                    .optional()
+                    .ctx("reading properties")?;
+                if let Some(value) = value {
+                    found.push(Prop {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        value,
+                    });
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Applies `patches` in order, all or none (one transaction). Refuses
+    /// a value over [`MAX_PROP_VALUE`] and a result over
+    /// [`MAX_PROPS_PER_NODE`] for the node, changing nothing.
     pub async fn patch_props(
         &self,
         path: &str,
         patches: Vec<PropPatch>,
     ) -> Result<(), NamespaceError> {
         let path = NsPath::parse(path)?;
+        for patch in &patches {
+            if let PropPatch::Set(p) = patch {
+                if p.value.len() > MAX_PROP_VALUE {
+                    return Err(NamespaceError::PropertyTooLarge {
+                        path: path.to_string(),
+                        namespace: p.namespace.clone(),
+                        name: p.name.clone(),
+                        size: p.value.len(),
+                        limit: MAX_PROP_VALUE,
+                    });
+                }
+            }
+        }
         self.run("patching properties", true, move |tx, _| {
             let node = require(tx, &path)?;
             for patch in &patches {
@@ -107,6 +168,26 @@ impl Namespace {
                         .and_then(|mut s| s.execute(params![node.id, namespace, name])),
                 }
                 .ctx("patching properties")?;
+            }
+            let total: i64 = tx
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(length(CAST(namespace AS BLOB)) + length(CAST(name AS BLOB))
+                                         + length(value)), 0)
+                     FROM props WHERE node_id = ?1",
+                )
+                .and_then(|mut s| s.query_row([node.id], |r| r.get(0)))
+                .ctx("patching properties")?;
+            let total = u64::try_from(total).unwrap_or(u64::MAX);
+            // Only a patch that grows the node past the budget is refused:
+            // one that shrinks a node already over it (written before the
+            // limit existed) still goes through.
+            if total > MAX_PROPS_PER_NODE && patches.iter().any(|p| matches!(p, PropPatch::Set(_))) {
+                // Returning the error drops the transaction: nothing changed.
+                return Err(NamespaceError::PropertiesFull {
+                    path: path.to_string(),
+                    total,
+                    limit: MAX_PROPS_PER_NODE,
+                });
             }
             Ok(())
         })
@@ -194,5 +275,68 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM props", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_without_changing_anything() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        f.put("/f", "cap", 1).await;
+        let big = "v".repeat(MAX_PROP_VALUE + 1);
+        assert!(matches!(
+            ns.patch_props("/f", vec![set("", "small", "1"), set("urn:a", "big", &big)])
+                .await,
+            Err(NamespaceError::PropertyTooLarge { ref name, .. }) if name == "big"
+        ));
+        assert!(ns.list_props("/f").await.unwrap().is_empty());
+
+        // Fill the node's budget with values at the largest size allowed.
+        let value = "v".repeat(MAX_PROP_VALUE);
+        let fit = usize::try_from(MAX_PROPS_PER_NODE).unwrap() / (MAX_PROP_VALUE + 8);
+        for i in 0..fit {
+            ns.patch_props("/f", vec![set("", &format!("p{i}"), &value)])
+                .await
+                .unwrap();
+        }
+        let full = ns
+            .patch_props(
+                "/f",
+                vec![
+                    PropPatch::Remove {
+                        namespace: String::new(),
+                        name: "p0".into(),
+                    },
+                    set("", "one-more", &value),
+                    set("", "two-more", &value),
+                ],
+            )
+            .await;
+        assert!(
+            matches!(full, Err(NamespaceError::PropertiesFull { total, limit, .. }) if total > limit),
+            "{full:?}"
+        );
+        assert_eq!(ns.list_props("/f").await.unwrap().len(), fit, "rolled back");
+        // Shrinking is always allowed.
+        ns.patch_props(
+            "/f",
+            vec![PropPatch::Remove {
+                namespace: String::new(),
+                name: "p0".into(),
+            }],
+        )
+        .await
+        .unwrap();
+
+        // Named lookups: in the order asked, missing ones left out.
+        let names = std::sync::Arc::new(vec![
+            (String::new(), "p2".to_owned()),
+            ("urn:none".to_owned(), "p1".to_owned()),
+            (String::new(), "p1".to_owned()),
+        ]);
+        let found = ns.get_named_props("/f", names).await.unwrap();
+        assert_eq!(
+            found.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["p2", "p1"]
+        );
     }
 }
