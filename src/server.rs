@@ -57,6 +57,11 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             path: data_dir.clone(),
             source,
         })?;
+    // In the background: a server that hangs must not delay serving.
+    tokio::spawn({
+        let grid = grid.clone();
+        async move { crate::grid::probe::probe_servers(&grid).await }
+    });
     let ns = Namespace::open(config.namespace_db()).await?;
     crate::gc::recover_interrupted_uploads(&ns, &grid).await;
     let fs = GridFs::new(

@@ -97,3 +97,33 @@ fn put_to_a_missing_folder_uploads_nothing() {
     );
     assert_eq!(server.grid().shares.len(), 0, "no shares left behind");
 }
+
+#[test]
+fn serve_names_a_storage_server_that_does_not_answer_at_start() {
+    let dirs = tempfile::tempdir().expect("a temporary directory");
+    let mut servers = String::from("[grid]\nservers = [\n");
+    for i in 0..7 {
+        let path = dirs.path().join(format!("g{i}"));
+        servers.push_str(&format!("{{ kind = \"local\", path = {:?} }},\n", path));
+    }
+    // Port 1 on loopback: nothing listens there, so the connection is refused.
+    servers.push_str(
+        "{ kind = \"tahoe\", id = \"unreachable\", nurl = \"pb://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@127.0.0.1:1/swissnumswissnumswissnum#v=1\" },\n]\n",
+    );
+    let config = servers.as_str();
+    let server = Server::start_with_config(config);
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(30), || {
+            let log = server.log_tail();
+            log.contains("storage server does not answer") && log.contains("unreachable")
+        }),
+        "the unreachable server is named in the log:\n{}",
+        server.log_tail()
+    );
+    let log = server.log_tail();
+    assert!(log.contains("storage server answers"), "{log}");
+    assert!(
+        !log.contains("swissnumswissnum"),
+        "no swissnum in the log: {log}"
+    );
+}

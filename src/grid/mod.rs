@@ -13,6 +13,7 @@ mod conformance;
 mod fault;
 mod local;
 mod memory;
+pub mod probe;
 pub mod tahoe;
 mod throttle;
 
