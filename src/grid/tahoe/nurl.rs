@@ -201,6 +201,15 @@ pub enum NodeDirError {
     },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+    /// Tahoe writes the certificate and the storage FURL at the node's
+    /// first start, not at `tahoe create-node`.
+    #[error(
+        "{} has no {missing} yet: start the node once (`tahoe run {}`) so that it \
+         creates its certificate and storage FURL, then ask again",
+        dir.display(),
+        dir.display()
+    )]
+    NeverStarted { dir: PathBuf, missing: &'static str },
 }
 
 /// The NURLs of the storage server of a Tahoe-LAFS node directory, one per
@@ -208,9 +217,18 @@ pub enum NodeDirError {
 /// SPKI hash comes from the certificate in `private/node.pem`, the swissnum
 /// and locations from `private/storage.furl`.
 pub fn nurls_of_node_dir(dir: &Path) -> Result<Vec<Nurl>, NodeDirError> {
-    let read = |name: &str| {
+    let read = |name: &'static str| {
         let path = dir.join(name);
-        std::fs::read(&path).map_err(|source| NodeDirError::Read { path, source })
+        std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound && dir.join("tahoe.cfg").is_file() {
+                NodeDirError::NeverStarted {
+                    dir: dir.to_owned(),
+                    missing: name,
+                }
+            } else {
+                NodeDirError::Read { path, source }
+            }
+        })
     };
     let pem_path = dir.join("private/node.pem");
     let pem = read("private/node.pem")?;
@@ -324,6 +342,30 @@ mod tests {
                 assert!(spki_of_certificate(&cert[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_node_that_never_started_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tahoe.cfg"), "[node]\n").unwrap();
+        let err = nurls_of_node_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NodeDirError::NeverStarted {
+                    missing: "private/node.pem",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("start the node once"), "{err}");
+        // Not a node directory at all: the plain read error.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            nurls_of_node_dir(empty.path()).unwrap_err(),
+            NodeDirError::Read { .. }
+        ));
     }
 
     #[test]
