@@ -265,8 +265,6 @@ fn a_trailing_slash_on_a_file_names_nothing() {
     assert_eq!(client.put("/a.txt/", "changed").status, 409);
     assert_eq!(client.put("/new.txt/", "new").status, 409);
     assert_eq!(client.send(Request::new("LOCK", "/new.txt/")).status, 409);
-    let r#move = send(&client, "MOVE", "/a.txt", &[("Destination", "/z.txt/")]);
-    assert_eq!(r#move.status, 409, "MOVE a file to a collection URL");
     let copy = send(&client, "COPY", "/a.txt/", &[("Destination", "/z.txt")]);
     assert_eq!(copy.status, 404, "COPY from a file's collection URL");
     // MKCOL keeps dav-server's answer: something is there already.

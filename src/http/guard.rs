@@ -171,30 +171,24 @@ impl Guard {
             ));
         }
         let copy_or_move = method.as_str() == "COPY" || method.as_str() == "MOVE";
-        let destination = if copy_or_move {
-            match destination(request.headers(), host.as_deref())? {
-                Some(dest) => {
-                    check_copy_move(&path, &dest)?;
-                    set_header(request.headers_mut(), "destination", &dest.encoded())?;
-                    Some(dest)
-                }
-                None => None,
+        if copy_or_move {
+            if let Some(dest) = destination(request.headers(), host.as_deref())? {
+                check_copy_move(&path, &dest)?;
+                set_header(request.headers_mut(), "destination", &dest.encoded())?;
             }
-        } else {
-            None
-        };
-        self.check_trailing_slashes(&method, &path, destination.as_ref())
-            .await?;
+        }
+        self.check_trailing_slashes(&method, &path).await?;
         set_path(request, &path)
     }
 
     /// A URL that ends in `/` names a collection: on a file it names
-    /// nothing (404), and nothing but a collection can be made there (409).
+    /// nothing (404), and no file can be made there (409). A Destination
+    /// is not checked: COPY of a file over `/coll/` with `Overwrite: T`
+    /// replaces the collection (litmus copy_overwrite).
     async fn check_trailing_slashes(
         &self,
         method: &Method,
         path: &CanonicalPath,
-        destination: Option<&CanonicalPath>,
     ) -> Result<(), Refusal> {
         let Some(kinds) = &self.kinds else {
             return Ok(());
@@ -225,17 +219,6 @@ impl Guard {
                     ))
                 }
                 _ => {}
-            }
-        }
-        if let Some(dest) = destination {
-            if dest.trailing_slash
-                && !path.trailing_slash
-                && kinds.kind(&path.decoded()).await == Some(PathKind::File)
-            {
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
-                    "a Destination ending in '/' names a collection, and the source is a file",
-                ));
             }
         }
         Ok(())
