@@ -194,8 +194,7 @@ async fn handle_propfind(
         return refusal;
     }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
-    let response =
-        propstat::scoped(requested.as_ref(), guard::catching(&handler, request)).await;
+    let response = propstat::scoped(requested.as_ref(), guard::catching(&handler, request)).await;
     let Some(requested) = requested else {
         return response;
     };
