@@ -41,7 +41,7 @@ pub fn serve_localfs(dir: PathBuf, listen: std::net::SocketAddr) -> std::io::Res
             )?;
             stdout.flush()?;
         }
-        griddav::server::serve(listener, handler, std::future::pending()).await
+        griddav::server::serve(listener, handler.into(), std::future::pending()).await
     })
 }
 

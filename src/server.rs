@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::dav::{propstat, GridFs, GridFsOptions, NamespaceLockSystem};
 use crate::grid::Grid;
+use crate::http::guard::{self, Guard};
 use crate::http::listener::{Limits, TimedBody};
 use crate::namespace::{Namespace, NamespaceError};
 
@@ -41,7 +42,7 @@ pub enum ServiceError {
 
 /// What `griddav serve` runs besides the listener.
 pub struct Service {
-    pub handler: DavHandler,
+    pub handler: Front,
     /// The garbage collector; abort it when serving stops.
     pub collector: JoinHandle<()>,
 }
@@ -75,11 +76,34 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
     );
     let collector =
         crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
+    let guard = Guard::new(Arc::new(ns.clone()));
     let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
     Ok(Service {
-        handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
+        handler: Front {
+            handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
+            guard,
+        },
         collector,
     })
+}
+
+/// dav-server's handler behind the checks griddav applies first
+/// ([`crate::http::guard`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Front {
+    pub handler: DavHandler,
+    pub guard: Guard,
+}
+
+impl From<DavHandler> for Front {
+    /// A handler over one of dav-server's own file systems: guarded, but
+    /// without the checks that need griddav's tree.
+    fn from(handler: DavHandler) -> Self {
+        Front {
+            handler,
+            guard: Guard::without_tree(),
+        }
+    }
 }
 
 /// The dav-server handler over griddav's file and lock systems.
@@ -95,7 +119,7 @@ pub fn dav_handler(fs: GridFs, locks: Box<dyn DavLockSystem>, read_buf_size: usi
 /// default `[http]` limits.
 pub async fn serve(
     listener: TcpListener,
-    handler: DavHandler,
+    handler: Front,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     serve_with_limits(listener, handler, Limits::default(), shutdown).await
@@ -105,7 +129,7 @@ pub async fn serve(
 /// [`crate::http::listener`].
 pub async fn serve_with_limits(
     listener: TcpListener,
-    handler: DavHandler,
+    handler: Front,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -120,9 +144,13 @@ const MAX_PROPFIND_BODY: usize = 1 << 20;
 const MAX_PROPFIND_ANSWER: usize = 64 << 20;
 
 async fn handle(
-    handler: DavHandler,
-    request: Request<TimedBody>,
+    front: Front,
+    mut request: Request<TimedBody>,
 ) -> Result<Response<dav_server::body::Body>, Infallible> {
+    if let Err(refusal) = front.guard.check(&mut request).await {
+        return Ok(refusal.into_response());
+    }
+    let handler = front.handler;
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);
     }
@@ -138,7 +166,7 @@ async fn handle(
             bad: flag,
         })
     });
-    let mut response = handler.handle(request).await;
+    let mut response = guard::catching(&handler, request).await;
     if body_was_bad.load(Ordering::Relaxed) && response.status().is_server_error() {
         // dav-server reports a broken request body as an I/O error (502);
         // the fault is the client's. Nothing was published either way.
@@ -166,7 +194,7 @@ async fn handle_propfind(
         return refusal;
     }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
-    let response = propstat::scoped(requested.as_ref(), handler.handle(request)).await;
+    let response = propstat::scoped(requested.as_ref(), guard::catching(&handler, request)).await;
     let Some(requested) = requested else {
         return response;
     };

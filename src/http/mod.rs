@@ -1,4 +1,5 @@
 //! Everything between the socket and dav-server.
 
+pub mod guard;
 pub mod listener;
 pub mod range;
