@@ -167,15 +167,12 @@ async fn handle_propfind(
     }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
     let response = propstat::scoped(requested.as_ref(), handler.handle(request)).await;
-    let Some(requested) = requested else {
-        return response;
-    };
     if response.status() != StatusCode::MULTI_STATUS {
         return response;
     }
     let (mut parts, body) = response.into_parts();
     let collected = Limited::new(body, MAX_PROPFIND_ANSWER).collect();
-    let answer = match propstat::scoped(Some(&requested), collected).await {
+    let answer = match propstat::scoped(requested.as_ref(), collected).await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::error!(error = %e, "PROPFIND answer could not be completed");
@@ -186,7 +183,8 @@ async fn handle_propfind(
     // rewrite it off the reactor.
     let completed =
         tokio::task::spawn_blocking(
-            move || match propstat::complete_answer(&requested, &answer) {
+            // allprop and propname answers too: their getetag needs its quotes.
+            move || match propstat::complete_answer(requested.as_ref(), &answer) {
                 Some(fixed) => Bytes::from(fixed),
                 None => answer,
             },

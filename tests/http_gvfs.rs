@@ -1,0 +1,120 @@
+//! What GNOME's gvfs (and the editors that save through it) need from the
+//! server: `getetag` equal to the `ETag` header, a file being uploaded
+//! visible once its upload commits, an `Allow` header that tells the
+//! truth, and quota figures that mean something.
+
+mod support;
+
+use support::{Client, Request, Response, Server};
+
+/// The PROPFIND body gvfs sends for a file's information.
+const GVFS_PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8" ?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:creationdate/><D:displayname/><D:getcontentlength/><D:getcontenttype/><D:getetag/><D:getlastmodified/><D:resourcetype/></D:prop></D:propfind>"#;
+
+fn propfind(client: &Client, path: &str, depth: &str, body: &str) -> Response {
+    client.send(
+        Request::new("PROPFIND", path)
+            .header("Depth", depth)
+            .header("Content-Type", "application/xml")
+            .body(body.to_owned()),
+    )
+}
+
+/// The text of every `<prefix:name>` element of an XML answer, in order.
+fn element_texts(xml: &str, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&format!(":{name}>")) {
+        let open_start = rest[..at]
+            .rfind('<')
+            .expect("an element opens before its name");
+        let after = &rest[at + name.len() + 2..];
+        if rest[open_start..].starts_with("</") {
+            rest = after;
+            continue;
+        }
+        let end = after.find("</").expect("element closes");
+        found.push(after[..end].to_owned());
+        rest = &after[end..];
+    }
+    found
+}
+
+fn getetag(client: &Client, path: &str, body: &str) -> String {
+    let answer = propfind(client, path, "0", body);
+    assert_eq!(answer.status, 207, "PROPFIND {path}: {answer:?}");
+    let tags = element_texts(&answer.text(), "getetag");
+    assert_eq!(tags.len(), 1, "one getetag for {path}: {}", answer.text());
+    tags[0].clone()
+}
+
+#[test]
+fn getetag_is_the_etag_header_and_saves_with_if_match_succeed() {
+    let server = Server::start();
+    let client = server.client();
+    for (path, size) in [("/small.txt", 100usize), ("/big.bin", 200_000)] {
+        let put = client.put(path, vec![b'a'; size]);
+        assert!(put.is_success(), "PUT {path}: {put:?}");
+        let head = client.send(Request::new("HEAD", path));
+        let header = head.header("ETag").expect("ETag header").to_owned();
+        assert!(header.starts_with('"') && header.ends_with('"'), "{header}");
+        // Named properties (gvfs), allprop and an empty body (RFC 4918 9.1).
+        for body in [
+            GVFS_PROPFIND,
+            r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#,
+            "",
+        ] {
+            assert_eq!(getetag(&client, path, body), header, "body {body:?}");
+        }
+
+        // An editor's save: the etag read at open, as If-Match on HEAD then PUT.
+        let check = client.send(Request::new("HEAD", path).header("If-Match", &header));
+        assert_eq!(check.status, 200, "HEAD If-Match {header}: {check:?}");
+        let save = client.send(
+            Request::new("PUT", path)
+                .header("If-Match", &header)
+                .body(vec![b'b'; size]),
+        );
+        assert!(save.is_success(), "PUT If-Match {header}: {save:?}");
+        let new_tag = getetag(&client, path, GVFS_PROPFIND);
+        assert_ne!(new_tag, header, "the content changed");
+
+        // The old tag is stale now: 412, and the content stays.
+        let stale = client.send(
+            Request::new("PUT", path)
+                .header("If-Match", &header)
+                .body(vec![b'c'; size]),
+        );
+        assert_eq!(stale.status, 412, "stale If-Match: {stale:?}");
+        // An unquoted tag is not an entity tag (RFC 9110 8.8.3): it never
+        // matches, as with Apache, nginx and SabreDAV.
+        let bare = new_tag.trim_matches('"');
+        let unquoted = client.send(
+            Request::new("PUT", path)
+                .header("If-Match", bare)
+                .body(vec![b'd'; size]),
+        );
+        assert_eq!(unquoted.status, 412, "unquoted If-Match: {unquoted:?}");
+        let (got, len, _) = client.get_sha256(path);
+        assert_eq!((got.status, len), (200, size as u64));
+        assert_eq!(got.header("ETag"), Some(new_tag.as_str()));
+    }
+}
+
+#[test]
+fn folder_etags_are_quoted_too() {
+    let server = Server::start();
+    let client = server.client();
+    assert_eq!(client.mkcol("/docs/").status, 201);
+    assert!(client.put("/docs/a.txt", "a").is_success());
+    let answer = propfind(&client, "/", "1", GVFS_PROPFIND);
+    assert_eq!(answer.status, 207, "{answer:?}");
+    let tags = element_texts(&answer.text(), "getetag");
+    assert_eq!(tags.len(), 2, "root and /docs/: {}", answer.text());
+    for tag in tags {
+        assert!(
+            tag.len() > 2 && tag.starts_with('"') && tag.ends_with('"'),
+            "{tag}"
+        );
+    }
+}
