@@ -5,7 +5,9 @@
 
 mod support;
 
-use support::{Client, Request, Response, Server};
+use std::time::{Duration, Instant};
+
+use support::{wait_until, Client, Content, Ending, Request, Response, Server, MIB};
 
 /// The PROPFIND body gvfs sends for a file's information.
 const GVFS_PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8" ?>
@@ -117,4 +119,117 @@ fn folder_etags_are_quoted_too() {
             "{tag}"
         );
     }
+}
+
+/// A chunked PUT of a new file at `rate` bytes per second, in a thread;
+/// returns once the server has started storing it (shares incoming).
+fn slow_put(
+    server: &Server,
+    path: &str,
+    content: &Content,
+    rate: u64,
+    stop_after: Option<u64>,
+    hook: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<Option<Response>> {
+    let client = server.client();
+    let mut request = Request::new("PUT", path)
+        .chunked()
+        .pieces(content.pieces(64 * 1024))
+        .throttle(rate)
+        .before_ending(hook);
+    if let Some(limit) = stop_after {
+        request = request.stop_after(limit).ending(Ending::Drop);
+    }
+    let upload = std::thread::spawn(move || {
+        client
+            .exchange(request, None)
+            .response
+            .map(|r| r.expect("PUT answer"))
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || server.grid().incoming_bytes()
+            > 0),
+        "the upload never reached the grid"
+    );
+    upload
+}
+
+#[test]
+fn a_file_being_uploaded_is_answered_once_its_upload_commits() {
+    let server = Server::start();
+    let client = server.client();
+    let content = Content::new(17, 4 * MIB);
+    let upload = slow_put(&server, "/new.bin", &content, 2 * MIB, None, || {});
+    // gvfs's stat right after close(), and a reader: both wait for the commit.
+    let reader = std::thread::spawn(move || client.get_sha256("/new.bin"));
+    let answer = propfind(&server.client(), "/new.bin", "0", GVFS_PROPFIND);
+    assert_eq!(answer.status, 207, "PROPFIND during the upload: {answer:?}");
+    assert_eq!(
+        element_texts(&answer.text(), "getcontentlength"),
+        vec![(4 * MIB).to_string()],
+        "{}",
+        answer.text()
+    );
+    let put = upload.join().expect("PUT thread").expect("PUT answered");
+    assert_eq!(put.status, 201, "{put:?}");
+    let (got, len, sha) = reader.join().expect("GET thread");
+    assert_eq!((got.status, len), (200, 4 * MIB), "{got:?}");
+    assert_eq!(sha, content.sha256());
+}
+
+#[test]
+fn a_dropped_upload_is_answered_404_promptly() {
+    let server = Server::start();
+    let addr = server.addr;
+    let content = Content::new(18, 8 * MIB);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // Once 2 MiB are sent: a PROPFIND starts and is still waiting a second
+    // later (without an upload to wait for it answers in milliseconds);
+    // then the client vanishes.
+    let hook = move || {
+        let started = Instant::now();
+        let propfind = std::thread::spawn(move || {
+            propfind(&Client::new(addr), "/gone.bin", "0", GVFS_PROPFIND)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            !propfind.is_finished(),
+            "PROPFIND did not wait for the upload"
+        );
+        sender.send((started, propfind)).expect("send");
+    };
+    let upload = slow_put(&server, "/gone.bin", &content, 4 * MIB, Some(2 * MIB), hook);
+    assert!(upload.join().expect("PUT thread").is_none());
+    let (started, propfind) = receiver.recv().expect("the hook ran");
+    let answer = propfind.join().expect("PROPFIND thread");
+    assert_eq!(answer.status, 404, "{answer:?}");
+    // Far below the 30 s a request may wait for an upload.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let head = server.client().send(Request::new("HEAD", "/gone.bin"));
+    assert_eq!(head.status, 404);
+}
+
+#[test]
+fn readers_of_an_existing_file_get_the_old_version_during_an_upload() {
+    let server = Server::start();
+    let client = server.client();
+    let old = Content::new(19, MIB);
+    assert!(client.put("/doc.bin", old.bytes()).is_success());
+    let new = Content::new(20, 4 * MIB);
+    // 512 KiB/s: the new version needs 8 s, the old one is served at once.
+    let upload = slow_put(&server, "/doc.bin", &new, 512 * 1024, None, || {});
+    let (got, len, sha) = client.get_sha256("/doc.bin");
+    assert_eq!((got.status, len, sha), (200, MIB, old.sha256()));
+    assert!(
+        !upload.is_finished(),
+        "the old version was served while the new one was still arriving"
+    );
+    let put = upload.join().expect("PUT thread").expect("PUT answered");
+    assert!(put.is_success(), "{put:?}");
+    let (_, len, sha) = client.get_sha256("/doc.bin");
+    assert_eq!((len, sha), (4 * MIB, new.sha256()));
 }

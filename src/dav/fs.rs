@@ -14,13 +14,14 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::meta::{GridDirEntry, GridMeta};
+use super::pending::{PendingUploads, WAIT_FOR_UPLOAD};
 use super::propstat::{self, NamedPropfind};
 use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
 use crate::grid::Grid;
-use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch, Removal};
+use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
 
 /// How GridFs stores content.
 #[derive(Clone, Debug)]
@@ -49,6 +50,8 @@ pub(crate) struct FsInner {
     readers: ReaderCache,
     /// Woken when content becomes garbage.
     pub garbage: Arc<Notify>,
+    /// Uploads in progress, by path.
+    pub uploads: Arc<PendingUploads>,
 }
 
 impl FsInner {
@@ -68,6 +71,23 @@ impl FsInner {
         );
         self.readers.insert(cap, Arc::clone(&reader));
         Ok(reader)
+    }
+
+    /// The node at `path`; when there is none but an upload of that path
+    /// is in progress, the node it commits (see [`super::pending`]).
+    pub async fn lookup_or_wait(&self, path: &str, operation: &str) -> FsResult<Option<Node>> {
+        let node = self
+            .ns
+            .lookup(path)
+            .await
+            .map_err(|e| ns_error(operation, e))?;
+        if node.is_some() || !self.uploads.wait_for(path, WAIT_FOR_UPLOAD).await {
+            return Ok(node);
+        }
+        self.ns
+            .lookup(path)
+            .await
+            .map_err(|e| ns_error(operation, e))
     }
 
     pub fn wake_collector(&self, queued: bool) {
@@ -92,6 +112,7 @@ impl GridFs {
                 options,
                 readers: ReaderCache::default(),
                 garbage: Arc::new(Notify::new()),
+                uploads: Arc::default(),
             }),
         }
     }
@@ -195,7 +216,14 @@ impl DavFileSystem for GridFs {
                     WriteHandle::open(Arc::clone(&self.inner), path, node, &options).await?;
                 return Ok(Box::new(handle) as Box<dyn DavFile>);
             }
-            let node = node.ok_or(FsError::NotFound)?;
+            let node = match node {
+                Some(node) => node,
+                None => self
+                    .inner
+                    .lookup_or_wait(&path, "open")
+                    .await?
+                    .ok_or(FsError::NotFound)?,
+            };
             if node.is_dir() {
                 return Err(FsError::Forbidden);
             }
@@ -236,11 +264,9 @@ impl DavFileSystem for GridFs {
             let path = ns_path(path)?;
             let node = self
                 .inner
-                .ns
-                .lookup(&path)
-                .await
-                .map_err(|e| ns_error("metadata", e))?;
-            let node = node.ok_or(FsError::NotFound)?;
+                .lookup_or_wait(&path, "metadata")
+                .await?
+                .ok_or(FsError::NotFound)?;
             Ok(Box::new(GridMeta::from(&node)) as Box<dyn DavMetaData>)
         }
         .boxed()

@@ -4,6 +4,7 @@
 mod fs;
 mod locks;
 mod meta;
+mod pending;
 pub mod propstat;
 mod read;
 mod readers;
