@@ -127,6 +127,7 @@ async fn handle(
         return Ok(handle_propfind(handler, request).await);
     }
     let request = crate::http::range::single_range_only(request);
+    let options = (request.method() == Method::OPTIONS).then(|| request.uri().clone());
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
@@ -139,6 +140,9 @@ async fn handle(
         })
     });
     let mut response = handler.handle(request).await;
+    if let Some(uri) = options {
+        crate::dav::allow::correct(&uri, response.headers_mut());
+    }
     if body_was_bad.load(Ordering::Relaxed) && response.status().is_server_error() {
         // dav-server reports a broken request body as an I/O error (502);
         // the fault is the client's. Nothing was published either way.

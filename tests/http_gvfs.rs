@@ -233,3 +233,68 @@ fn readers_of_an_existing_file_get_the_old_version_during_an_upload() {
     let (_, len, sha) = client.get_sha256("/doc.bin");
     assert_eq!((len, sha), (4 * MIB, new.sha256()));
 }
+
+fn allow(client: &Client, path: &str) -> Vec<String> {
+    let answer = client.send(Request::new("OPTIONS", path));
+    assert_eq!(answer.status, 200, "OPTIONS {path}: {answer:?}");
+    let mut methods: Vec<String> = answer
+        .header("Allow")
+        .unwrap_or_else(|| panic!("OPTIONS {path} without Allow: {answer:?}"))
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .collect();
+    methods.sort();
+    methods
+}
+
+fn sorted(methods: &str) -> Vec<String> {
+    let mut methods: Vec<String> = methods.split(',').map(str::to_owned).collect();
+    methods.sort();
+    methods
+}
+
+#[test]
+fn allow_lists_what_really_works() {
+    let server = Server::start();
+    let client = server.client();
+    assert_eq!(client.mkcol("/folder/").status, 201);
+    assert!(client.put("/file.txt", "x").is_success());
+    let cases = [
+        ("/", "OPTIONS,PROPFIND,PROPPATCH,LOCK,UNLOCK"),
+        (
+            "/folder/",
+            "OPTIONS,DELETE,PROPFIND,PROPPATCH,COPY,MOVE,LOCK,UNLOCK",
+        ),
+        (
+            "/file.txt",
+            "OPTIONS,GET,HEAD,PUT,PATCH,DELETE,PROPFIND,PROPPATCH,COPY,MOVE,LOCK,UNLOCK",
+        ),
+        ("/nothing", "OPTIONS,PUT,MKCOL,LOCK"),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(allow(&client, path), sorted(expected), "{path}");
+    }
+
+    // What is listed works: PROPPATCH on the folder and on /.
+    let proppatch = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test"><D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>"#;
+    for path in ["/folder/", "/"] {
+        let answer = client.send(Request::new("PROPPATCH", path).body(proppatch));
+        assert_eq!(answer.status, 207, "PROPPATCH {path}: {answer:?}");
+        assert!(answer.text().contains("200 OK"), "{}", answer.text());
+    }
+    // What is not listed does not: PUT and MKCOL on / and on the folder,
+    // GET of the folder.
+    for (method, path) in [
+        ("PUT", "/"),
+        ("MKCOL", "/"),
+        ("PUT", "/folder/"),
+        ("MKCOL", "/folder/"),
+        ("GET", "/folder/"),
+    ] {
+        let answer = client.send(Request::new(method, path));
+        assert!(
+            (400..500).contains(&answer.status),
+            "{method} {path}: {answer:?}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The WebDAV face of griddav: dav-server's file system and lock system,
 //! on the namespace and the engine.
 
+pub mod allow;
 mod fs;
 mod locks;
 mod meta;
