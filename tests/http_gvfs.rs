@@ -298,3 +298,48 @@ fn allow_lists_what_really_works() {
         );
     }
 }
+
+const QUOTA_PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8" ?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>"#;
+
+fn quota(client: &Client, path: &str) -> (u64, u64) {
+    let answer = propfind(client, path, "0", QUOTA_PROPFIND);
+    assert_eq!(answer.status, 207, "{answer:?}");
+    let text = answer.text();
+    let number = |name: &str| -> u64 {
+        let values = element_texts(&text, name);
+        assert_eq!(values.len(), 1, "{name} of {path}: {text}");
+        values[0]
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+    };
+    (number("quota-available-bytes"), number("quota-used-bytes"))
+}
+
+#[test]
+fn quota_is_the_grids_free_space_over_the_expansion() {
+    let server = Server::start();
+    let client = server.client();
+    let content = Content::new(21, 3 * MIB);
+    assert!(client.put("/a.bin", content.bytes()).is_success());
+    assert!(client.put("/small.txt", "hello").is_success());
+    assert_eq!(client.mkcol("/folder/").status, 201);
+
+    // The embedded grid: 10 directories on the data directory's disk, each
+    // byte stored as 10 shares of which 3 rebuild it.
+    let stat = nix::sys::statvfs::statvfs(&server.data_dir().join("grid")).expect("statvfs");
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let expected = free * 3 / 10;
+    let (available, used) = quota(&client, "/");
+    assert_eq!(used, 3 * MIB + 5, "bytes stored");
+    // Other processes write to the same disk meanwhile: 2% of slack.
+    let slack = expected / 50 + MIB;
+    assert!(
+        available.abs_diff(expected) <= slack,
+        "available {available}, statvfs says {free} free, so about {expected}"
+    );
+    // A folder shows the same free space (what Files shows for it).
+    let (folder_available, folder_used) = quota(&client, "/folder/");
+    assert_eq!(folder_used, used);
+    assert!(folder_available.abs_diff(available) <= slack);
+}

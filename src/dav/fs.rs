@@ -1,8 +1,9 @@
 //! GridFs: dav-server's file system, on the namespace (names, properties)
 //! and the engine (content).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
@@ -52,7 +53,15 @@ pub(crate) struct FsInner {
     pub garbage: Arc<Notify>,
     /// Uploads in progress, by path.
     pub uploads: Arc<PendingUploads>,
+    /// The last quota figures: (when, used, available).
+    quota: tokio::sync::Mutex<Option<(Instant, u64, Option<u64>)>>,
+    /// Bytes stored, as last counted: folders report it (GridMeta::with_usage).
+    used: Arc<AtomicU64>,
 }
+
+/// How long quota figures are reused: counting them scans the namespace
+/// and asks every server for its free space.
+const QUOTA_TTL: Duration = Duration::from_secs(5);
 
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
@@ -90,6 +99,24 @@ impl FsInner {
             .map_err(|e| ns_error(operation, e))
     }
 
+    /// Bytes stored and plaintext bytes the grid still has room for,
+    /// counted at most every [`QUOTA_TTL`].
+    async fn quota(&self) -> FsResult<(u64, Option<u64>)> {
+        let mut cached = self.quota.lock().await;
+        if let Some((at, used, available)) = *cached {
+            if at.elapsed() < QUOTA_TTL {
+                return Ok((used, available));
+            }
+        }
+        let usage = self.ns.usage().await.map_err(|e| ns_error("quota", e))?;
+        let params = &self.options.params;
+        let available = self.grid.available_bytes(params.k, params.n).await;
+        let used = usage.stored_bytes;
+        self.used.store(used, Ordering::Relaxed);
+        *cached = Some((Instant::now(), used, available));
+        Ok((used, available))
+    }
+
     pub fn wake_collector(&self, queued: bool) {
         if queued {
             self.garbage.notify_one();
@@ -113,6 +140,8 @@ impl GridFs {
                 readers: ReaderCache::default(),
                 garbage: Arc::new(Notify::new()),
                 uploads: Arc::default(),
+                quota: tokio::sync::Mutex::new(None),
+                used: Arc::default(),
             }),
         }
     }
@@ -250,7 +279,7 @@ impl DavFileSystem for GridFs {
                 .map(|node| {
                     Ok(Box::new(GridDirEntry {
                         name: node.name.clone(),
-                        meta: GridMeta::from(node),
+                        meta: GridMeta::from(node).with_usage(&self.inner.used),
                     }) as Box<dyn DavDirEntry>)
                 })
                 .collect();
@@ -267,7 +296,8 @@ impl DavFileSystem for GridFs {
                 .lookup_or_wait(&path, "metadata")
                 .await?
                 .ok_or(FsError::NotFound)?;
-            Ok(Box::new(GridMeta::from(&node)) as Box<dyn DavMetaData>)
+            let meta = GridMeta::from(&node).with_usage(&self.inner.used);
+            Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
     }
@@ -458,13 +488,10 @@ impl DavFileSystem for GridFs {
 
     fn get_quota(&self) -> FsFuture<'_, (u64, Option<u64>)> {
         async move {
-            let usage = self
-                .inner
-                .ns
-                .usage()
-                .await
-                .map_err(|e| ns_error("get_quota", e))?;
-            Ok((usage.logical_bytes, None))
+            // RFC 4331 through dav-server: (used, total); it reports
+            // available = total - used on `/` (total - len elsewhere).
+            let (used, available) = self.inner.quota().await?;
+            Ok((used, available.map(|room| used.saturating_add(room))))
         }
         .boxed()
     }
