@@ -42,6 +42,8 @@ pub enum ServiceError {
 /// What `griddav serve` runs besides the listener.
 pub struct Service {
     pub handler: DavHandler,
+    /// PUTs in progress by path, for [`serve_with_limits`].
+    pub uploads: Arc<crate::dav::pending::PendingUploads>,
     /// The garbage collector; abort it when serving stops.
     pub collector: JoinHandle<()>,
 }
@@ -76,7 +78,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
     let collector =
         crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
     let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
+    let uploads = fs.pending_uploads();
     Ok(Service {
+        uploads,
         handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
         collector,
     })
@@ -98,18 +102,25 @@ pub async fn serve(
     handler: DavHandler,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with_limits(listener, handler, Limits::default(), shutdown).await
+    serve_with_limits(listener, handler, Limits::default(), Arc::default(), shutdown).await
 }
 
 /// Accepts connections on `listener` until `shutdown` completes; see
-/// [`crate::http::listener`].
+/// [`crate::http::listener`]. Every PUT is registered in `uploads` from its
+/// arrival to its answer, so that requests for a file being uploaded wait
+/// for it (see [`crate::dav::pending`]); `uploads` must be the handler's
+/// GridFs's ([`Service::uploads`]).
 pub async fn serve_with_limits(
     listener: TcpListener,
     handler: DavHandler,
     limits: Limits,
+    uploads: Arc<crate::dav::pending::PendingUploads>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let service = move |request| handle(handler.clone(), request);
+    let service = move |request: Request<TimedBody>| {
+        let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
+        tracking.around(handle(handler.clone(), request))
+    };
     crate::http::listener::run(listener, limits, service, shutdown).await;
     Ok(())
 }

@@ -83,14 +83,18 @@ impl FsInner {
     }
 
     /// The node at `path`; when there is none but an upload of that path
-    /// is in progress, the node it commits (see [`super::pending`]).
+    /// is in progress, the node it commits, for the requests that wait
+    /// for uploads (PROPFIND, GET, HEAD: see [`super::pending`]).
     pub async fn lookup_or_wait(&self, path: &str, operation: &str) -> FsResult<Option<Node>> {
         let node = self
             .ns
             .lookup(path)
             .await
             .map_err(|e| ns_error(operation, e))?;
-        if node.is_some() || !self.uploads.wait_for(path, WAIT_FOR_UPLOAD).await {
+        if node.is_some()
+            || !super::pending::request_waits()
+            || !self.uploads.wait_for(path, WAIT_FOR_UPLOAD).await
+        {
             return Ok(node);
         }
         self.ns
@@ -171,6 +175,12 @@ impl GridFs {
         };
         named.load(path, props);
         Ok(())
+    }
+
+    /// The uploads in progress: the HTTP layer registers a PUT as soon as
+    /// it arrives, before the handler's checks and `open`.
+    pub fn pending_uploads(&self) -> Arc<PendingUploads> {
+        Arc::clone(&self.inner.uploads)
     }
 
     /// Notified whenever content becomes garbage: hand it to the collector.

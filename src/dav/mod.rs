@@ -5,7 +5,7 @@ pub mod allow;
 mod fs;
 mod locks;
 mod meta;
-mod pending;
+pub mod pending;
 pub mod propstat;
 mod read;
 mod readers;

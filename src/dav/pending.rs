@@ -28,7 +28,7 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub(crate) struct PendingUploads {
+pub struct PendingUploads {
     paths: Mutex<HashMap<String, Entry>>,
 }
 
@@ -77,8 +77,51 @@ impl PendingUploads {
     }
 }
 
+tokio::task_local! {
+    /// Whether the request being handled waits for uploads (see [`Tracking`]).
+    static WAITS: bool;
+}
+
+/// Whether the request being handled waits for an upload of a path it
+/// finds empty: PROPFIND, GET and HEAD do; a PUT must not wait for itself.
+pub fn request_waits() -> bool {
+    WAITS.try_with(|waits| *waits).unwrap_or(false)
+}
+
+/// What a request has to do with uploads in progress, decided at the
+/// HTTP layer before the handler runs.
+pub struct Tracking {
+    /// A PUT is registered from the moment it arrives: the handler's checks
+    /// before `open` take a few database round trips, and a client that
+    /// stats the file meanwhile must wait too.
+    put: Option<UploadGuard>,
+    waits: bool,
+}
+
+impl Tracking {
+    pub fn of<B>(uploads: &Arc<PendingUploads>, request: &http::Request<B>) -> Tracking {
+        let method = request.method();
+        let put = (method == http::Method::PUT)
+            .then(|| dav_server::davpath::DavPath::from_uri(request.uri()).ok())
+            .flatten()
+            .and_then(|path| super::fs::ns_path(&path).ok())
+            .map(|path| uploads.begin(&path));
+        let waits = method == http::Method::GET
+            || method == http::Method::HEAD
+            || method.as_str() == "PROPFIND";
+        Tracking { put, waits }
+    }
+
+    /// Runs the handling of the request; a PUT ends when its answer is ready.
+    pub async fn around<F: std::future::Future>(self, handling: F) -> F::Output {
+        let answer = WAITS.scope(self.waits, handling).await;
+        drop(self.put);
+        answer
+    }
+}
+
 /// An upload in progress; ends when released or dropped.
-pub(crate) struct UploadGuard {
+pub struct UploadGuard {
     uploads: Option<Arc<PendingUploads>>,
     path: String,
 }
