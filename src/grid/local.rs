@@ -243,6 +243,8 @@ impl ShareStore for LocalStore {
         let space = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::MetadataExt;
             let stat = nix::sys::statvfs::statvfs(&dir).ok()?;
+            // fsblkcnt_t and c_ulong are u64 on 64-bit Linux only.
+            #[allow(clippy::useless_conversion)]
             let bytes =
                 u64::from(stat.blocks_available()).checked_mul(u64::from(stat.fragment_size()))?;
             let volume = fs::metadata(&dir).ok()?.dev();
