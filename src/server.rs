@@ -102,7 +102,14 @@ pub async fn serve(
     handler: DavHandler,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with_limits(listener, handler, Limits::default(), Arc::default(), shutdown).await
+    serve_with_limits(
+        listener,
+        handler,
+        Limits::default(),
+        Arc::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Accepts connections on `listener` until `shutdown` completes; see
@@ -196,15 +203,14 @@ async fn handle_propfind(
     };
     // A Depth: 1 answer over a large folder is megabytes of XML: parse and
     // rewrite it off the reactor.
-    let completed =
-        tokio::task::spawn_blocking(
-            // allprop and propname answers too: their getetag needs its quotes.
-            move || match propstat::complete_answer(requested.as_ref(), &answer) {
-                Some(fixed) => Bytes::from(fixed),
-                None => answer,
-            },
-        )
-        .await;
+    let completed = tokio::task::spawn_blocking(
+        // allprop and propname answers too: their getetag needs its quotes.
+        move || match propstat::complete_answer(requested.as_ref(), &answer) {
+            Some(fixed) => Bytes::from(fixed),
+            None => answer,
+        },
+    )
+    .await;
     let answer = match completed {
         Ok(answer) => answer,
         Err(e) => {
