@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Runs the real-client tests against griddav: davfs2, rclone, LibreOffice.
+# Runs the real-client tests against griddav: davfs2, rclone, LibreOffice,
+# GNOME's gvfs, cadaver.
 #
-#   bash client-tests/run.sh [davfs2 rclone libreoffice]
+#   bash client-tests/run.sh [davfs2 rclone libreoffice gvfs cadaver]
 #
 # Builds griddav in release mode once (or uses $GRIDDAV_BIN), runs each test
 # (each starts its own griddav on a fresh data directory and a free port),
 # prints a summary and exits non-zero if any failed. See README.md here.
-# davfs2 needs root (it mounts).
+# davfs2 needs root (it mounts); gvfs needs /dev/fuse.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 tests=("$@")
-[[ ${#tests[@]} -gt 0 ]] || tests=(davfs2 rclone libreoffice)
+[[ ${#tests[@]} -gt 0 ]] || tests=(davfs2 rclone libreoffice gvfs cadaver)
 
 if [[ -z "${GRIDDAV_BIN:-}" ]]; then
     echo "== building griddav (release)"

@@ -272,6 +272,7 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
         listener,
         service.handler,
         griddav::http::listener::Limits::from(&config.http),
+        service.uploads,
         shutdown_signal(),
     )
     .await?;

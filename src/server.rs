@@ -43,6 +43,8 @@ pub enum ServiceError {
 /// What `griddav serve` runs besides the listener.
 pub struct Service {
     pub handler: Front,
+    /// PUTs in progress by path, for [`serve_with_limits`].
+    pub uploads: Arc<crate::dav::pending::PendingUploads>,
     /// The garbage collector; abort it when serving stops.
     pub collector: JoinHandle<()>,
 }
@@ -78,7 +80,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
     let guard = Guard::new(Arc::new(ns.clone()));
     let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
+    let uploads = fs.pending_uploads();
     Ok(Service {
+        uploads,
         handler: Front {
             handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
             guard,
@@ -122,18 +126,32 @@ pub async fn serve(
     handler: Front,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with_limits(listener, handler, Limits::default(), shutdown).await
+    serve_with_limits(
+        listener,
+        handler,
+        Limits::default(),
+        Arc::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Accepts connections on `listener` until `shutdown` completes; see
-/// [`crate::http::listener`].
+/// [`crate::http::listener`]. Every PUT is registered in `uploads` from its
+/// arrival to its answer, so that requests for a file being uploaded wait
+/// for it (see [`crate::dav::pending`]); `uploads` must be the handler's
+/// GridFs's ([`Service::uploads`]).
 pub async fn serve_with_limits(
     listener: TcpListener,
     handler: Front,
     limits: Limits,
+    uploads: Arc<crate::dav::pending::PendingUploads>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let service = move |request| handle(handler.clone(), request);
+    let service = move |request: Request<TimedBody>| {
+        let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
+        tracking.around(handle(handler.clone(), request))
+    };
     crate::http::listener::run(listener, limits, service, shutdown).await;
     Ok(())
 }
@@ -155,6 +173,7 @@ async fn handle(
         return Ok(handle_propfind(handler, request).await);
     }
     let request = crate::http::range::single_range_only(request);
+    let options = (request.method() == Method::OPTIONS).then(|| request.uri().clone());
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
@@ -167,6 +186,9 @@ async fn handle(
         })
     });
     let mut response = guard::catching(&handler, request).await;
+    if let Some(uri) = options {
+        crate::dav::allow::correct(&uri, response.headers_mut());
+    }
     if body_was_bad.load(Ordering::Relaxed) && response.status().is_server_error() {
         // dav-server reports a broken request body as an I/O error (502);
         // the fault is the client's. Nothing was published either way.
@@ -195,15 +217,12 @@ async fn handle_propfind(
     }
     let request = Request::from_parts(parts, RequestBody::Buffered(Some(body)));
     let response = propstat::scoped(requested.as_ref(), guard::catching(&handler, request)).await;
-    let Some(requested) = requested else {
-        return response;
-    };
     if response.status() != StatusCode::MULTI_STATUS {
         return response;
     }
     let (mut parts, body) = response.into_parts();
     let collected = Limited::new(body, MAX_PROPFIND_ANSWER).collect();
-    let answer = match propstat::scoped(Some(&requested), collected).await {
+    let answer = match propstat::scoped(requested.as_ref(), collected).await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::error!(error = %e, "PROPFIND answer could not be completed");
@@ -212,14 +231,14 @@ async fn handle_propfind(
     };
     // A Depth: 1 answer over a large folder is megabytes of XML: parse and
     // rewrite it off the reactor.
-    let completed =
-        tokio::task::spawn_blocking(
-            move || match propstat::complete_answer(&requested, &answer) {
-                Some(fixed) => Bytes::from(fixed),
-                None => answer,
-            },
-        )
-        .await;
+    let completed = tokio::task::spawn_blocking(
+        // allprop and propname answers too: their getetag needs its quotes.
+        move || match propstat::complete_answer(requested.as_ref(), &answer) {
+            Some(fixed) => Bytes::from(fixed),
+            None => answer,
+        },
+    )
+    .await;
     let answer = match completed {
         Ok(answer) => answer,
         Err(e) => {

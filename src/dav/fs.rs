@@ -1,8 +1,9 @@
 //! GridFs: dav-server's file system, on the namespace (names, properties)
 //! and the engine (content).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
@@ -14,13 +15,14 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::meta::{GridDirEntry, GridMeta};
+use super::pending::{PendingUploads, WAIT_FOR_UPLOAD};
 use super::propstat::{self, NamedPropfind};
 use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
 use crate::grid::Grid;
-use crate::namespace::{Namespace, NamespaceError, Prop, PropPatch, Removal};
+use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
 
 /// How GridFs stores content.
 #[derive(Clone, Debug)]
@@ -49,7 +51,17 @@ pub(crate) struct FsInner {
     readers: ReaderCache,
     /// Woken when content becomes garbage.
     pub garbage: Arc<Notify>,
+    /// Uploads in progress, by path.
+    pub uploads: Arc<PendingUploads>,
+    /// The last quota figures: (when, used, available).
+    quota: tokio::sync::Mutex<Option<(Instant, u64, Option<u64>)>>,
+    /// Bytes stored, as last counted: folders report it (GridMeta::with_usage).
+    used: Arc<AtomicU64>,
 }
+
+/// How long quota figures are reused: counting them scans the namespace
+/// and asks every server for its free space.
+const QUOTA_TTL: Duration = Duration::from_secs(5);
 
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
@@ -68,6 +80,45 @@ impl FsInner {
         );
         self.readers.insert(cap, Arc::clone(&reader));
         Ok(reader)
+    }
+
+    /// The node at `path`; when there is none but an upload of that path
+    /// is in progress, the node it commits, for the requests that wait
+    /// for uploads (PROPFIND, GET, HEAD: see [`super::pending`]).
+    pub async fn lookup_or_wait(&self, path: &str, operation: &str) -> FsResult<Option<Node>> {
+        let node = self
+            .ns
+            .lookup(path)
+            .await
+            .map_err(|e| ns_error(operation, e))?;
+        if node.is_some()
+            || !super::pending::request_waits()
+            || !self.uploads.wait_for(path, WAIT_FOR_UPLOAD).await
+        {
+            return Ok(node);
+        }
+        self.ns
+            .lookup(path)
+            .await
+            .map_err(|e| ns_error(operation, e))
+    }
+
+    /// Bytes stored and plaintext bytes the grid still has room for,
+    /// counted at most every [`QUOTA_TTL`].
+    async fn quota(&self) -> FsResult<(u64, Option<u64>)> {
+        let mut cached = self.quota.lock().await;
+        if let Some((at, used, available)) = *cached {
+            if at.elapsed() < QUOTA_TTL {
+                return Ok((used, available));
+            }
+        }
+        let usage = self.ns.usage().await.map_err(|e| ns_error("quota", e))?;
+        let params = &self.options.params;
+        let available = self.grid.available_bytes(params.k, params.n).await;
+        let used = usage.stored_bytes;
+        self.used.store(used, Ordering::Relaxed);
+        *cached = Some((Instant::now(), used, available));
+        Ok((used, available))
     }
 
     pub fn wake_collector(&self, queued: bool) {
@@ -92,6 +143,9 @@ impl GridFs {
                 options,
                 readers: ReaderCache::default(),
                 garbage: Arc::new(Notify::new()),
+                uploads: Arc::default(),
+                quota: tokio::sync::Mutex::new(None),
+                used: Arc::default(),
             }),
         }
     }
@@ -121,6 +175,12 @@ impl GridFs {
         };
         named.load(path, props);
         Ok(())
+    }
+
+    /// The uploads in progress: the HTTP layer registers a PUT as soon as
+    /// it arrives, before the handler's checks and `open`.
+    pub fn pending_uploads(&self) -> Arc<PendingUploads> {
+        Arc::clone(&self.inner.uploads)
     }
 
     /// Notified whenever content becomes garbage: hand it to the collector.
@@ -195,7 +255,14 @@ impl DavFileSystem for GridFs {
                     WriteHandle::open(Arc::clone(&self.inner), path, node, &options).await?;
                 return Ok(Box::new(handle) as Box<dyn DavFile>);
             }
-            let node = node.ok_or(FsError::NotFound)?;
+            let node = match node {
+                Some(node) => node,
+                None => self
+                    .inner
+                    .lookup_or_wait(&path, "open")
+                    .await?
+                    .ok_or(FsError::NotFound)?,
+            };
             if node.is_dir() {
                 return Err(FsError::Forbidden);
             }
@@ -222,7 +289,7 @@ impl DavFileSystem for GridFs {
                 .map(|node| {
                     Ok(Box::new(GridDirEntry {
                         name: node.name.clone(),
-                        meta: GridMeta::from(node),
+                        meta: GridMeta::from(node).with_usage(&self.inner.used),
                     }) as Box<dyn DavDirEntry>)
                 })
                 .collect();
@@ -236,12 +303,11 @@ impl DavFileSystem for GridFs {
             let path = ns_path(path)?;
             let node = self
                 .inner
-                .ns
-                .lookup(&path)
-                .await
-                .map_err(|e| ns_error("metadata", e))?;
-            let node = node.ok_or(FsError::NotFound)?;
-            Ok(Box::new(GridMeta::from(&node)) as Box<dyn DavMetaData>)
+                .lookup_or_wait(&path, "metadata")
+                .await?
+                .ok_or(FsError::NotFound)?;
+            let meta = GridMeta::from(&node).with_usage(&self.inner.used);
+            Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
     }
@@ -432,13 +498,10 @@ impl DavFileSystem for GridFs {
 
     fn get_quota(&self) -> FsFuture<'_, (u64, Option<u64>)> {
         async move {
-            let usage = self
-                .inner
-                .ns
-                .usage()
-                .await
-                .map_err(|e| ns_error("get_quota", e))?;
-            Ok((usage.logical_bytes, None))
+            // RFC 4331 through dav-server: (used, total); it reports
+            // available = total - used on `/` (total - len elsewhere).
+            let (used, available) = self.inner.quota().await?;
+            Ok((used, available.map(|room| used.saturating_add(room))))
         }
         .boxed()
     }

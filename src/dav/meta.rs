@@ -1,5 +1,7 @@
 //! Metadata and directory entries as dav-server wants them, from namespace rows.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use dav_server::fs::{DavDirEntry, DavMetaData, FsFuture, FsResult};
@@ -14,6 +16,9 @@ pub struct GridMeta {
     pub created: SystemTime,
     pub is_dir: bool,
     pub etag: String,
+    /// For folders: the bytes the whole namespace uses, as last counted
+    /// for the quota (see [`GridMeta::with_usage`]).
+    pub usage: Option<Arc<AtomicU64>>,
 }
 
 impl From<&Node> for GridMeta {
@@ -24,13 +29,32 @@ impl From<&Node> for GridMeta {
             created: node.created,
             is_dir: node.is_dir(),
             etag: node.etag.clone(),
+            usage: None,
         }
+    }
+}
+
+impl GridMeta {
+    /// dav-server reports quota on any path but `/` as
+    /// `available = total - len()`, `used = len()`. A folder's length is
+    /// otherwise unused, so for folders it is the namespace's usage: every
+    /// folder then shows the grid's free space, as `df` does for any
+    /// directory of a mount. The figure is read when dav-server asks, just
+    /// after it has refreshed the quota.
+    pub fn with_usage(mut self, usage: &Arc<AtomicU64>) -> Self {
+        if self.is_dir {
+            self.usage = Some(Arc::clone(usage));
+        }
+        self
     }
 }
 
 impl DavMetaData for GridMeta {
     fn len(&self) -> u64 {
-        self.len
+        match &self.usage {
+            Some(usage) => usage.load(Ordering::Relaxed),
+            None => self.len,
+        }
     }
 
     fn modified(&self) -> FsResult<SystemTime> {

@@ -1,9 +1,11 @@
 //! The WebDAV face of griddav: dav-server's file system and lock system,
 //! on the namespace and the engine.
 
+pub mod allow;
 mod fs;
 mod locks;
 mod meta;
+pub mod pending;
 pub mod propstat;
 mod read;
 mod readers;

@@ -254,9 +254,10 @@ fn is_dav(element: &Element, name: &str) -> bool {
 /// The multistatus answer with a 404 `propstat` for every requested
 /// property that no `propstat` of its `response` mentions, and with DAV:
 /// elements under the `D:` prefix. `None` when nothing needed to change or
-/// the answer is not a multistatus.
-pub fn complete_answer(requested: &Requested, response: &[u8]) -> Option<Vec<u8>> {
-    let requested = requested.names();
+/// the answer is not a multistatus. `None` for allprop and propname: their
+/// answers only get the D: prefix and quoted entity tags.
+pub fn complete_answer(requested: Option<&Requested>, response: &[u8]) -> Option<Vec<u8>> {
+    let requested = requested.map_or(&[][..], Requested::names);
     // dav-server writes one `<D:response>` per entry: count before
     // building a tree of them all.
     let entries = count(response, b"<D:response>");
@@ -276,6 +277,7 @@ pub fn complete_answer(requested: &Requested, response: &[u8]) -> Option<Vec<u8>
     for node in &mut root.children {
         if let Some(element) = node.as_mut_element() {
             changed |= use_dav_prefix(element);
+            changed |= quote_etags(element);
         }
     }
     for node in &mut root.children {
@@ -371,6 +373,45 @@ fn use_dav_prefix(element: &mut Element) -> bool {
     changed
 }
 
+/// Puts the entity tags of `response`'s `getetag` properties in quotes.
+///
+/// RFC 4918 section 15.6: `getetag` holds the entity tag exactly as the
+/// `ETag` header gives it, quotes included. dav-server writes the bare
+/// value, and GNOME's gvfs copies `getetag` verbatim into `If-Match` when an
+/// editor saves, so an unquoted value makes every save a 412. Only the
+/// properties of a `propstat` are touched, never the content of a dead
+/// property. Returns whether anything changed.
+fn quote_etags(response: &mut Element) -> bool {
+    if !is_dav(response, "response") {
+        return false;
+    }
+    let mut changed = false;
+    let props = response
+        .children
+        .iter_mut()
+        .filter_map(XMLNode::as_mut_element)
+        .filter(|e| is_dav(e, "propstat"))
+        .flat_map(|propstat| propstat.children.iter_mut())
+        .filter_map(XMLNode::as_mut_element)
+        .filter(|e| is_dav(e, "prop"));
+    for prop in props {
+        for etag in prop
+            .children
+            .iter_mut()
+            .filter_map(XMLNode::as_mut_element)
+            .filter(|e| is_dav(e, "getetag"))
+        {
+            if let [XMLNode::Text(tag)] = etag.children.as_mut_slice() {
+                if !tag.starts_with('"') && !tag.starts_with("W/\"") {
+                    *tag = format!("\"{tag}\"");
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
 fn dav_element(name: &str) -> Element {
     let mut element = Element::new(name);
     element.prefix = Some("D".into());
@@ -395,7 +436,7 @@ mod tests {
             Some("http://ucb.openoffice.org/dav/props/")
         );
         let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href>/d/x</D:href></D:response></D:multistatus>"#;
-        let fixed = complete_answer(&requested, answer).expect("changed");
+        let fixed = complete_answer(Some(&requested), answer).expect("changed");
         let text = String::from_utf8(fixed.clone()).expect("utf-8");
         assert_eq!(text.matches("HTTP/1.1 404 Not Found").count(), 2, "{text}");
         assert!(
@@ -415,14 +456,14 @@ mod tests {
                 .sum();
             assert_eq!(names, 5, "{text}");
         }
-        assert!(complete_answer(&requested, &fixed).is_none());
+        assert!(complete_answer(Some(&requested), &fixed).is_none());
     }
 
     #[test]
     fn dav_properties_use_the_d_prefix() {
         let requested = requested_props(REQUEST).expect("named properties");
         let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/docs/</D:href><D:propstat><D:prop><resourcetype xmlns="DAV:"><D:collection/></resourcetype><getcontenttype xmlns="DAV:">httpd/unix-directory</getcontenttype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
-        let fixed = complete_answer(&requested, answer).expect("changed");
+        let fixed = complete_answer(Some(&requested), answer).expect("changed");
         let text = String::from_utf8(fixed).expect("utf-8");
         assert!(text.contains("<D:resourcetype><D:collection"), "{text}");
         assert!(
@@ -430,6 +471,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("xmlns=\"DAV:\""), "{text}");
+    }
+
+    #[test]
+    fn entity_tags_get_their_quotes() {
+        let answer = br#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/f</D:href><D:propstat><D:prop><D:getetag>2b8e</D:getetag><x:n xmlns:x="urn:x"><D:getetag>dead</D:getetag></x:n></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href>/g</D:href><D:propstat><D:prop><D:getetag>"already"</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+        let fixed = complete_answer(None, answer).expect("changed");
+        let text = String::from_utf8(fixed.clone()).expect("utf-8");
+        assert!(text.contains("<D:getetag>\"2b8e\"</D:getetag>"), "{text}");
+        assert!(text.contains("<D:getetag>dead</D:getetag>"), "{text}");
+        assert!(
+            text.contains("<D:getetag>\"already\"</D:getetag>"),
+            "{text}"
+        );
+        assert!(complete_answer(None, &fixed).is_none());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::fs::{engine_error, ns_error, FsInner};
 use super::meta::GridMeta;
+use super::pending::UploadGuard;
 use crate::engine::Uploader;
 use crate::namespace::{Content, Node, NsPath, UploadId};
 
@@ -63,6 +64,8 @@ pub struct WriteHandle {
     sink: Option<Sink>,
     state: State,
     committed: Option<Node>,
+    /// Lets requests that find no file here wait for this upload to end.
+    pending: UploadGuard,
 }
 
 impl std::fmt::Debug for WriteHandle {
@@ -103,6 +106,7 @@ impl WriteHandle {
             }
             Some(_) => {}
         }
+        let pending = fs.uploads.begin(&path);
         let partial = !options.truncate;
         if node.is_none() && partial {
             // LOCK on an unmapped URL (and a partial PUT to a new file) opens
@@ -142,6 +146,7 @@ impl WriteHandle {
             sink: Some(Sink::Buffer(BytesMut::new())),
             state: State::Open,
             committed: None,
+            pending,
         })
     }
 
@@ -351,6 +356,7 @@ impl WriteHandle {
     /// Aborts the upload, removing its shares; the old version is untouched.
     async fn fail(&mut self) {
         self.state = State::Failed;
+        self.pending.release();
         if let Some(Sink::Upload {
             mut uploader,
             journal,
@@ -453,6 +459,11 @@ impl DavFile for WriteHandle {
     }
 
     fn flush(&mut self) -> FsFuture<'_, ()> {
-        self.commit().boxed()
+        async move {
+            let result = self.commit().await;
+            self.pending.release();
+            result
+        }
+        .boxed()
     }
 }

@@ -33,7 +33,8 @@ use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use tokio::task::JoinHandle;
 
 use super::{
-    GridError, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
+    FreeSpace, GridError, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter,
+    StorageIndex,
 };
 
 /// How many bytes a writer appends between two starts of write-back. Dirty
@@ -237,6 +238,25 @@ where
 
 #[async_trait]
 impl ShareStore for LocalStore {
+    async fn free_space(&self) -> Option<FreeSpace> {
+        let dir = self.inner.dir.clone();
+        let space = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::MetadataExt;
+            let stat = nix::sys::statvfs::statvfs(&dir).ok()?;
+            // fsblkcnt_t and c_ulong are u64 on 64-bit Linux only.
+            #[allow(clippy::useless_conversion)]
+            let bytes =
+                u64::from(stat.blocks_available()).checked_mul(u64::from(stat.fragment_size()))?;
+            let volume = fs::metadata(&dir).ok()?.dev();
+            Some(FreeSpace {
+                bytes,
+                volume: Some(volume),
+            })
+        })
+        .await;
+        space.ok().flatten()
+    }
+
     fn server_id(&self) -> &str {
         &self.inner.server_id
     }

@@ -194,6 +194,21 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
 
     async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()>;
+
+    /// The room this server has for more shares, for the free space
+    /// clients show (WebDAV quota); `None` when it does not say.
+    async fn free_space(&self) -> Option<FreeSpace> {
+        None
+    }
+}
+
+/// Free room on a storage server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeSpace {
+    pub bytes: u64,
+    /// Servers reporting the same volume share these bytes (directories on
+    /// one disk): counted once. `None`: this server's own.
+    pub volume: Option<u64>,
 }
 
 /// A share being written: appends in order, then `finish` or `abort`.
@@ -223,6 +238,30 @@ impl Grid {
 
     pub fn servers(&self) -> &[Arc<dyn ShareStore>] {
         &self.servers
+    }
+
+    /// Plaintext bytes the grid has room for when every byte is stored as
+    /// `n` shares of which `k` rebuild it: the free space of the servers
+    /// (each volume once) times k/n. Uploads spread shares evenly over the
+    /// servers, so this is what many files can fill. `None` when no server
+    /// reports its free space.
+    pub async fn available_bytes(&self, k: u16, n: u16) -> Option<u64> {
+        if k == 0 || n == 0 {
+            return None;
+        }
+        let reports =
+            futures::future::join_all(self.servers.iter().map(|server| server.free_space())).await;
+        let mut volumes = std::collections::HashSet::new();
+        let mut free: u128 = 0;
+        let mut any = false;
+        for space in reports.into_iter().flatten() {
+            any = true;
+            if space.volume.is_none_or(|volume| volumes.insert(volume)) {
+                free += u128::from(space.bytes);
+            }
+        }
+        let room = free * u128::from(k) / u128::from(n);
+        any.then(|| u64::try_from(room).unwrap_or(u64::MAX))
     }
 
     /// The servers in the order this storage index prefers them: sorted by
