@@ -13,7 +13,7 @@
 //! has succeeded. One sync serves every commit made before it began:
 //!
 //! ```text
-//!   commit 7 ──> committed = 7 ─┐   leader (one at a time, FIFO):
+//!   commit 7 ──> committed = 7 ─┐   leader (one at a time):
 //!   commit 8 ──> committed = 8 ─┤     target = committed      (8)
 //!                               │     fdatasync(<db>-wal)
 //!   waiters 7, 8 <──────────────┴──   synced = target         (8)
@@ -21,7 +21,9 @@
 //!
 //! The sync runs outside the connection's mutex, so commits go on while it
 //! runs and the next sync takes them all: 8 concurrent writers pay about
-//! one sync per round, not one each. `synchronous = FULL` (one sync inside
+//! one sync per round, not one each. It runs on the thread that committed
+//! (the blocking pool's), so a lone writer pays no more than with
+//! `synchronous = FULL`. `synchronous = FULL` (one sync inside
 //! every commit, holding the connection) was measured against this: see
 //! docs/BENCHMARKS.md, "Durable namespace commits".
 //!
@@ -38,7 +40,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::NamespaceError;
 
@@ -64,6 +66,13 @@ struct WalFile {
     ino: u64,
 }
 
+/// What the leader hands over: whether a sync runs, and the WAL's handle.
+#[derive(Debug, Default)]
+struct State {
+    syncing: bool,
+    wal: Option<Arc<WalFile>>,
+}
+
 #[derive(Debug)]
 pub(crate) struct WalSync {
     wal_path: PathBuf,
@@ -75,16 +84,16 @@ pub(crate) struct WalSync {
     synced: AtomicU64,
     syncs: AtomicU64,
     poisoned: AtomicBool,
-    /// Held by the one task syncing (tokio's mutex is fair: waiters queue
-    /// in order, and most find their commit synced when their turn comes).
-    leader: tokio::sync::Mutex<Option<Arc<WalFile>>>,
+    state: Mutex<State>,
+    /// Signalled when a sync ends.
+    done: Condvar,
     /// Length of the WAL when the last successful sync began: the part of
     /// the file a power cut cannot take back while SQLite only appends
     /// (the crash test snapshots exactly this much).
     durable_wal_len: AtomicU64,
     /// Tests close this gate to hold the leader before its sync.
     #[cfg(test)]
-    pub(crate) gate: tokio::sync::watch::Sender<bool>,
+    pub(crate) gate: Gate,
 }
 
 impl WalSync {
@@ -98,10 +107,11 @@ impl WalSync {
             synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
-            leader: tokio::sync::Mutex::new(None),
+            state: Mutex::new(State::default()),
+            done: Condvar::new(),
             durable_wal_len: AtomicU64::new(0),
             #[cfg(test)]
-            gate: tokio::sync::watch::Sender::new(true),
+            gate: Gate::default(),
         }
     }
 
@@ -130,50 +140,61 @@ impl WalSync {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// Returns once commit `seq` (and every one before it) is durable.
-    pub(crate) async fn wait(&self, seq: u64) -> Result<(), NamespaceError> {
+    /// Blocks until commit `seq` (and every one before it) is durable.
+    ///
+    /// Call on the blocking pool, right after the transaction, *without*
+    /// the connection's mutex: the thread that committed syncs itself when
+    /// no sync is running (no hand-off to another thread, so one client
+    /// pays what `synchronous = FULL` would), and otherwise waits for the
+    /// running sync and, if that began before its commit, for the next one,
+    /// which one of the waiters runs for all of them.
+    pub(crate) fn wait(&self, seq: u64) -> Result<(), NamespaceError> {
         if self.synced.load(Ordering::Acquire) >= seq {
             return Ok(());
         }
-        let mut wal = self.leader.lock().await;
-        // The sync that ran while we queued may have covered us.
-        if self.synced.load(Ordering::Acquire) >= seq {
-            return Ok(());
-        }
-        self.check_poisoned()?;
-        #[cfg(test)]
-        {
-            let mut open = self.gate.subscribe();
-            let _ = open.wait_for(|open| *open).await;
-        }
-        // Read before the sync starts: each commit up to `target` has
-        // finished its writes, so the sync covers it.
-        let target = self.committed.load(Ordering::Acquire);
-        let path = self.wal_path.clone();
-        let current = wal.take();
-        let synced = tokio::task::spawn_blocking(move || sync_wal(&path, current))
-            .await
-            .map_err(|e| NamespaceError::Internal {
-                context: "syncing the namespace log",
-                reason: e.to_string(),
-            })?;
-        match synced {
-            Ok((file, len)) => {
-                *wal = Some(file);
-                self.durable_wal_len.fetch_max(len, Ordering::AcqRel);
-                self.syncs.fetch_add(1, Ordering::AcqRel);
-                self.synced.fetch_max(target, Ordering::AcqRel);
-                Ok(())
+        // Poisoned only by a panic between lock and unlock, which leaves
+        // `State` whole (a flag and a handle).
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.synced.load(Ordering::Acquire) >= seq {
+                return Ok(());
             }
-            Err(source) => {
-                self.poisoned.store(true, Ordering::Release);
-                tracing::error!(path = %self.wal_path.display(), error = %source,
-                    "syncing the namespace log failed: changes can no longer be made durable; restart griddav");
-                Err(NamespaceError::Sync {
-                    context: "syncing the namespace log",
-                    source,
-                })
+            self.check_poisoned()?;
+            if state.syncing {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
+            state.syncing = true;
+            let current = state.wal.take();
+            drop(state);
+            #[cfg(test)]
+            self.gate.wait_open();
+            // Read before the sync starts: each commit up to `target` has
+            // finished its writes, so the sync covers it (ours included).
+            let target = self.committed.load(Ordering::Acquire);
+            let result = sync_wal(&self.wal_path, current);
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.syncing = false;
+            let outcome = match result {
+                Ok((file, len)) => {
+                    state.wal = Some(file);
+                    self.durable_wal_len.fetch_max(len, Ordering::AcqRel);
+                    self.syncs.fetch_add(1, Ordering::AcqRel);
+                    self.synced.fetch_max(target, Ordering::AcqRel);
+                    Ok(())
+                }
+                Err(source) => {
+                    self.poisoned.store(true, Ordering::Release);
+                    tracing::error!(path = %self.wal_path.display(), error = %source,
+                        "syncing the namespace log failed: changes can no longer be made durable; restart griddav");
+                    Err(NamespaceError::Sync {
+                        context: "syncing the namespace log",
+                        source,
+                    })
+                }
+            };
+            self.done.notify_all();
+            return outcome;
         }
     }
 
@@ -211,6 +232,29 @@ impl WalSync {
                 context: "syncing the namespace database at open",
                 source,
             }),
+        }
+    }
+}
+
+/// Holds the next sync back while closed (tests only).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: Mutex<bool>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+impl Gate {
+    pub(crate) fn set_open(&self, open: bool) {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = !open;
+        self.changed.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        while *closed {
+            closed = self.changed.wait(closed).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -280,7 +324,7 @@ mod tests {
             before.synced, before.commits,
             "{name}: earlier commits synced"
         );
-        sync(ns).gate.send_replace(false);
+        sync(ns).gate.set_open(false);
         let task = tokio::spawn(op(ns.clone()));
         wait_for_commits(ns, before.commits + 1).await;
         // Every chance for a wrongly early return to happen.
@@ -290,7 +334,7 @@ mod tests {
             "{name} returned before its commit was synced"
         );
         assert_eq!(ns.sync_stats().synced, before.synced, "{name}");
-        sync(ns).gate.send_replace(true);
+        sync(ns).gate.set_open(true);
         task.await
             .unwrap()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -429,7 +473,7 @@ mod tests {
     async fn a_read_waits_for_the_commits_it_could_see() {
         let f = Fixture::new().await;
         let before = f.ns.sync_stats();
-        sync(&f.ns).gate.send_replace(false);
+        sync(&f.ns).gate.set_open(false);
         let ns = f.ns.clone();
         let put = tokio::spawn(async move {
             ns.publish_file("/f", Content::Inline(b"x".to_vec()), 1, t0(), None)
@@ -443,7 +487,7 @@ mod tests {
             !read.is_finished(),
             "a read answered from an unsynced commit"
         );
-        sync(&f.ns).gate.send_replace(true);
+        sync(&f.ns).gate.set_open(true);
         put.await.unwrap().unwrap();
         assert!(read.await.unwrap().unwrap().is_some());
         // With nothing pending, a read does not sync at all.
@@ -458,7 +502,7 @@ mod tests {
     async fn one_sync_serves_every_commit_waiting() {
         let f = Fixture::new().await;
         let before = f.ns.sync_stats();
-        sync(&f.ns).gate.send_replace(false);
+        sync(&f.ns).gate.set_open(false);
         let mut tasks = Vec::new();
         for i in 0..8 {
             let ns = f.ns.clone();
@@ -476,7 +520,7 @@ mod tests {
         wait_for_commits(&f.ns, before.commits + 8).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(tasks.iter().all(|t| !t.is_finished()));
-        sync(&f.ns).gate.send_replace(true);
+        sync(&f.ns).gate.set_open(true);
         for t in tasks {
             t.await.unwrap().unwrap();
         }

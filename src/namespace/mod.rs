@@ -145,43 +145,46 @@ impl Namespace {
             self.inner.sync.check_poisoned()?;
         }
         let inner = self.inner.clone();
-        let (result, seq) = tokio::task::spawn_blocking(move || {
-            // A panic inside `f` rolled its transaction back as it unwound
-            // (Transaction's Drop), so the connection is consistent even if
-            // the mutex is poisoned.
-            let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let behavior = if write {
-                TransactionBehavior::Immediate
-            } else {
-                TransactionBehavior::Deferred
+        tokio::task::spawn_blocking(move || {
+            let (result, seq) = {
+                // A panic inside `f` rolled its transaction back as it
+                // unwound (Transaction's Drop), so the connection is
+                // consistent even if the mutex is poisoned.
+                let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+                let behavior = if write {
+                    TransactionBehavior::Immediate
+                } else {
+                    TransactionBehavior::Deferred
+                };
+                let now = clock::to_ms(inner.clock.now());
+                let result = conn
+                    .transaction_with_behavior(behavior)
+                    .ctx(context)
+                    .and_then(|tx| {
+                        let out = f(&tx, now)?;
+                        tx.commit().ctx(context)?;
+                        Ok(out)
+                    });
+                // Still under the mutex: sequence numbers follow commit
+                // order. Every committed write counts, even one that
+                // changed no row: cheaper to sync a clean log than to
+                // trust a row count.
+                let seq = if write && result.is_ok() {
+                    inner.sync.note_commit()
+                } else {
+                    inner.sync.last_commit()
+                };
+                (result, seq)
             };
-            let now = clock::to_ms(inner.clock.now());
-            let result = conn
-                .transaction_with_behavior(behavior)
-                .ctx(context)
-                .and_then(|tx| {
-                    let out = f(&tx, now)?;
-                    tx.commit().ctx(context)?;
-                    Ok(out)
-                });
-            // Still under the mutex: sequence numbers follow commit order.
-            // Every committed write counts, even one that changed no row:
-            // cheaper to sync a clean log than to trust a row count.
-            let seq = if write && result.is_ok() {
-                inner.sync.note_commit()
-            } else {
-                inner.sync.last_commit()
-            };
-            (result, seq)
+            // The connection is free again: others commit while we sync.
+            // Errors wait too: a refusal may rest on a commit not yet durable.
+            inner.sync.wait(seq).and(result)
         })
         .await
         .map_err(|e| NamespaceError::Internal {
             context,
             reason: e.to_string(),
-        })?;
-        // Errors too: a refusal may rest on a commit not yet durable.
-        self.inner.sync.wait(seq).await?;
-        result
+        })?
     }
 }
 
