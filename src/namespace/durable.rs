@@ -422,6 +422,10 @@ mod tests {
                 }),
             ),
             (
+                "lock again",
+                op(|ns| async move { ns.lock("/d/i", None, None, None, false, false).await }),
+            ),
+            (
                 "delete_locks",
                 op(|ns| async move { ns.delete_locks("/d").await }),
             ),
@@ -461,6 +465,10 @@ mod tests {
         for (name, op) in ops {
             assert_waits_for_its_sync(ns, name, op).await;
         }
+        // A write transaction that changed nothing wrote nothing to sync.
+        let quiet = ns.sync_stats();
+        assert_eq!(ns.delete_locks("/nothing").await.unwrap(), 0);
+        assert_eq!(ns.sync_stats(), quiet);
         // The script above did what it says (a failing step fails the test
         // inside the helper, so this only checks the end state).
         assert!(ns.list("/").await.unwrap().is_empty());
