@@ -81,6 +81,15 @@ pub enum NamespaceError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Making committed changes durable failed (an `fsync` of the database
+    /// or its log): the disk's fault, not the client's. After such a
+    /// failure every change fails until griddav restarts.
+    #[error("namespace database sync failed while {context}: {source}")]
+    Sync {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The blocking task running the query panicked or was cancelled at
     /// shutdown: a bug or an exiting runtime, not the client's fault.
     #[error("namespace worker failed while {context}: {reason}")]

@@ -73,9 +73,12 @@ CREATE INDEX locks_timeout ON locks(timeout_at) WHERE timeout_at IS NOT NULL;
 
 /// Sets the connection up (WAL, foreign keys) and migrates the schema.
 pub(crate) fn prepare(conn: &mut Connection, now_ms: i64) -> Result<(), NamespaceError> {
-    // WAL: readers never block the writer; NORMAL is durable across process
-    // crashes and loses at most the last transactions on power loss, never
-    // consistency. Foreign keys are per connection and off by default.
+    // WAL: readers never block the writer. NORMAL: a commit does not sync
+    // (it survives a process crash, not a power cut, and never costs
+    // consistency); `durable.rs` syncs the WAL once for all commits waiting
+    // before anyone answers, which FULL would do once per commit while
+    // holding the connection. Foreign keys are per connection and off by
+    // default.
     conn.pragma_update(None, "journal_mode", "WAL")
         .ctx("enabling WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")
