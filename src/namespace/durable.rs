@@ -91,6 +91,12 @@ pub(crate) struct WalSync {
     /// the file a power cut cannot take back while SQLite only appends
     /// (the crash test snapshots exactly this much).
     durable_wal_len: AtomicU64,
+    /// The database file as opened for the sync at open, kept open for as
+    /// long as the connection: closing any descriptor of a file drops every
+    /// POSIX lock this process holds on it, SQLite's included. Closing it
+    /// right after the sync let another process (`griddav put --to`) take
+    /// our connection for gone, checkpoint and delete the WAL under it.
+    db_file: Mutex<Option<File>>,
     /// Tests close this gate to hold the leader before its sync.
     #[cfg(test)]
     pub(crate) gate: Gate,
@@ -110,6 +116,7 @@ impl WalSync {
             state: Mutex::new(State::default()),
             done: Condvar::new(),
             durable_wal_len: AtomicU64::new(0),
+            db_file: Mutex::new(None),
             #[cfg(test)]
             gate: Gate::default(),
         }
@@ -213,15 +220,18 @@ impl WalSync {
     /// neither the new database's directory entry nor a migration committed
     /// at `synchronous = NORMAL`).
     pub(crate) fn sync_at_open(&self, db_path: &Path) -> Result<(), NamespaceError> {
-        let sync = |what: &Path| File::open(what).and_then(|f| f.sync_all());
-        let result = sync(db_path)
-            .and_then(|()| sync_wal(&self.wal_path, None))
+        let result = File::open(db_path)
+            .and_then(|db| {
+                db.sync_all()?;
+                *self.db_file.lock().unwrap_or_else(|p| p.into_inner()) = Some(db);
+                sync_wal(&self.wal_path, None)
+            })
             .and_then(|(_, len)| {
                 let dir = match db_path.parent() {
                     Some(dir) if !dir.as_os_str().is_empty() => dir,
                     _ => Path::new("."),
                 };
-                sync(dir).map(|()| len)
+                File::open(dir).and_then(|d| d.sync_all()).map(|()| len)
             });
         match result {
             Ok(len) => {
