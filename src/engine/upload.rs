@@ -113,13 +113,12 @@ impl Uploader {
         }
         let coder = Arc::new(SegmentCoder::new(&params)?);
         let si = key.storage_index();
-        let secrets = key.share_secrets();
         let servers = grid.permuted(si);
         let n = usize::from(params.n);
 
         let creates = (0..n).map(|i| {
             let server = Arc::clone(&servers[i % servers.len()]);
-            let secrets = secrets.clone();
+            let secrets = key.share_secrets(server.identity());
             async move {
                 // n <= 256, checked by validate().
                 let share = ShareNum(i as u8);
@@ -370,9 +369,8 @@ impl Uploader {
 
     /// Removes finished shares of this upload from every server.
     async fn delete_everywhere(&self) {
-        let secrets = self.key.share_secrets();
         let deletes = self.grid.servers().iter().map(|server| {
-            let secrets = secrets.clone();
+            let secrets = self.key.share_secrets(server.identity());
             async move {
                 if let Err(e) = server.delete(self.si, &secrets).await {
                     tracing::warn!(si = %self.si, server = server.server_id(), error = %e,

@@ -31,6 +31,10 @@ impl ShareStore for FailingStore {
         self.inner.server_id()
     }
 
+    fn identity(&self) -> &[u8] {
+        self.inner.identity()
+    }
+
     async fn create(
         &self,
         si: StorageIndex,

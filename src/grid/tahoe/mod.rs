@@ -29,7 +29,10 @@
 //!
 //! The secrets of [`ShareSecrets`] go into every write as the write enabler
 //! and lease secrets: only a holder of the file's key can change or delete
-//! its shares.
+//! its shares. The engine derives them per server from
+//! [`ShareStore::identity`], which is the SPKI hash of the server's NURL
+//! (its public key, which no config change moves), so the write enabler a
+//! server keeps on its disk opens nothing on any other server.
 
 mod cbor;
 mod http;
@@ -247,15 +250,19 @@ impl Inner {
         if ok.contains(&reply.status) {
             return Ok(());
         }
+        if reply.status == StatusCode::UNAUTHORIZED {
+            // A wrong swissnum in the NURL, or a write enabler of another
+            // key (or of another derivation) for this storage index.
+            return Err(GridError::Refused {
+                server: self.server_id.clone(),
+                operation,
+            });
+        }
         let detail = String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]);
-        let message = match reply.status {
-            StatusCode::UNAUTHORIZED => format!(
-                "{operation}: refused (401): wrong swissnum in the NURL, or a write \
-                 enabler of another key for this storage index"
-            ),
-            status => format!("{operation}: unexpected HTTP {status}: {detail}"),
-        };
-        Err(self.server_error(message))
+        Err(self.server_error(format!(
+            "{operation}: unexpected HTTP {}: {detail}",
+            reply.status
+        )))
     }
 
     async fn rtw(
@@ -388,6 +395,10 @@ impl Inner {
 impl ShareStore for TahoeStore {
     fn server_id(&self) -> &str {
         &self.inner.server_id
+    }
+
+    fn identity(&self) -> &[u8] {
+        &self.inner.nurl.spki_hash
     }
 
     async fn create(
@@ -776,7 +787,7 @@ mod tests {
         let mut other = conformance::secrets();
         other.write_enabler = [0x44; 32];
         match store.delete(si, &other).await {
-            Err(GridError::Server { message, .. }) => assert!(message.contains("401"), "{message}"),
+            Err(GridError::Refused { .. }) => {}
             r => panic!("delete with another key: expected a refusal, got {r:?}"),
         }
         assert!(store.create(si, ShareNum(1), &other).await.is_err());
