@@ -5,8 +5,13 @@
 //! read from k shares, preferring the data shares 0..k-1, which need no
 //! decoding. A block is returned only after its hash has been checked along
 //! its share's block tree, whose root is checked against the share tree in
-//! the trailer. A share that fails is reported and replaced by another;
-//! fewer than k good shares is an error, never short or zeroed data.
+//! the trailer. Every segment is then checked against the ciphertext tree
+//! (its leaf is one hash over the k data-block hashes, in hand already when
+//! the data shares were read), so shares that are each self-consistent but
+//! disagree with one another (an uploader's mistake) cannot make one
+//! capability read as two different files. A share that fails is reported
+//! and replaced by another; fewer than k good shares is an error, never
+//! short or zeroed data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +79,7 @@ struct GoodBlock {
     share: ShareNum,
     candidate: usize,
     block: Bytes,
+    hash: Hash,
 }
 
 impl Downloader {
@@ -291,30 +297,39 @@ impl Downloader {
         for block in &good {
             slots[usize::from(block.share.0)] = Some(block.block.clone());
         }
-        let (plain, rebuilt_hash) = tokio::task::spawn_blocking(move || {
+        // With the k data shares in hand their block hashes give the
+        // segment hash directly; after decoding it is computed from the
+        // rebuilt ciphertext.
+        let mut in_hand: Vec<(ShareNum, Hash)> = good.iter().map(|b| (b.share, b.hash)).collect();
+        in_hand.sort_by_key(|(share, _)| *share);
+        let data_hashes: Option<Vec<Hash>> =
+            (!decoded).then(|| in_hand.into_iter().map(|(_, hash)| hash).collect());
+        let (plain, hash) = tokio::task::spawn_blocking(move || {
             let mut cipher = coder.decode(slots)?;
-            let rebuilt_hash = decoded.then(|| {
-                let block_len = cipher.len() / k;
-                let hashes: Vec<Hash> = cipher
-                    .chunks(block_len.max(1))
-                    .take(k)
-                    .map(block_hash)
-                    .collect();
-                segment_hash(&hashes)
-            });
+            let hash = match data_hashes {
+                Some(hashes) => segment_hash(&hashes),
+                None => {
+                    let block_len = cipher.len() / k;
+                    let hashes: Vec<Hash> = cipher
+                        .chunks(block_len.max(1))
+                        .take(k)
+                        .map(block_hash)
+                        .collect();
+                    segment_hash(&hashes)
+                }
+            };
             cipher.truncate(seg_len);
             key.apply_keystream(offset, &mut cipher);
-            Ok::<_, String>((cipher.freeze(), rebuilt_hash))
+            Ok::<_, String>((cipher.freeze(), hash))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("segment decoder failed: {e}")))?
         .map_err(|e| EngineError::Internal(format!("decoding segment {s}: {e}")))?;
 
-        if let Some(hash) = rebuilt_hash {
-            // Decoding from parity: check that these shares agree with the
-            // ciphertext the uploader hashed, not merely with themselves.
-            self.check_segment_hash(s, hash, &good).await?;
-        }
+        // Always, not only after decoding: shares that each match their own
+        // block trees may still disagree with the ciphertext the uploader
+        // hashed, and then no plaintext is released.
+        self.check_segment_hash(s, hash, &good).await?;
         Ok(plain)
     }
 
@@ -425,6 +440,7 @@ impl Downloader {
             share,
             candidate,
             block,
+            hash,
         })
     }
 
@@ -479,8 +495,11 @@ impl Downloader {
 
     /// Reads every byte of every share found and checks all of it: header,
     /// each block, every node of both stored trees, the proof, the trailer
-    /// and the footer. Returns the problems found (empty when all is well),
-    /// including shares of this file that are missing altogether.
+    /// and the footer; and, segment by segment, that the shares agree with
+    /// one another and with the ciphertext tree (the data blocks hash to
+    /// the segment's leaf, the parity blocks are the code of the data).
+    /// Returns the problems found (empty when all is well), including
+    /// shares of this file that are missing altogether.
     pub async fn verify_all_shares(&self) -> Vec<ShareProblem> {
         let candidates: Vec<(ShareNum, Arc<dyn ShareStore>)> = {
             let state = lock(&self.state);
@@ -500,11 +519,45 @@ impl Downloader {
                 });
             }
         }
+        let mut checks = Vec::with_capacity(candidates.len());
+        let mut segment_leaves: Option<Vec<Hash>> = None;
         for (share, server) in candidates {
-            if let Err(kind) = self.verify_share(server.as_ref(), share).await {
+            let result = self.verify_share_structure(server.as_ref(), share).await;
+            let failed = match result {
+                Ok(leaves) => {
+                    segment_leaves.get_or_insert(leaves);
+                    None
+                }
+                Err(kind) => Some(kind),
+            };
+            checks.push(ShareCheck {
+                share,
+                server,
+                leaves: Vec::new(),
+                failed,
+                disagrees: None,
+            });
+        }
+        for s in 0..self.layout.segment_count {
+            self.verify_segment(s, &mut checks, segment_leaves.as_deref())
+                .await;
+        }
+        for mut check in checks {
+            let kind = match (check.failed.take(), check.disagrees) {
+                (Some(kind), _) => Some(kind),
+                (None, disagrees) => match self.check_block_tree(&check).await {
+                    Err(kind) => Some(kind),
+                    Ok(()) => disagrees.map(|s| {
+                        ProblemKind::Corrupt(format!(
+                            "block {s} disagrees with the other shares and the ciphertext tree"
+                        ))
+                    }),
+                },
+            };
+            if let Some(kind) = kind {
                 problems.push(ShareProblem {
-                    share: Some(share),
-                    server: server.server_id().to_owned(),
+                    share: Some(check.share),
+                    server: check.server.server_id().to_owned(),
                     kind,
                 });
             }
@@ -512,11 +565,119 @@ impl Downloader {
         problems
     }
 
-    async fn verify_share(
+    /// Reads block `s` of every share still in good standing, hashes each
+    /// into its share's leaves, and checks the blocks against one another.
+    async fn verify_segment(&self, s: u64, checks: &mut [ShareCheck], leaves: Option<&[Hash]>) {
+        let start = self.layout.block_offset(s);
+        let range = start..start + self.layout.block_len(s);
+        let reads = futures::future::join_all(checks.iter().map(|check| {
+            let range = range.clone();
+            async move {
+                match check.failed {
+                    Some(_) => None,
+                    None => Some(check.server.read(self.si, check.share, range).await),
+                }
+            }
+        }))
+        .await;
+        let mut blocks: Vec<(usize, Bytes)> = Vec::new();
+        for (index, read) in reads.into_iter().enumerate() {
+            match read {
+                None => {}
+                Some(Ok(block)) if block.len() as u64 == range.end - range.start => {
+                    blocks.push((index, block))
+                }
+                Some(Ok(block)) => {
+                    checks[index].failed = Some(ProblemKind::Corrupt(format!(
+                        "read of block {s} returned {} bytes",
+                        block.len()
+                    )))
+                }
+                Some(Err(e)) => {
+                    checks[index].failed = Some(ProblemKind::Unavailable(e.to_string()))
+                }
+            }
+        }
+        let shares: Vec<(ShareNum, Bytes)> = blocks
+            .iter()
+            .map(|(index, block)| (checks[*index].share, block.clone()))
+            .collect();
+        let coder = Arc::clone(&self.coder);
+        let k = usize::from(self.trailer.k);
+        let n = usize::from(self.trailer.n);
+        let leaf = leaves.and_then(|l| l.get(s as usize)).copied();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let hashes: Vec<Hash> = shares.iter().map(|(_, b)| block_hash(b)).collect();
+            let disagreeing = cross_check(&coder, k, n, &shares, leaf);
+            (hashes, disagreeing)
+        })
+        .await;
+        let Ok((hashes, disagreeing)) = outcome else {
+            for (index, _) in &blocks {
+                checks[*index].failed = Some(ProblemKind::Unavailable("hashing failed".into()));
+            }
+            return;
+        };
+        for ((index, _), hash) in blocks.iter().zip(hashes) {
+            let check = &mut checks[*index];
+            check.leaves.push(hash);
+            if disagreeing.contains(&check.share) && check.disagrees.is_none() {
+                check.disagrees = Some(s);
+            }
+        }
+    }
+
+    /// The stored block tree of a share against the blocks it holds, and
+    /// its root against the share tree.
+    async fn check_block_tree(&self, check: &ShareCheck) -> Result<(), ProblemKind> {
+        let layout = &self.layout;
+        let block_tree = HashTree::from_leaves(&check.leaves);
+        let stored = check
+            .server
+            .read(
+                self.si,
+                check.share,
+                layout.block_tree_offset..layout.ciphertext_tree_offset,
+            )
+            .await
+            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        if stored[..] != block_tree.to_bytes()[..] {
+            return Err(ProblemKind::Corrupt(
+                "stored block tree does not match the blocks".into(),
+            ));
+        }
+        let proof: Vec<Hash> = check
+            .server
+            .read(
+                self.si,
+                check.share,
+                layout.proof_offset..layout.trailer_offset,
+            )
+            .await
+            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
+        if !verify_proof(
+            &block_tree.root(),
+            u64::from(check.share.0),
+            &proof,
+            &self.trailer.share_root,
+        ) {
+            return Err(ProblemKind::Corrupt(
+                "block-tree root not in the share tree".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything of one share but its blocks and block tree: header,
+    /// ciphertext tree (whose leaves it returns), trailer and footer.
+    async fn verify_share_structure(
         &self,
         server: &dyn ShareStore,
         share: ShareNum,
-    ) -> Result<(), ProblemKind> {
+    ) -> Result<Vec<Hash>, ProblemKind> {
         let layout = &self.layout;
         let read = |range: std::ops::Range<u64>| async move {
             server
@@ -527,20 +688,6 @@ impl Downloader {
         let corrupt = |what: &str| Err(ProblemKind::Corrupt(what.to_owned()));
         if read(0..HEADER_LEN).await?[..] != self.expected_header(share)[..] {
             return corrupt("header does not match the trailer");
-        }
-        let mut leaves = Vec::with_capacity(layout.segment_count as usize);
-        for s in 0..layout.segment_count {
-            let start = layout.block_offset(s);
-            let block = read(start..start + layout.block_len(s)).await?;
-            let hash = tokio::task::spawn_blocking(move || block_hash(&block))
-                .await
-                .map_err(|e| ProblemKind::Unavailable(format!("hashing failed: {e}")))?;
-            leaves.push(hash);
-        }
-        let block_tree = HashTree::from_leaves(&leaves);
-        let stored = read(layout.block_tree_offset..layout.ciphertext_tree_offset).await?;
-        if stored[..] != block_tree.to_bytes()[..] {
-            return corrupt("stored block tree does not match the blocks");
         }
         let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
         let first_leaf = (hashtree::width_for(layout.segment_count) - 1) as usize * 32;
@@ -556,26 +703,13 @@ impl Downloader {
         if stored[..] != rebuilt.to_bytes()[..] || rebuilt.root() != self.trailer.ciphertext_root {
             return corrupt("stored ciphertext tree does not match the trailer");
         }
-        let proof: Vec<Hash> = read(layout.proof_offset..layout.trailer_offset)
-            .await?
-            .chunks_exact(32)
-            .map(|c| c.try_into().unwrap_or([0; 32]))
-            .collect();
-        if !verify_proof(
-            &block_tree.root(),
-            u64::from(share.0),
-            &proof,
-            &self.trailer.share_root,
-        ) {
-            return corrupt("block-tree root not in the share tree");
-        }
         let tail = read(layout.trailer_offset..layout.share_len).await?;
         let mut expected = self.trailer.encode().to_vec();
         expected.extend_from_slice(&layout.footer(u16::from(share.0)).encode());
         if tail[..] != expected[..] {
             return corrupt("trailer or footer differs from the verified trailer");
         }
-        Ok(())
+        Ok(stored_leaves)
     }
 
     async fn check_segment_hash(&self, s: u64, hash: Hash, good: &[GoodBlock]) -> EngineResult<()> {
@@ -626,6 +760,72 @@ async fn read_node(
             server: server.server_id().to_owned(),
             message: format!("read of 32 bytes returned {}", bytes.len()),
         })
+}
+
+/// One share under `verify_all_shares`.
+struct ShareCheck {
+    share: ShareNum,
+    server: Arc<dyn ShareStore>,
+    /// Hashes of the blocks read so far: the leaves of its block tree.
+    leaves: Vec<Hash>,
+    /// The share cannot be checked further (unreadable or corrupt).
+    failed: Option<ProblemKind>,
+    /// The first segment whose block disagreed with the other shares.
+    disagrees: Option<u64>,
+}
+
+/// The shares among `blocks` (one segment's, from different shares) that
+/// disagree with the segment the ciphertext tree's `leaf` names. Finds a k
+/// of them that decode to that segment (the lowest-numbered k first, then
+/// without each share in turn, which finds any single culprit), re-encodes
+/// it and compares every block. Without such a k, every share disagrees:
+/// the segment cannot be read correctly from what is there.
+fn cross_check(
+    coder: &SegmentCoder,
+    k: usize,
+    n: usize,
+    blocks: &[(ShareNum, Bytes)],
+    leaf: Option<Hash>,
+) -> Vec<ShareNum> {
+    let Some(leaf) = leaf else {
+        return Vec::new();
+    };
+    if blocks.len() < k {
+        return Vec::new();
+    }
+    let mut sorted: Vec<&(ShareNum, Bytes)> = blocks.iter().collect();
+    sorted.sort_by_key(|(share, _)| *share);
+    let excluded = std::iter::once(None).chain(sorted.iter().map(|(share, _)| Some(*share)));
+    for skip in excluded {
+        let chosen: Vec<&&(ShareNum, Bytes)> = sorted
+            .iter()
+            .filter(|(share, _)| Some(*share) != skip)
+            .take(k)
+            .collect();
+        if chosen.len() < k {
+            continue;
+        }
+        let mut slots: Vec<Option<Bytes>> = vec![None; n];
+        for (share, block) in &chosen {
+            if let Some(slot) = slots.get_mut(usize::from(share.0)) {
+                *slot = Some(block.clone());
+            }
+        }
+        let Ok(cipher) = coder.decode(slots) else {
+            continue;
+        };
+        let expected = coder.blocks_of(cipher.freeze());
+        let hashes: Vec<Hash> = expected[..k].iter().map(|b| block_hash(b)).collect();
+        if segment_hash(&hashes) != leaf {
+            continue;
+        }
+        return blocks
+            .iter()
+            .filter(|(share, block)| expected.get(usize::from(share.0)) != Some(block))
+            .map(|(share, _)| *share)
+            .collect();
+    }
+    blocks.iter().map(|(share, _)| *share).collect()
 }
 
 /// Why a block could not be used, and how much of the share that rules out.
@@ -695,4 +895,64 @@ fn lock(state: &Mutex<ReadState>) -> MutexGuard<'_, ReadState> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::engine::{EncodingParams, UploadOptions, Uploader};
+    use crate::grid::MemoryStore;
+
+    /// An uploader that wrote share 0 wrong (each share consistent with
+    /// its own block tree, share 0 not with the others): reads never give
+    /// other bytes than those hashed, and `verify` names the share.
+    #[tokio::test]
+    async fn shares_that_disagree_with_the_ciphertext_tree_are_caught() {
+        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
+        let grid = Grid::new(
+            stores
+                .iter()
+                .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
+                .collect(),
+        );
+        let params = EncodingParams {
+            k: 3,
+            happy: 7,
+            n: 10,
+            segment_size: 999,
+        };
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
+            .await
+            .unwrap();
+        uploader.tamper_share = Some(0);
+        uploader.write(Bytes::from(data.clone())).await.unwrap();
+        let cap = uploader.finish().await.unwrap();
+
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        match downloader.read(0, cap.size).await {
+            Err(EngineError::Inconsistent { .. }) => {}
+            Ok(bytes) => panic!("read {} bytes from inconsistent shares", bytes.len()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        let problems = downloader.verify_all_shares().await;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].share, Some(ShareNum(0)));
+        assert!(
+            matches!(&problems[0].kind, ProblemKind::Corrupt(why) if why.contains("disagrees")),
+            "{problems:?}"
+        );
+
+        // Without share 0 the parity gives back exactly the bytes written.
+        let si = cap.key.storage_index();
+        assert!(stores.iter().any(|s| s.remove_share(si, ShareNum(0))));
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        assert_eq!(downloader.read(0, cap.size).await.unwrap(), data);
+        assert!(downloader
+            .verify_all_shares()
+            .await
+            .iter()
+            .all(|p| p.share == Some(ShareNum(0))));
+    }
 }

@@ -58,6 +58,9 @@ pub struct Uploader {
     si: StorageIndex,
     params: EncodingParams,
     coder: Arc<SegmentCoder>,
+    /// Tests only: the share whose blocks a faulty uploader gets wrong.
+    #[cfg(test)]
+    pub(crate) tamper_share: Option<usize>,
     grid: Grid,
     expected_size: Option<u64>,
     max_in_flight: usize,
@@ -146,6 +149,8 @@ impl Uploader {
             problems: Vec::new(),
             state: State::Open,
             coder,
+            #[cfg(test)]
+            tamper_share: None,
         };
         for (share, server, result) in created {
             let server_id = server.server_id().to_owned();
@@ -444,9 +449,20 @@ impl Uploader {
     /// Queues a coded segment's blocks to the share tasks.
     async fn dispatch(
         &mut self,
-        encoded: EncodedSegment,
+        #[cfg_attr(not(test), allow(unused_mut))] mut encoded: EncodedSegment,
         permit: Option<SegmentPermit>,
     ) -> EngineResult<()> {
+        #[cfg(test)]
+        if let Some(share) = self.tamper_share {
+            // A faulty uploader: one share's block differs from the code of
+            // the segment, yet its own block tree is consistent with it.
+            let mut block = encoded.blocks[share].to_vec();
+            if let Some(byte) = block.first_mut() {
+                *byte ^= 0x5a;
+            }
+            encoded.block_hashes[share] = super::codec::block_hash(&block);
+            encoded.blocks[share] = Bytes::from(block);
+        }
         for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
             hashes.push(*hash);
         }
