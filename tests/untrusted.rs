@@ -11,8 +11,11 @@ use bytes::Bytes;
 use common::{content, memory_grid};
 use griddav::engine::crypto::FileKey;
 use griddav::engine::delete::delete_shares;
+use griddav::engine::EngineError;
 use griddav::engine::{Downloader, EncodingParams, FileCap, UploadOptions, Uploader};
-use griddav::grid::{Grid, GridError, MemoryStore, ShareNum, ShareStore};
+use griddav::grid::{
+    Fault, FaultSwitch, FaultyStore, Grid, GridError, MemoryStore, ShareNum, ShareStore,
+};
 
 const SMALL: EncodingParams = EncodingParams {
     k: 3,
@@ -100,4 +103,115 @@ async fn files_written_with_the_old_secrets_are_still_deleted() {
     assert_eq!(count_shares(&stores), 4);
     delete_shares(&grid, &key).await.expect("delete");
     assert_eq!(count_shares(&stores), 0);
+}
+
+/// A grid of memory stores, each behind a [`FaultyStore`] with its own
+/// switch (all passing through at first).
+fn faulty_grid(count: usize) -> (Grid, Vec<Arc<MemoryStore>>, Vec<FaultSwitch>) {
+    let (_, stores) = memory_grid(count);
+    let switches: Vec<FaultSwitch> = (0..count).map(|_| FaultSwitch::new(Fault::None)).collect();
+    let grid = Grid::new(
+        stores
+            .iter()
+            .zip(&switches)
+            .map(|(store, switch)| {
+                Arc::new(FaultyStore::new(
+                    Arc::clone(store) as Arc<dyn ShareStore>,
+                    switch.clone(),
+                )) as Arc<dyn ShareStore>
+            })
+            .collect(),
+    );
+    (grid, stores, switches)
+}
+
+/// The switches of the servers holding `shares` of the file, in share order.
+fn switches_of(
+    grid: &Grid,
+    switches: &[FaultSwitch],
+    cap: &FileCap,
+    shares: &[u8],
+) -> Vec<FaultSwitch> {
+    let permuted = grid.permuted(cap.key.storage_index());
+    shares
+        .iter()
+        .map(|share| {
+            let id = permuted[usize::from(*share) % permuted.len()]
+                .server_id()
+                .to_owned();
+            let index = grid
+                .servers()
+                .iter()
+                .position(|s| s.server_id() == id)
+                .expect("server of the share");
+            switches[index].clone()
+        })
+        .collect()
+}
+
+// ---- 2. bounded answers ----
+
+#[tokio::test]
+async fn servers_that_answer_too_much_or_garbage_are_read_around() {
+    for fault in [Fault::TooLong, Fault::Garbage] {
+        let (grid, _, switches) = faulty_grid(10);
+        let data = content(20_000, 2);
+        let cap = upload(&grid, SMALL, &data).await;
+        // The three data shares, which a reader tries first.
+        for switch in switches_of(&grid, &switches, &cap, &[0, 1, 2]) {
+            switch.set(fault);
+        }
+        let downloader = Downloader::open(&grid, &cap).await.expect("open");
+        assert_eq!(
+            downloader.read(0, cap.size).await.expect("read"),
+            data,
+            "{fault:?}"
+        );
+        let problems = downloader.problems();
+        assert!(!problems.is_empty(), "{fault:?}: no problem reported");
+        assert!(
+            problems.len() <= 32,
+            "{fault:?}: {} problems kept",
+            problems.len()
+        );
+    }
+}
+
+// ---- 4. transient failures ----
+
+#[tokio::test]
+async fn a_reader_recovers_when_an_outage_ends() {
+    let (grid, _, switches) = faulty_grid(10);
+    let data = content(10_000, 3);
+    let cap = upload(&grid, SMALL, &data).await;
+    let downloader = Downloader::open(&grid, &cap).await.expect("open");
+    assert_eq!(downloader.read(0, 1000).await.expect("read"), data[..1000]);
+
+    let down = switches_of(&grid, &switches, &cap, &[0, 1, 2, 3, 4, 5, 6, 7]);
+    for switch in &down {
+        switch.set(Fault::Down);
+    }
+    match downloader.read(1000, 1000).await {
+        Err(EngineError::NotEnoughShares { .. }) => {}
+        other => panic!("read during the outage: {other:?}"),
+    }
+    assert!(downloader.degraded());
+    for switch in &down {
+        switch.set(Fault::None);
+    }
+    // The shares are retried after a back-off (well under 10 s here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match downloader.read(0, cap.size).await {
+            Ok(bytes) => {
+                assert_eq!(bytes, data);
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("still unreadable 10 s after the outage ended: {e}"),
+        }
+    }
 }

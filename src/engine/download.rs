@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, Stream, StreamExt};
@@ -32,6 +33,14 @@ use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
 const CACHED_SEGMENTS: usize = 4;
 /// Segments fetched ahead of a streaming reader.
 const READ_AHEAD: usize = 4;
+/// A share that could not be reached is tried again after this long,
+/// doubled on each further failure up to [`MAX_BACKOFF`]: an outage that
+/// ends must not leave a long-lived reader without the share for good.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Problems kept per reader; later ones are counted, not kept, so a read
+/// of a large file from bad servers does not grow a list per segment.
+const MAX_PROBLEMS: usize = 32;
 
 /// One copy of a share on one server.
 struct Candidate {
@@ -40,8 +49,12 @@ struct Candidate {
     /// Set once the share's block-tree root has been checked against the
     /// share tree; then blocks can be checked.
     block_tree: Option<VerifiedTree>,
-    /// The share as a whole is unusable (unreachable, or its trees are bad).
-    bad: bool,
+    /// The share as a whole is unusable: its header or trees are bad.
+    corrupt: bool,
+    /// Transient failures in a row (unreachable, timed out, not found);
+    /// the share is not tried again before `retry_at`.
+    failures: u32,
+    retry_at: Option<Instant>,
     /// Segments whose block in this share failed its hash check: rot in one
     /// block leaves the share's other blocks usable.
     bad_blocks: HashSet<u64>,
@@ -51,6 +64,18 @@ struct ReadState {
     candidates: Vec<Candidate>,
     ciphertext_tree: VerifiedTree,
     problems: Vec<ShareProblem>,
+    /// Problems seen beyond [`MAX_PROBLEMS`].
+    problems_dropped: u64,
+}
+
+impl ReadState {
+    fn push_problem(&mut self, problem: ShareProblem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
 }
 
 /// Reads one file version. Cheap to share behind an `Arc`; reads may run
@@ -149,7 +174,9 @@ impl Downloader {
                 share,
                 server,
                 block_tree: None,
-                bad: false,
+                corrupt: false,
+                failures: 0,
+                retry_at: None,
                 bad_blocks: HashSet::new(),
             });
         }
@@ -166,7 +193,8 @@ impl Downloader {
             state: Mutex::new(ReadState {
                 candidates,
                 ciphertext_tree: VerifiedTree::new(trailer.segment_count, trailer.ciphertext_root),
-                problems,
+                problems_dropped: problems.len().saturating_sub(MAX_PROBLEMS) as u64,
+                problems: problems.into_iter().take(MAX_PROBLEMS).collect(),
             }),
             cache: Mutex::new(VecDeque::new()),
             trailer,
@@ -182,9 +210,22 @@ impl Downloader {
         self.layout.segment_size
     }
 
-    /// Every share problem seen so far: missing, unreachable or corrupt.
+    /// The first share problems seen (at most a few dozen): missing,
+    /// unreachable or corrupt.
     pub fn problems(&self) -> Vec<ShareProblem> {
         lock(&self.state).problems.clone()
+    }
+
+    /// Whether a share could not be reached while reading: a reader kept
+    /// for later requests should then be opened afresh before long, since
+    /// the shares it found at open may have moved on.
+    pub fn degraded(&self) -> bool {
+        let state = lock(&self.state);
+        state.problems_dropped > 0
+            || state
+                .problems
+                .iter()
+                .any(|p| matches!(p.kind, ProblemKind::Unavailable(_)))
     }
 
     /// Exactly the bytes `offset..offset + len` of the file.
@@ -278,7 +319,10 @@ impl Downloader {
                 futures::future::join_all(picks.iter().map(|c| self.fetch_block(*c, s))).await;
             for (candidate, result) in picks.into_iter().zip(fetched) {
                 match result {
-                    Ok(block) => good.push(block),
+                    Ok(block) => {
+                        self.mark_good(candidate);
+                        good.push(block)
+                    }
                     Err(failure) => self.mark_bad(candidate, s, failure),
                 }
             }
@@ -336,6 +380,7 @@ impl Downloader {
     /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
     fn pick(&self, s: u64, count: usize, good: &[GoodBlock]) -> Vec<usize> {
         let state = lock(&self.state);
+        let now = Instant::now();
         let mut picks: Vec<usize> = Vec::with_capacity(count);
         for (index, candidate) in state.candidates.iter().enumerate() {
             if picks.len() == count {
@@ -345,7 +390,8 @@ impl Downloader {
                 || picks
                     .iter()
                     .any(|p| state.candidates[*p].share == candidate.share);
-            if !candidate.bad && !candidate.bad_blocks.contains(&s) && !taken {
+            let waiting = candidate.retry_at.is_some_and(|at| at > now);
+            if !candidate.corrupt && !waiting && !candidate.bad_blocks.contains(&s) && !taken {
                 picks.push(index);
             }
         }
@@ -356,8 +402,16 @@ impl Downloader {
         let mut state = lock(&self.state);
         let c = &mut state.candidates[candidate];
         let kind = match failure {
-            BlockFailure::Share(kind) => {
-                c.bad = true;
+            BlockFailure::Share(kind @ ProblemKind::Corrupt(_)) => {
+                c.corrupt = true;
+                kind
+            }
+            BlockFailure::Share(kind @ ProblemKind::Unavailable(_)) => {
+                c.failures = c.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << c.failures.min(8).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                c.retry_at = Some(Instant::now() + backoff);
                 kind
             }
             BlockFailure::Block(kind) => {
@@ -371,7 +425,14 @@ impl Downloader {
             kind,
         };
         tracing::warn!(si = %self.si, %problem, "share problem while reading");
-        state.problems.push(problem);
+        state.push_problem(problem);
+    }
+
+    fn mark_good(&self, candidate: usize) {
+        let mut state = lock(&self.state);
+        let c = &mut state.candidates[candidate];
+        c.failures = 0;
+        c.retry_at = None;
     }
 
     /// Reads block `s` of one candidate and checks it against the trees.
@@ -416,6 +477,13 @@ impl Downloader {
         }));
         let (block, nodes) = futures::join!(block_read, node_reads);
         let block = block.map_err(unavailable)?;
+        if block.len() as u64 != self.layout.block_len(s) {
+            return Err(BlockFailure::Block(ProblemKind::Corrupt(format!(
+                "read of block {s} returned {} bytes, not {}",
+                block.len(),
+                self.layout.block_len(s)
+            ))));
+        }
         let mut fetched = HashMap::with_capacity(needed.len());
         for (node, hash) in needed.into_iter().zip(nodes) {
             fetched.insert(node, hash.map_err(unavailable)?);

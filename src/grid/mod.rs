@@ -16,7 +16,7 @@ mod memory;
 pub mod tahoe;
 mod throttle;
 
-pub use fault::FailingStore;
+pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
 pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
 pub use tahoe::TahoeStore;
