@@ -53,12 +53,24 @@ pub struct Service {
 /// builds the WebDAV handler and the garbage collector over `grid`.
 pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, ServiceError> {
     let data_dir = config.data_dir.clone();
-    tokio::fs::create_dir_all(&data_dir)
-        .await
-        .map_err(|source| ServiceError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+    // Owner-only: it holds the namespace (every capability) and, by
+    // default, the local grid. Tightened when it exists already (the
+    // local grid's setup may have created it with the umask's mode).
+    let owner_only = async {
+        use std::os::unix::fs::PermissionsExt;
+        let mut builder = tokio::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(&data_dir).await?;
+        let mode = tokio::fs::metadata(&data_dir).await?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tokio::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).await?;
+        }
+        Ok(())
+    };
+    owner_only.await.map_err(|source| ServiceError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let ns = Namespace::open(config.namespace_db()).await?;
     crate::gc::recover_interrupted_uploads(&ns, &grid).await;
     let fs = GridFs::new(

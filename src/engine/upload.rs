@@ -102,8 +102,8 @@ impl Uploader {
     }
 
     /// As [`Uploader::new`] with a given key: for test vectors only; a key
-    /// must never encrypt two different files.
-    pub async fn with_key(
+    /// must never encrypt two different files, so this is not public.
+    pub(crate) async fn with_key(
         grid: Grid,
         params: EncodingParams,
         options: UploadOptions,
