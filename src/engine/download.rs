@@ -41,6 +41,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Problems kept per reader; later ones are counted, not kept, so a read
 /// of a large file from bad servers does not grow a list per segment.
 const MAX_PROBLEMS: usize = 32;
+/// A block read not answered within this long gets a backup read from
+/// another share.
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+/// Any one read of a share (block, hashes, trailer, listing) gives up
+/// after this long, whatever the backend (a hung disk or NFS mount, too).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once k shares are found, slower listings get this much longer.
+const LIST_GRACE: Duration = Duration::from_secs(1);
 
 /// One copy of a share on one server.
 struct Candidate {
@@ -55,6 +63,13 @@ struct Candidate {
     /// the share is not tried again before `retry_at`.
     failures: u32,
     retry_at: Option<Instant>,
+    /// Its blocks failed their hashes: tried after every other share.
+    demoted: bool,
+    /// It answered late (a backup read was sent): tried after prompt ones
+    /// until it answers in time again.
+    slow: bool,
+    /// A problem of this share was logged as a warning already.
+    reported: bool,
     /// Segments whose block in this share failed its hash check: rot in one
     /// block leaves the share's other blocks usable.
     bad_blocks: HashSet<u64>,
@@ -112,31 +127,97 @@ impl Downloader {
     pub async fn open(grid: &Grid, cap: &FileCap) -> EngineResult<Self> {
         let si = cap.key.storage_index();
         let servers = grid.permuted(si);
-        let listings =
-            futures::future::join_all(servers.iter().map(|server| server.list(si))).await;
-
         let mut problems = Vec::new();
         let mut found = Vec::new();
-        for (rank, (server, listing)) in servers.iter().zip(listings).enumerate() {
+        // Listings in parallel; once k distinct shares are known, slower
+        // servers get LIST_GRACE more, not a whole timeout each.
+        let mut listings: futures::stream::FuturesUnordered<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(rank, server)| async move {
+                let listing = tokio::time::timeout(READ_TIMEOUT, server.list(si)).await;
+                (rank, listing)
+            })
+            .collect();
+        let mut answered = vec![false; servers.len()];
+        let mut grace_until: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match grace_until {
+                Some(at) => match tokio::time::timeout_at(at, listings.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => listings.next().await,
+            };
+            let Some((rank, listing)) = next else {
+                break;
+            };
+            answered[rank] = true;
+            let server = &servers[rank];
             match listing {
-                Ok(shares) => {
+                Ok(Ok(shares)) => {
+                    let mut seen = HashSet::new();
                     for info in shares {
-                        found.push((info.share, rank, Arc::clone(server), info.len));
+                        // A share listed twice by one server is one share.
+                        if seen.insert(info.share) {
+                            found.push((info.share, rank, Arc::clone(server), info.len));
+                        }
                     }
                 }
-                Err(e) => problems.push(ShareProblem {
+                Ok(Err(e)) => problems.push(ShareProblem {
                     share: None,
                     server: server.server_id().to_owned(),
                     kind: ProblemKind::Unavailable(e.to_string()),
                 }),
+                Err(_) => problems.push(ShareProblem {
+                    share: None,
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Unavailable(format!("no listing within {READ_TIMEOUT:?}")),
+                }),
+            }
+            let distinct: HashSet<ShareNum> = found.iter().map(|f| f.0).collect();
+            if grace_until.is_none() && distinct.len() >= usize::from(cap.k) {
+                grace_until = Some(tokio::time::Instant::now() + LIST_GRACE);
+            }
+        }
+        drop(listings);
+        for (rank, server) in servers.iter().enumerate() {
+            if !answered[rank] {
+                problems.push(ShareProblem {
+                    share: None,
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Unavailable("listing too slow; read without it".into()),
+                });
             }
         }
         // Data shares first, then by the servers' preference for this file.
         found.sort_by_key(|(share, rank, _, _)| (*share, *rank));
 
+        // Trailers in parallel: the first that verifies wins (every good
+        // one is the same, its hash is in the capability), and a server
+        // that does not answer holds nothing up.
         let mut verified: Option<(Trailer, ShareLayout)> = None;
-        for (share, _, server, len) in &found {
-            match read_trailer(server.as_ref(), si, *share, *len, cap).await {
+        let mut trailers: futures::stream::FuturesUnordered<_> = found
+            .iter()
+            .enumerate()
+            .map(|(index, (share, _, server, len))| async move {
+                let result = match tokio::time::timeout(
+                    READ_TIMEOUT,
+                    read_trailer(server.as_ref(), si, *share, *len, cap),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(TrailerError::Share(ProblemKind::Unavailable(format!(
+                        "no answer within {READ_TIMEOUT:?}"
+                    )))),
+                };
+                (index, result)
+            })
+            .collect();
+        while let Some((index, result)) = trailers.next().await {
+            let (share, _, server, _) = &found[index];
+            match result {
                 Ok(found) => {
                     verified = Some(found);
                     break;
@@ -149,6 +230,7 @@ impl Downloader {
                 }),
             }
         }
+        drop(trailers);
         let Some((trailer, layout)) = verified else {
             return Err(EngineError::NotEnoughShares {
                 have: 0,
@@ -177,6 +259,9 @@ impl Downloader {
                 corrupt: false,
                 failures: 0,
                 retry_at: None,
+                demoted: false,
+                slow: false,
+                reported: false,
                 bad_blocks: HashSet::new(),
             });
         }
@@ -305,9 +390,28 @@ impl Downloader {
     async fn fetch_segment(&self, s: u64) -> EngineResult<Bytes> {
         let k = usize::from(self.trailer.k);
         let mut good: Vec<GoodBlock> = Vec::with_capacity(k);
-        loop {
-            let picks = self.pick(s, k - good.len(), &good);
-            if picks.is_empty() {
+        // Blocks being fetched: a slow server gets a backup read from
+        // another share after HEDGE_AFTER (hedged reads, as Tahoe's
+        // downloader and Storj do); the first k good blocks win and the
+        // rest are dropped (cancelled).
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut busy: Vec<(usize, ShareNum)> = Vec::new();
+        let fetch = |candidate: usize| async move {
+            let result =
+                match tokio::time::timeout(READ_TIMEOUT, self.fetch_block(candidate, s)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(BlockFailure::Share(ProblemKind::Unavailable(format!(
+                        "no answer within {READ_TIMEOUT:?}"
+                    )))),
+                };
+            (candidate, result)
+        };
+        for candidate in self.pick(s, k, &good, &busy) {
+            busy.push((candidate, lock(&self.state).candidates[candidate].share));
+            in_flight.push(fetch(candidate));
+        }
+        while good.len() < k {
+            if in_flight.is_empty() {
                 let state = lock(&self.state);
                 return Err(EngineError::NotEnoughShares {
                     have: good.len(),
@@ -315,21 +419,39 @@ impl Downloader {
                     problems: state.problems.clone(),
                 });
             }
-            let fetched =
-                futures::future::join_all(picks.iter().map(|c| self.fetch_block(*c, s))).await;
-            for (candidate, result) in picks.into_iter().zip(fetched) {
-                match result {
-                    Ok(block) => {
-                        self.mark_good(candidate);
-                        good.push(block)
+            let next = tokio::time::timeout(HEDGE_AFTER, in_flight.next()).await;
+            let replacements = match next {
+                Ok(Some((candidate, result))) => {
+                    busy.retain(|(c, _)| *c != candidate);
+                    match result {
+                        Ok(block) => {
+                            self.mark_good(candidate);
+                            good.push(block);
+                            0
+                        }
+                        Err(failure) => {
+                            self.mark_bad(candidate, s, failure);
+                            1
+                        }
                     }
-                    Err(failure) => self.mark_bad(candidate, s, failure),
                 }
-            }
-            if good.len() == k {
-                break;
+                Ok(None) => 0,
+                Err(_) => {
+                    // Every read in flight is late: mark them slow (later
+                    // segments prefer other servers) and hedge with one more.
+                    let mut state = lock(&self.state);
+                    for (candidate, _) in &busy {
+                        state.candidates[*candidate].slow = true;
+                    }
+                    1
+                }
+            };
+            for candidate in self.pick(s, replacements, &good, &busy) {
+                busy.push((candidate, lock(&self.state).candidates[candidate].share));
+                in_flight.push(fetch(candidate));
             }
         }
+        drop(in_flight);
 
         let decoded = good.iter().any(|b| usize::from(b.share.0) >= k);
         let n = usize::from(self.trailer.n);
@@ -378,20 +500,41 @@ impl Downloader {
     }
 
     /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
-    fn pick(&self, s: u64, count: usize, good: &[GoodBlock]) -> Vec<usize> {
+    /// Up to `count` usable candidates for shares neither in `good` nor
+    /// being fetched (`busy`): healthy servers before slow ones before
+    /// demoted ones, then data shares first, then the servers' order.
+    fn pick(
+        &self,
+        s: u64,
+        count: usize,
+        good: &[GoodBlock],
+        busy: &[(usize, ShareNum)],
+    ) -> Vec<usize> {
         let state = lock(&self.state);
         let now = Instant::now();
+        let mut usable: Vec<(u8, usize)> = state
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(index, c)| {
+                let taken = good.iter().any(|b| b.share == c.share)
+                    || busy
+                        .iter()
+                        .any(|(b, share)| *b == *index || *share == c.share);
+                let waiting = c.retry_at.is_some_and(|at| at > now);
+                !c.corrupt && !waiting && !c.bad_blocks.contains(&s) && !taken
+            })
+            .map(|(index, c)| (u8::from(c.demoted) * 2 + u8::from(c.slow), index))
+            .collect();
+        // Stable: candidates are already in (share, server rank) order.
+        usable.sort_by_key(|(rank, _)| *rank);
         let mut picks: Vec<usize> = Vec::with_capacity(count);
-        for (index, candidate) in state.candidates.iter().enumerate() {
+        for (_, index) in usable {
             if picks.len() == count {
                 break;
             }
-            let taken = good.iter().any(|b| b.share == candidate.share)
-                || picks
-                    .iter()
-                    .any(|p| state.candidates[*p].share == candidate.share);
-            let waiting = candidate.retry_at.is_some_and(|at| at > now);
-            if !candidate.corrupt && !waiting && !candidate.bad_blocks.contains(&s) && !taken {
+            let share = state.candidates[index].share;
+            if !picks.iter().any(|p| state.candidates[*p].share == share) {
                 picks.push(index);
             }
         }
@@ -415,16 +558,25 @@ impl Downloader {
                 kind
             }
             BlockFailure::Block(kind) => {
+                // A server whose blocks fail their hashes is tried last
+                // for the rest of the read, not first for every segment.
                 c.bad_blocks.insert(s);
+                c.demoted = true;
                 kind
             }
         };
+        let first = !c.reported;
+        c.reported = true;
         let problem = ShareProblem {
             share: Some(c.share),
             server: c.server.server_id().to_owned(),
             kind,
         };
-        tracing::warn!(si = %self.si, %problem, "share problem while reading");
+        if first {
+            tracing::warn!(si = %self.si, %problem, "share problem while reading");
+        } else {
+            tracing::debug!(si = %self.si, %problem, "share problem while reading");
+        }
         state.push_problem(problem);
     }
 
@@ -433,6 +585,7 @@ impl Downloader {
         let c = &mut state.candidates[candidate];
         c.failures = 0;
         c.retry_at = None;
+        c.slow = false;
     }
 
     /// Reads block `s` of one candidate and checks it against the trees.
@@ -796,8 +949,10 @@ impl Downloader {
                 needed
                     .iter()
                     .map(|node| read_node(server.as_ref(), self.si, share, offset, *node)),
-            )
-            .await;
+            );
+            let Ok(reads) = tokio::time::timeout(READ_TIMEOUT, reads).await else {
+                continue;
+            };
             let Ok(nodes) = reads.into_iter().collect::<Result<Vec<Hash>, _>>() else {
                 continue;
             };

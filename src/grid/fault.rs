@@ -105,6 +105,12 @@ pub enum Fault {
     /// Every read returns bytes of the right length but the wrong content
     /// (a lying or rotting server).
     Garbage,
+    /// Reads of at least this many bytes (blocks, not hashes) return the
+    /// wrong content: a server whose blocks fail their hashes while its
+    /// trees pass.
+    GarbageFrom(u64),
+    /// Listings name every share twice.
+    DuplicateListing,
     /// Every read returns the bytes asked for followed by as many again,
     /// as a server that sends more than it was asked would.
     TooLong,
@@ -169,7 +175,7 @@ impl FaultyStore {
                     ),
                 })
             }
-            Fault::None | Fault::Garbage | Fault::TooLong => {}
+            _ => {}
         }
         Ok(fault)
     }
@@ -202,9 +208,13 @@ impl ShareStore for FaultyStore {
         range: Range<u64>,
     ) -> GridResult<Bytes> {
         let fault = self.before().await?;
+        let len = range.end.saturating_sub(range.start);
         let bytes = self.inner.read(si, share, range).await?;
+        let garbage =
+            |bytes: Bytes| -> Bytes { bytes.iter().map(|b| b ^ 0xa5).collect::<Vec<u8>>().into() };
         Ok(match fault {
-            Fault::Garbage => bytes.iter().map(|b| b ^ 0xa5).collect::<Vec<u8>>().into(),
+            Fault::Garbage => garbage(bytes),
+            Fault::GarbageFrom(at_least) if len >= at_least => garbage(bytes),
             Fault::TooLong => {
                 let mut longer = bytes.to_vec();
                 longer.extend_from_slice(&bytes);
@@ -216,8 +226,12 @@ impl ShareStore for FaultyStore {
     }
 
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
-        self.before().await?;
-        self.inner.list(si).await
+        let fault = self.before().await?;
+        let mut shares = self.inner.list(si).await?;
+        if fault == Fault::DuplicateListing {
+            shares.extend(shares.clone());
+        }
+        Ok(shares)
     }
 
     async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()> {

@@ -328,9 +328,8 @@ where
 pub fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
     let mut out = String::new();
-    let mut chars = 0;
-    for c in text.chars() {
-        if chars >= max {
+    for (count, c) in text.chars().enumerate() {
+        if count >= max {
             out.push('…');
             break;
         }
@@ -339,7 +338,6 @@ pub fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
         } else {
             out.extend(c.escape_default());
         }
-        chars += 1;
     }
     out
 }
