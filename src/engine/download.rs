@@ -47,8 +47,11 @@ const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// Any one read of a share (block, hashes, trailer, listing) gives up
 /// after this long, whatever the backend (a hung disk or NFS mount, too).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Once k shares are found, slower listings get this much longer.
-const LIST_GRACE: Duration = Duration::from_secs(1);
+/// Once k shares are found, slower listings get twice as long again as
+/// that took, within these bounds: a server much slower than its peers is
+/// read without rather than waited for.
+const MIN_LIST_GRACE: Duration = Duration::from_millis(100);
+const MAX_LIST_GRACE: Duration = Duration::from_secs(1);
 
 /// One copy of a share on one server.
 struct Candidate {
@@ -130,7 +133,7 @@ impl Downloader {
         let mut problems = Vec::new();
         let mut found = Vec::new();
         // Listings in parallel; once k distinct shares are known, slower
-        // servers get LIST_GRACE more, not a whole timeout each.
+        // servers get a short grace, not a whole timeout each.
         let mut listings: futures::stream::FuturesUnordered<_> = servers
             .iter()
             .enumerate()
@@ -141,6 +144,7 @@ impl Downloader {
             .collect();
         let mut answered = vec![false; servers.len()];
         let mut grace_until: Option<tokio::time::Instant> = None;
+        let listing_started = tokio::time::Instant::now();
         loop {
             let next = match grace_until {
                 Some(at) => match tokio::time::timeout_at(at, listings.next()).await {
@@ -177,7 +181,8 @@ impl Downloader {
             }
             let distinct: HashSet<ShareNum> = found.iter().map(|f| f.0).collect();
             if grace_until.is_none() && distinct.len() >= usize::from(cap.k) {
-                grace_until = Some(tokio::time::Instant::now() + LIST_GRACE);
+                let grace = (listing_started.elapsed() * 2).clamp(MIN_LIST_GRACE, MAX_LIST_GRACE);
+                grace_until = Some(tokio::time::Instant::now() + grace);
             }
         }
         drop(listings);
