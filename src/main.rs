@@ -50,10 +50,13 @@ enum Command {
     /// Print the capability of the file at PATH in the WebDAV tree
     /// (`/docs/a.pdf`), to `get` or `verify` it.
     Cap { path: String },
-    /// Write the file of a capability to standard output.
-    Get { cap: String },
-    /// Read every byte of every share of a capability and report problems.
-    Verify { cap: String },
+    /// Write the file of a capability to standard output. The capability
+    /// is read from standard input when it is `-` or not given, so it need
+    /// not appear in `ps` or the shell's history.
+    Get { cap: Option<String> },
+    /// Read every byte of every share of a capability and report problems
+    /// (capability from standard input when `-` or not given).
+    Verify { cap: Option<String> },
     /// Print the NURL of a Tahoe-LAFS node directory, for a
     /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
     TahoeNurl { nodedir: PathBuf },
@@ -126,7 +129,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
         Command::Cap { path } => return print_cap(&config, &path).await,
         Command::Get { cap } => {
-            let cap: FileCap = cap.parse()?;
+            let cap = capability(cap).await?;
             let downloader = std::sync::Arc::new(Downloader::open(&grid, &cap).await?);
             let mut stream = std::pin::pin!(downloader.stream(0));
             let mut out = tokio::io::stdout();
@@ -136,7 +139,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             out.flush().await?;
         }
         Command::Verify { cap } => {
-            let cap: FileCap = cap.parse()?;
+            let cap = capability(cap).await?;
             let downloader = Downloader::open(&grid, &cap).await?;
             let problems = downloader.verify_all_shares().await;
             if problems.is_empty() {
@@ -255,6 +258,24 @@ async fn print_cap(config: &Config, path: &str) -> Result<ExitCode, Box<dyn std:
         .into()),
         None => Err(format!("{path}: a folder, not a file").into()),
     }
+}
+
+/// The capability given as an argument, or read from standard input (its
+/// first line, at most 1 KiB) when the argument is `-` or missing.
+async fn capability(arg: Option<String>) -> Result<FileCap, Box<dyn std::error::Error>> {
+    let text = match arg {
+        Some(cap) if cap != "-" => cap,
+        _ => {
+            let mut input = Vec::new();
+            tokio::io::stdin()
+                .take(1024)
+                .read_to_end(&mut input)
+                .await?;
+            let text = String::from_utf8(input).map_err(|_| "the capability is not UTF-8")?;
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        }
+    };
+    Ok(text.parse()?)
 }
 
 async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Error>> {

@@ -54,12 +54,24 @@ pub struct Service {
 /// builds the WebDAV handler and the garbage collector over `grid`.
 pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, ServiceError> {
     let data_dir = config.data_dir.clone();
-    tokio::fs::create_dir_all(&data_dir)
-        .await
-        .map_err(|source| ServiceError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+    // Owner-only: it holds the namespace (every capability) and, by
+    // default, the local grid. Tightened when it exists already (the
+    // local grid's setup may have created it with the umask's mode).
+    let owner_only = async {
+        use std::os::unix::fs::PermissionsExt;
+        let mut builder = tokio::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(&data_dir).await?;
+        let mode = tokio::fs::metadata(&data_dir).await?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tokio::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).await?;
+        }
+        Ok(())
+    };
+    owner_only.await.map_err(|source| ServiceError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     // In the background: a server that hangs must not delay serving.
     tokio::spawn({
         let grid = grid.clone();
@@ -174,6 +186,7 @@ async fn handle(
     }
     let request = crate::http::range::single_range_only(request);
     let options = (request.method() == Method::OPTIONS).then(|| request.uri().clone());
+    let method = request.method().clone();
     let declared = declared_length(&request);
     let body_was_bad = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&body_was_bad);
@@ -188,6 +201,17 @@ async fn handle(
     let mut response = guard::catching(&handler, request).await;
     if let Some(uri) = options {
         crate::dav::allow::correct(&uri, response.headers_mut());
+    }
+    if matches!(method, Method::GET | Method::HEAD) && response.status() == StatusCode::BAD_GATEWAY
+    {
+        // dav-server's answer when the file system fails before the first
+        // byte: for a read, that is the grid not giving the file back now
+        // (too few servers answer), which may pass: 503, not 502.
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("30"),
+        );
     }
     if body_was_bad.load(Ordering::Relaxed) && response.status().is_server_error() {
         // dav-server reports a broken request body as an I/O error (502);

@@ -466,7 +466,7 @@ async fn local_grid_survives_three_failures_and_cleans_up_after_four() {
     let si = cap.key.storage_index();
     for server in grid.servers() {
         server
-            .delete(si, &cap.key.share_secrets())
+            .delete(si, &cap.key.share_secrets(server.identity()))
             .await
             .expect("delete");
     }

@@ -59,6 +59,27 @@ impl ReadHandle {
         }
     }
 
+    /// Before the GET handler sends its status line (it asks for the
+    /// metadata first): opens the reader and fetches and verifies the
+    /// first segment, so that a file that cannot be read answers an error
+    /// status instead of a 200 followed by a broken body. The segment stays
+    /// in the reader's cache for the first read.
+    async fn start(&mut self) -> FsResult<()> {
+        if self.downloader.is_some() || self.meta.len == 0 {
+            return Ok(());
+        }
+        let Some(Content::Cap(cap)) = &self.content else {
+            return Ok(());
+        };
+        let downloader = self.fs.downloader(cap).await?;
+        downloader
+            .read(0, 1)
+            .await
+            .map_err(|e| engine_error("read", &e))?;
+        self.downloader = Some(downloader);
+        Ok(())
+    }
+
     async fn read(&mut self, count: usize) -> FsResult<Bytes> {
         let size = self.meta.len;
         if self.pos >= size || count == 0 {
@@ -145,8 +166,12 @@ impl ReadHandle {
 
 impl DavFile for ReadHandle {
     fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
-        futures::future::ready(Ok(meta)).boxed()
+        async move {
+            self.start().await?;
+            let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
+            Ok(meta)
+        }
+        .boxed()
     }
 
     fn write_buf(&mut self, _buf: Box<dyn bytes::Buf + Send>) -> FsFuture<'_, ()> {

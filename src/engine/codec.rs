@@ -69,7 +69,20 @@ impl SegmentCoder {
         key.apply_keystream(offset, &mut segment);
         let block_len = segment.len().div_ceil(self.k);
         segment.resize(block_len * self.k, 0);
-        let data = segment.freeze();
+        let blocks = self.blocks_of(segment.freeze());
+        let block_hashes: Vec<Hash> = blocks.iter().map(|b| block_hash(b)).collect();
+        let segment_hash = segment_hash(&block_hashes[..self.k]);
+        EncodedSegment {
+            blocks,
+            block_hashes,
+            segment_hash,
+        }
+    }
+
+    /// The N blocks of a segment's padded ciphertext (a multiple of k
+    /// bytes long): the k data blocks and the parity computed from them.
+    pub fn blocks_of(&self, data: Bytes) -> Vec<Bytes> {
+        let block_len = data.len() / self.k;
         let mut blocks: Vec<Bytes> = (0..self.k)
             .map(|i| data.slice(i * block_len..(i + 1) * block_len))
             .collect();
@@ -87,13 +100,7 @@ impl SegmentCoder {
                 (0..self.n - self.k).map(|i| parity.slice(i * block_len..(i + 1) * block_len)),
             );
         }
-        let block_hashes: Vec<Hash> = blocks.iter().map(|b| block_hash(b)).collect();
-        let segment_hash = segment_hash(&block_hashes[..self.k]);
-        EncodedSegment {
-            blocks,
-            block_hashes,
-            segment_hash,
-        }
+        blocks
     }
 
     /// Rebuilds the k data blocks from any k blocks (`blocks[i]` is share i's,

@@ -23,6 +23,9 @@ pub mod tag {
     pub const WRITE_ENABLER: &str = "griddav/v1/write-enabler";
     pub const LEASE_RENEW: &str = "griddav/v1/lease-renew";
     pub const LEASE_CANCEL: &str = "griddav/v1/lease-cancel";
+    pub const SERVER_WRITE_ENABLER: &str = "griddav/v1/server-write-enabler";
+    pub const SERVER_LEASE_RENEW: &str = "griddav/v1/server-lease-renew";
+    pub const SERVER_LEASE_CANCEL: &str = "griddav/v1/server-lease-cancel";
 }
 
 /// A SHA-256 hasher with a tag already fed in.
@@ -73,8 +76,23 @@ impl FileKey {
         StorageIndex::from_bytes(si)
     }
 
-    /// The secrets that protect this file's shares on servers that check them.
-    pub fn share_secrets(&self) -> ShareSecrets {
+    /// The secrets that protect this file's shares on the server whose
+    /// [`crate::grid::ShareStore::identity`] is `server`. Each server gets
+    /// its own (as Tahoe derives its write enablers per server): a server
+    /// learns nothing that changes or deletes the file's shares elsewhere.
+    /// The key has a fixed length, so key || identity is unambiguous.
+    pub fn share_secrets(&self, server: &[u8]) -> ShareSecrets {
+        ShareSecrets {
+            write_enabler: tagged_hash(tag::SERVER_WRITE_ENABLER, &[&self.0, server]),
+            lease_renew: tagged_hash(tag::SERVER_LEASE_RENEW, &[&self.0, server]),
+            lease_cancel: tagged_hash(tag::SERVER_LEASE_CANCEL, &[&self.0, server]),
+        }
+    }
+
+    /// The secrets of files written before they were derived per server:
+    /// the same on every server. Only for deleting such files (a server
+    /// refuses the per-server ones); never sent for a new share.
+    pub fn legacy_share_secrets(&self) -> ShareSecrets {
         ShareSecrets {
             write_enabler: tagged_hash(tag::WRITE_ENABLER, &[&self.0]),
             lease_renew: tagged_hash(tag::LEASE_RENEW, &[&self.0]),
@@ -115,6 +133,19 @@ mod tests {
             key.apply_keystream(start as u64, &mut part);
             assert_eq!(part, whole[start..]);
         }
+    }
+
+    #[test]
+    fn share_secrets_differ_per_server_and_from_the_legacy_ones() {
+        let key = FileKey::from_bytes([3; 32]);
+        let a = key.share_secrets(b"server-a");
+        let b = key.share_secrets(b"server-b");
+        assert_eq!(a, key.share_secrets(b"server-a"));
+        assert_ne!(a.write_enabler, b.write_enabler);
+        assert_ne!(a.lease_renew, b.lease_renew);
+        assert_ne!(a.lease_cancel, b.lease_cancel);
+        assert_ne!(a.write_enabler, key.legacy_share_secrets().write_enabler);
+        assert_ne!(a.write_enabler, a.lease_renew);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::crypto::FileKey;
 use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
-use crate::grid::Grid;
+use crate::grid::{Grid, GridError};
 
 const TOKEN_PREFIX: &str = "griddav-upload:1:";
 
@@ -40,14 +40,20 @@ pub async fn delete_shares_of_token(grid: &Grid, token: &str) -> EngineResult<()
 /// Deletes every share of the file with `key` from every server. Fails,
 /// naming the servers, if any server could not be asked; deleting shares
 /// that are not there is not an error, so a retry is always safe.
+///
+/// Each server gets its own secrets; a server that refuses them is asked
+/// again with the secrets of files written before secrets were per server.
 pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
     let si = key.storage_index();
-    let secrets = key.share_secrets();
-    let results = futures::future::join_all(
-        grid.servers()
-            .iter()
-            .map(|server| server.delete(si, &secrets)),
-    )
+    let results = futures::future::join_all(grid.servers().iter().map(|server| async move {
+        match server
+            .delete(si, &key.share_secrets(server.identity()))
+            .await
+        {
+            Err(GridError::Refused { .. }) => server.delete(si, &key.legacy_share_secrets()).await,
+            other => other,
+        }
+    }))
     .await;
     let problems: Vec<ShareProblem> = grid
         .servers()

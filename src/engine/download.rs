@@ -5,11 +5,17 @@
 //! read from k shares, preferring the data shares 0..k-1, which need no
 //! decoding. A block is returned only after its hash has been checked along
 //! its share's block tree, whose root is checked against the share tree in
-//! the trailer. A share that fails is reported and replaced by another;
-//! fewer than k good shares is an error, never short or zeroed data.
+//! the trailer. Every segment is then checked against the ciphertext tree
+//! (its leaf is one hash over the k data-block hashes, in hand already when
+//! the data shares were read), so shares that are each self-consistent but
+//! disagree with one another (an uploader's mistake) cannot make one
+//! capability read as two different files. A share that fails is reported
+//! and replaced by another; fewer than k good shares is an error, never
+//! short or zeroed data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, Stream, StreamExt};
@@ -27,6 +33,25 @@ use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
 const CACHED_SEGMENTS: usize = 4;
 /// Segments fetched ahead of a streaming reader.
 const READ_AHEAD: usize = 4;
+/// A share that could not be reached is tried again after this long,
+/// doubled on each further failure up to [`MAX_BACKOFF`]: an outage that
+/// ends must not leave a long-lived reader without the share for good.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Problems kept per reader; later ones are counted, not kept, so a read
+/// of a large file from bad servers does not grow a list per segment.
+const MAX_PROBLEMS: usize = 32;
+/// A block read not answered within this long gets a backup read from
+/// another share.
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+/// Any one read of a share (block, hashes, trailer, listing) gives up
+/// after this long, whatever the backend (a hung disk or NFS mount, too).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once k shares are found, slower listings get twice as long again as
+/// that took, within these bounds: a server much slower than its peers is
+/// read without rather than waited for.
+const MIN_LIST_GRACE: Duration = Duration::from_millis(100);
+const MAX_LIST_GRACE: Duration = Duration::from_secs(1);
 
 /// One copy of a share on one server.
 struct Candidate {
@@ -35,8 +60,19 @@ struct Candidate {
     /// Set once the share's block-tree root has been checked against the
     /// share tree; then blocks can be checked.
     block_tree: Option<VerifiedTree>,
-    /// The share as a whole is unusable (unreachable, or its trees are bad).
-    bad: bool,
+    /// The share as a whole is unusable: its header or trees are bad.
+    corrupt: bool,
+    /// Transient failures in a row (unreachable, timed out, not found);
+    /// the share is not tried again before `retry_at`.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Its blocks failed their hashes: tried after every other share.
+    demoted: bool,
+    /// It answered late (a backup read was sent): tried after prompt ones
+    /// until it answers in time again.
+    slow: bool,
+    /// A problem of this share was logged as a warning already.
+    reported: bool,
     /// Segments whose block in this share failed its hash check: rot in one
     /// block leaves the share's other blocks usable.
     bad_blocks: HashSet<u64>,
@@ -46,6 +82,18 @@ struct ReadState {
     candidates: Vec<Candidate>,
     ciphertext_tree: VerifiedTree,
     problems: Vec<ShareProblem>,
+    /// Problems seen beyond [`MAX_PROBLEMS`].
+    problems_dropped: u64,
+}
+
+impl ReadState {
+    fn push_problem(&mut self, problem: ShareProblem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
 }
 
 /// Reads one file version. Cheap to share behind an `Arc`; reads may run
@@ -74,6 +122,7 @@ struct GoodBlock {
     share: ShareNum,
     candidate: usize,
     block: Bytes,
+    hash: Hash,
 }
 
 impl Downloader {
@@ -81,31 +130,99 @@ impl Downloader {
     pub async fn open(grid: &Grid, cap: &FileCap) -> EngineResult<Self> {
         let si = cap.key.storage_index();
         let servers = grid.permuted(si);
-        let listings =
-            futures::future::join_all(servers.iter().map(|server| server.list(si))).await;
-
         let mut problems = Vec::new();
         let mut found = Vec::new();
-        for (rank, (server, listing)) in servers.iter().zip(listings).enumerate() {
+        // Listings in parallel; once k distinct shares are known, slower
+        // servers get a short grace, not a whole timeout each.
+        let mut listings: futures::stream::FuturesUnordered<_> = servers
+            .iter()
+            .enumerate()
+            .map(|(rank, server)| async move {
+                let listing = tokio::time::timeout(READ_TIMEOUT, server.list(si)).await;
+                (rank, listing)
+            })
+            .collect();
+        let mut answered = vec![false; servers.len()];
+        let mut grace_until: Option<tokio::time::Instant> = None;
+        let listing_started = tokio::time::Instant::now();
+        loop {
+            let next = match grace_until {
+                Some(at) => match tokio::time::timeout_at(at, listings.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => listings.next().await,
+            };
+            let Some((rank, listing)) = next else {
+                break;
+            };
+            answered[rank] = true;
+            let server = &servers[rank];
             match listing {
-                Ok(shares) => {
+                Ok(Ok(shares)) => {
+                    let mut seen = HashSet::new();
                     for info in shares {
-                        found.push((info.share, rank, Arc::clone(server), info.len));
+                        // A share listed twice by one server is one share.
+                        if seen.insert(info.share) {
+                            found.push((info.share, rank, Arc::clone(server), info.len));
+                        }
                     }
                 }
-                Err(e) => problems.push(ShareProblem {
+                Ok(Err(e)) => problems.push(ShareProblem {
                     share: None,
                     server: server.server_id().to_owned(),
                     kind: ProblemKind::Unavailable(e.to_string()),
                 }),
+                Err(_) => problems.push(ShareProblem {
+                    share: None,
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Unavailable(format!("no listing within {READ_TIMEOUT:?}")),
+                }),
+            }
+            let distinct: HashSet<ShareNum> = found.iter().map(|f| f.0).collect();
+            if grace_until.is_none() && distinct.len() >= usize::from(cap.k) {
+                let grace = (listing_started.elapsed() * 2).clamp(MIN_LIST_GRACE, MAX_LIST_GRACE);
+                grace_until = Some(tokio::time::Instant::now() + grace);
+            }
+        }
+        drop(listings);
+        for (rank, server) in servers.iter().enumerate() {
+            if !answered[rank] {
+                problems.push(ShareProblem {
+                    share: None,
+                    server: server.server_id().to_owned(),
+                    kind: ProblemKind::Unavailable("listing too slow; read without it".into()),
+                });
             }
         }
         // Data shares first, then by the servers' preference for this file.
         found.sort_by_key(|(share, rank, _, _)| (*share, *rank));
 
+        // Trailers in parallel: the first that verifies wins (every good
+        // one is the same, its hash is in the capability), and a server
+        // that does not answer holds nothing up.
         let mut verified: Option<(Trailer, ShareLayout)> = None;
-        for (share, _, server, len) in &found {
-            match read_trailer(server.as_ref(), si, *share, *len, cap).await {
+        let mut trailers: futures::stream::FuturesUnordered<_> = found
+            .iter()
+            .enumerate()
+            .map(|(index, (share, _, server, len))| async move {
+                let result = match tokio::time::timeout(
+                    READ_TIMEOUT,
+                    read_trailer(server.as_ref(), si, *share, *len, cap),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(TrailerError::Share(ProblemKind::Unavailable(format!(
+                        "no answer within {READ_TIMEOUT:?}"
+                    )))),
+                };
+                (index, result)
+            })
+            .collect();
+        while let Some((index, result)) = trailers.next().await {
+            let (share, _, server, _) = &found[index];
+            match result {
                 Ok(found) => {
                     verified = Some(found);
                     break;
@@ -118,6 +235,7 @@ impl Downloader {
                 }),
             }
         }
+        drop(trailers);
         let Some((trailer, layout)) = verified else {
             return Err(EngineError::NotEnoughShares {
                 have: 0,
@@ -143,7 +261,12 @@ impl Downloader {
                 share,
                 server,
                 block_tree: None,
-                bad: false,
+                corrupt: false,
+                failures: 0,
+                retry_at: None,
+                demoted: false,
+                slow: false,
+                reported: false,
                 bad_blocks: HashSet::new(),
             });
         }
@@ -160,7 +283,8 @@ impl Downloader {
             state: Mutex::new(ReadState {
                 candidates,
                 ciphertext_tree: VerifiedTree::new(trailer.segment_count, trailer.ciphertext_root),
-                problems,
+                problems_dropped: problems.len().saturating_sub(MAX_PROBLEMS) as u64,
+                problems: problems.into_iter().take(MAX_PROBLEMS).collect(),
             }),
             cache: Mutex::new(VecDeque::new()),
             trailer,
@@ -176,9 +300,22 @@ impl Downloader {
         self.layout.segment_size
     }
 
-    /// Every share problem seen so far: missing, unreachable or corrupt.
+    /// The first share problems seen (at most a few dozen): missing,
+    /// unreachable or corrupt.
     pub fn problems(&self) -> Vec<ShareProblem> {
         lock(&self.state).problems.clone()
+    }
+
+    /// Whether a share could not be reached while reading: a reader kept
+    /// for later requests should then be opened afresh before long, since
+    /// the shares it found at open may have moved on.
+    pub fn degraded(&self) -> bool {
+        let state = lock(&self.state);
+        state.problems_dropped > 0
+            || state
+                .problems
+                .iter()
+                .any(|p| matches!(p.kind, ProblemKind::Unavailable(_)))
     }
 
     /// Exactly the bytes `offset..offset + len` of the file.
@@ -258,9 +395,28 @@ impl Downloader {
     async fn fetch_segment(&self, s: u64) -> EngineResult<Bytes> {
         let k = usize::from(self.trailer.k);
         let mut good: Vec<GoodBlock> = Vec::with_capacity(k);
-        loop {
-            let picks = self.pick(s, k - good.len(), &good);
-            if picks.is_empty() {
+        // Blocks being fetched: a slow server gets a backup read from
+        // another share after HEDGE_AFTER (hedged reads, as Tahoe's
+        // downloader and Storj do); the first k good blocks win and the
+        // rest are dropped (cancelled).
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut busy: Vec<(usize, ShareNum)> = Vec::new();
+        let fetch = |candidate: usize| async move {
+            let result =
+                match tokio::time::timeout(READ_TIMEOUT, self.fetch_block(candidate, s)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(BlockFailure::Share(ProblemKind::Unavailable(format!(
+                        "no answer within {READ_TIMEOUT:?}"
+                    )))),
+                };
+            (candidate, result)
+        };
+        for candidate in self.pick(s, k, &good, &busy) {
+            busy.push((candidate, lock(&self.state).candidates[candidate].share));
+            in_flight.push(fetch(candidate));
+        }
+        while good.len() < k {
+            if in_flight.is_empty() {
                 let state = lock(&self.state);
                 return Err(EngineError::NotEnoughShares {
                     have: good.len(),
@@ -268,18 +424,39 @@ impl Downloader {
                     problems: state.problems.clone(),
                 });
             }
-            let fetched =
-                futures::future::join_all(picks.iter().map(|c| self.fetch_block(*c, s))).await;
-            for (candidate, result) in picks.into_iter().zip(fetched) {
-                match result {
-                    Ok(block) => good.push(block),
-                    Err(failure) => self.mark_bad(candidate, s, failure),
+            let next = tokio::time::timeout(HEDGE_AFTER, in_flight.next()).await;
+            let replacements = match next {
+                Ok(Some((candidate, result))) => {
+                    busy.retain(|(c, _)| *c != candidate);
+                    match result {
+                        Ok(block) => {
+                            self.mark_good(candidate);
+                            good.push(block);
+                            0
+                        }
+                        Err(failure) => {
+                            self.mark_bad(candidate, s, failure);
+                            1
+                        }
+                    }
                 }
-            }
-            if good.len() == k {
-                break;
+                Ok(None) => 0,
+                Err(_) => {
+                    // Every read in flight is late: mark them slow (later
+                    // segments prefer other servers) and hedge with one more.
+                    let mut state = lock(&self.state);
+                    for (candidate, _) in &busy {
+                        state.candidates[*candidate].slow = true;
+                    }
+                    1
+                }
+            };
+            for candidate in self.pick(s, replacements, &good, &busy) {
+                busy.push((candidate, lock(&self.state).candidates[candidate].share));
+                in_flight.push(fetch(candidate));
             }
         }
+        drop(in_flight);
 
         let decoded = good.iter().any(|b| usize::from(b.share.0) >= k);
         let n = usize::from(self.trailer.n);
@@ -291,46 +468,78 @@ impl Downloader {
         for block in &good {
             slots[usize::from(block.share.0)] = Some(block.block.clone());
         }
-        let (plain, rebuilt_hash) = tokio::task::spawn_blocking(move || {
+        // With the k data shares in hand their block hashes give the
+        // segment hash directly; after decoding it is computed from the
+        // rebuilt ciphertext.
+        let mut in_hand: Vec<(ShareNum, Hash)> = good.iter().map(|b| (b.share, b.hash)).collect();
+        in_hand.sort_by_key(|(share, _)| *share);
+        let data_hashes: Option<Vec<Hash>> =
+            (!decoded).then(|| in_hand.into_iter().map(|(_, hash)| hash).collect());
+        let (plain, hash) = tokio::task::spawn_blocking(move || {
             let mut cipher = coder.decode(slots)?;
-            let rebuilt_hash = decoded.then(|| {
-                let block_len = cipher.len() / k;
-                let hashes: Vec<Hash> = cipher
-                    .chunks(block_len.max(1))
-                    .take(k)
-                    .map(block_hash)
-                    .collect();
-                segment_hash(&hashes)
-            });
+            let hash = match data_hashes {
+                Some(hashes) => segment_hash(&hashes),
+                None => {
+                    let block_len = cipher.len() / k;
+                    let hashes: Vec<Hash> = cipher
+                        .chunks(block_len.max(1))
+                        .take(k)
+                        .map(block_hash)
+                        .collect();
+                    segment_hash(&hashes)
+                }
+            };
             cipher.truncate(seg_len);
             key.apply_keystream(offset, &mut cipher);
-            Ok::<_, String>((cipher.freeze(), rebuilt_hash))
+            Ok::<_, String>((cipher.freeze(), hash))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("segment decoder failed: {e}")))?
         .map_err(|e| EngineError::Internal(format!("decoding segment {s}: {e}")))?;
 
-        if let Some(hash) = rebuilt_hash {
-            // Decoding from parity: check that these shares agree with the
-            // ciphertext the uploader hashed, not merely with themselves.
-            self.check_segment_hash(s, hash, &good).await?;
-        }
+        // Always, not only after decoding: shares that each match their own
+        // block trees may still disagree with the ciphertext the uploader
+        // hashed, and then no plaintext is released.
+        self.check_segment_hash(s, hash, &good).await?;
         Ok(plain)
     }
 
     /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
-    fn pick(&self, s: u64, count: usize, good: &[GoodBlock]) -> Vec<usize> {
+    /// Up to `count` usable candidates for shares neither in `good` nor
+    /// being fetched (`busy`): healthy servers before slow ones before
+    /// demoted ones, then data shares first, then the servers' order.
+    fn pick(
+        &self,
+        s: u64,
+        count: usize,
+        good: &[GoodBlock],
+        busy: &[(usize, ShareNum)],
+    ) -> Vec<usize> {
         let state = lock(&self.state);
+        let now = Instant::now();
+        let mut usable: Vec<(u8, usize)> = state
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(index, c)| {
+                let taken = good.iter().any(|b| b.share == c.share)
+                    || busy
+                        .iter()
+                        .any(|(b, share)| *b == *index || *share == c.share);
+                let waiting = c.retry_at.is_some_and(|at| at > now);
+                !c.corrupt && !waiting && !c.bad_blocks.contains(&s) && !taken
+            })
+            .map(|(index, c)| (u8::from(c.demoted) * 2 + u8::from(c.slow), index))
+            .collect();
+        // Stable: candidates are already in (share, server rank) order.
+        usable.sort_by_key(|(rank, _)| *rank);
         let mut picks: Vec<usize> = Vec::with_capacity(count);
-        for (index, candidate) in state.candidates.iter().enumerate() {
+        for (_, index) in usable {
             if picks.len() == count {
                 break;
             }
-            let taken = good.iter().any(|b| b.share == candidate.share)
-                || picks
-                    .iter()
-                    .any(|p| state.candidates[*p].share == candidate.share);
-            if !candidate.bad && !candidate.bad_blocks.contains(&s) && !taken {
+            let share = state.candidates[index].share;
+            if !picks.iter().any(|p| state.candidates[*p].share == share) {
                 picks.push(index);
             }
         }
@@ -341,22 +550,47 @@ impl Downloader {
         let mut state = lock(&self.state);
         let c = &mut state.candidates[candidate];
         let kind = match failure {
-            BlockFailure::Share(kind) => {
-                c.bad = true;
+            BlockFailure::Share(kind @ ProblemKind::Corrupt(_)) => {
+                c.corrupt = true;
+                kind
+            }
+            BlockFailure::Share(kind @ ProblemKind::Unavailable(_)) => {
+                c.failures = c.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << c.failures.min(8).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                c.retry_at = Some(Instant::now() + backoff);
                 kind
             }
             BlockFailure::Block(kind) => {
+                // A server whose blocks fail their hashes is tried last
+                // for the rest of the read, not first for every segment.
                 c.bad_blocks.insert(s);
+                c.demoted = true;
                 kind
             }
         };
+        let first = !c.reported;
+        c.reported = true;
         let problem = ShareProblem {
             share: Some(c.share),
             server: c.server.server_id().to_owned(),
             kind,
         };
-        tracing::warn!(si = %self.si, %problem, "share problem while reading");
-        state.problems.push(problem);
+        if first {
+            tracing::warn!(si = %self.si, %problem, "share problem while reading");
+        } else {
+            tracing::debug!(si = %self.si, %problem, "share problem while reading");
+        }
+        state.push_problem(problem);
+    }
+
+    fn mark_good(&self, candidate: usize) {
+        let mut state = lock(&self.state);
+        let c = &mut state.candidates[candidate];
+        c.failures = 0;
+        c.retry_at = None;
+        c.slow = false;
     }
 
     /// Reads block `s` of one candidate and checks it against the trees.
@@ -401,6 +635,13 @@ impl Downloader {
         }));
         let (block, nodes) = futures::join!(block_read, node_reads);
         let block = block.map_err(unavailable)?;
+        if block.len() as u64 != self.layout.block_len(s) {
+            return Err(BlockFailure::Block(ProblemKind::Corrupt(format!(
+                "read of block {s} returned {} bytes, not {}",
+                block.len(),
+                self.layout.block_len(s)
+            ))));
+        }
         let mut fetched = HashMap::with_capacity(needed.len());
         for (node, hash) in needed.into_iter().zip(nodes) {
             fetched.insert(node, hash.map_err(unavailable)?);
@@ -425,6 +666,7 @@ impl Downloader {
             share,
             candidate,
             block,
+            hash,
         })
     }
 
@@ -479,8 +721,11 @@ impl Downloader {
 
     /// Reads every byte of every share found and checks all of it: header,
     /// each block, every node of both stored trees, the proof, the trailer
-    /// and the footer. Returns the problems found (empty when all is well),
-    /// including shares of this file that are missing altogether.
+    /// and the footer; and, segment by segment, that the shares agree with
+    /// one another and with the ciphertext tree (the data blocks hash to
+    /// the segment's leaf, the parity blocks are the code of the data).
+    /// Returns the problems found (empty when all is well), including
+    /// shares of this file that are missing altogether.
     pub async fn verify_all_shares(&self) -> Vec<ShareProblem> {
         let candidates: Vec<(ShareNum, Arc<dyn ShareStore>)> = {
             let state = lock(&self.state);
@@ -500,11 +745,45 @@ impl Downloader {
                 });
             }
         }
+        let mut checks = Vec::with_capacity(candidates.len());
+        let mut segment_leaves: Option<Vec<Hash>> = None;
         for (share, server) in candidates {
-            if let Err(kind) = self.verify_share(server.as_ref(), share).await {
+            let result = self.verify_share_structure(server.as_ref(), share).await;
+            let failed = match result {
+                Ok(leaves) => {
+                    segment_leaves.get_or_insert(leaves);
+                    None
+                }
+                Err(kind) => Some(kind),
+            };
+            checks.push(ShareCheck {
+                share,
+                server,
+                leaves: Vec::new(),
+                failed,
+                disagrees: None,
+            });
+        }
+        for s in 0..self.layout.segment_count {
+            self.verify_segment(s, &mut checks, segment_leaves.as_deref())
+                .await;
+        }
+        for mut check in checks {
+            let kind = match (check.failed.take(), check.disagrees) {
+                (Some(kind), _) => Some(kind),
+                (None, disagrees) => match self.check_block_tree(&check).await {
+                    Err(kind) => Some(kind),
+                    Ok(()) => disagrees.map(|s| {
+                        ProblemKind::Corrupt(format!(
+                            "block {s} disagrees with the other shares and the ciphertext tree"
+                        ))
+                    }),
+                },
+            };
+            if let Some(kind) = kind {
                 problems.push(ShareProblem {
-                    share: Some(share),
-                    server: server.server_id().to_owned(),
+                    share: Some(check.share),
+                    server: check.server.server_id().to_owned(),
                     kind,
                 });
             }
@@ -512,11 +791,119 @@ impl Downloader {
         problems
     }
 
-    async fn verify_share(
+    /// Reads block `s` of every share still in good standing, hashes each
+    /// into its share's leaves, and checks the blocks against one another.
+    async fn verify_segment(&self, s: u64, checks: &mut [ShareCheck], leaves: Option<&[Hash]>) {
+        let start = self.layout.block_offset(s);
+        let range = start..start + self.layout.block_len(s);
+        let reads = futures::future::join_all(checks.iter().map(|check| {
+            let range = range.clone();
+            async move {
+                match check.failed {
+                    Some(_) => None,
+                    None => Some(check.server.read(self.si, check.share, range).await),
+                }
+            }
+        }))
+        .await;
+        let mut blocks: Vec<(usize, Bytes)> = Vec::new();
+        for (index, read) in reads.into_iter().enumerate() {
+            match read {
+                None => {}
+                Some(Ok(block)) if block.len() as u64 == range.end - range.start => {
+                    blocks.push((index, block))
+                }
+                Some(Ok(block)) => {
+                    checks[index].failed = Some(ProblemKind::Corrupt(format!(
+                        "read of block {s} returned {} bytes",
+                        block.len()
+                    )))
+                }
+                Some(Err(e)) => {
+                    checks[index].failed = Some(ProblemKind::Unavailable(e.to_string()))
+                }
+            }
+        }
+        let shares: Vec<(ShareNum, Bytes)> = blocks
+            .iter()
+            .map(|(index, block)| (checks[*index].share, block.clone()))
+            .collect();
+        let coder = Arc::clone(&self.coder);
+        let k = usize::from(self.trailer.k);
+        let n = usize::from(self.trailer.n);
+        let leaf = leaves.and_then(|l| l.get(s as usize)).copied();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let hashes: Vec<Hash> = shares.iter().map(|(_, b)| block_hash(b)).collect();
+            let disagreeing = cross_check(&coder, k, n, &shares, leaf);
+            (hashes, disagreeing)
+        })
+        .await;
+        let Ok((hashes, disagreeing)) = outcome else {
+            for (index, _) in &blocks {
+                checks[*index].failed = Some(ProblemKind::Unavailable("hashing failed".into()));
+            }
+            return;
+        };
+        for ((index, _), hash) in blocks.iter().zip(hashes) {
+            let check = &mut checks[*index];
+            check.leaves.push(hash);
+            if disagreeing.contains(&check.share) && check.disagrees.is_none() {
+                check.disagrees = Some(s);
+            }
+        }
+    }
+
+    /// The stored block tree of a share against the blocks it holds, and
+    /// its root against the share tree.
+    async fn check_block_tree(&self, check: &ShareCheck) -> Result<(), ProblemKind> {
+        let layout = &self.layout;
+        let block_tree = HashTree::from_leaves(&check.leaves);
+        let stored = check
+            .server
+            .read(
+                self.si,
+                check.share,
+                layout.block_tree_offset..layout.ciphertext_tree_offset,
+            )
+            .await
+            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        if stored[..] != block_tree.to_bytes()[..] {
+            return Err(ProblemKind::Corrupt(
+                "stored block tree does not match the blocks".into(),
+            ));
+        }
+        let proof: Vec<Hash> = check
+            .server
+            .read(
+                self.si,
+                check.share,
+                layout.proof_offset..layout.trailer_offset,
+            )
+            .await
+            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
+        if !verify_proof(
+            &block_tree.root(),
+            u64::from(check.share.0),
+            &proof,
+            &self.trailer.share_root,
+        ) {
+            return Err(ProblemKind::Corrupt(
+                "block-tree root not in the share tree".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything of one share but its blocks and block tree: header,
+    /// ciphertext tree (whose leaves it returns), trailer and footer.
+    async fn verify_share_structure(
         &self,
         server: &dyn ShareStore,
         share: ShareNum,
-    ) -> Result<(), ProblemKind> {
+    ) -> Result<Vec<Hash>, ProblemKind> {
         let layout = &self.layout;
         let read = |range: std::ops::Range<u64>| async move {
             server
@@ -527,20 +914,6 @@ impl Downloader {
         let corrupt = |what: &str| Err(ProblemKind::Corrupt(what.to_owned()));
         if read(0..HEADER_LEN).await?[..] != self.expected_header(share)[..] {
             return corrupt("header does not match the trailer");
-        }
-        let mut leaves = Vec::with_capacity(layout.segment_count as usize);
-        for s in 0..layout.segment_count {
-            let start = layout.block_offset(s);
-            let block = read(start..start + layout.block_len(s)).await?;
-            let hash = tokio::task::spawn_blocking(move || block_hash(&block))
-                .await
-                .map_err(|e| ProblemKind::Unavailable(format!("hashing failed: {e}")))?;
-            leaves.push(hash);
-        }
-        let block_tree = HashTree::from_leaves(&leaves);
-        let stored = read(layout.block_tree_offset..layout.ciphertext_tree_offset).await?;
-        if stored[..] != block_tree.to_bytes()[..] {
-            return corrupt("stored block tree does not match the blocks");
         }
         let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
         let first_leaf = (hashtree::width_for(layout.segment_count) - 1) as usize * 32;
@@ -556,26 +929,13 @@ impl Downloader {
         if stored[..] != rebuilt.to_bytes()[..] || rebuilt.root() != self.trailer.ciphertext_root {
             return corrupt("stored ciphertext tree does not match the trailer");
         }
-        let proof: Vec<Hash> = read(layout.proof_offset..layout.trailer_offset)
-            .await?
-            .chunks_exact(32)
-            .map(|c| c.try_into().unwrap_or([0; 32]))
-            .collect();
-        if !verify_proof(
-            &block_tree.root(),
-            u64::from(share.0),
-            &proof,
-            &self.trailer.share_root,
-        ) {
-            return corrupt("block-tree root not in the share tree");
-        }
         let tail = read(layout.trailer_offset..layout.share_len).await?;
         let mut expected = self.trailer.encode().to_vec();
         expected.extend_from_slice(&layout.footer(u16::from(share.0)).encode());
         if tail[..] != expected[..] {
             return corrupt("trailer or footer differs from the verified trailer");
         }
-        Ok(())
+        Ok(stored_leaves)
     }
 
     async fn check_segment_hash(&self, s: u64, hash: Hash, good: &[GoodBlock]) -> EngineResult<()> {
@@ -594,8 +954,10 @@ impl Downloader {
                 needed
                     .iter()
                     .map(|node| read_node(server.as_ref(), self.si, share, offset, *node)),
-            )
-            .await;
+            );
+            let Ok(reads) = tokio::time::timeout(READ_TIMEOUT, reads).await else {
+                continue;
+            };
             let Ok(nodes) = reads.into_iter().collect::<Result<Vec<Hash>, _>>() else {
                 continue;
             };
@@ -626,6 +988,72 @@ async fn read_node(
             server: server.server_id().to_owned(),
             message: format!("read of 32 bytes returned {}", bytes.len()),
         })
+}
+
+/// One share under `verify_all_shares`.
+struct ShareCheck {
+    share: ShareNum,
+    server: Arc<dyn ShareStore>,
+    /// Hashes of the blocks read so far: the leaves of its block tree.
+    leaves: Vec<Hash>,
+    /// The share cannot be checked further (unreadable or corrupt).
+    failed: Option<ProblemKind>,
+    /// The first segment whose block disagreed with the other shares.
+    disagrees: Option<u64>,
+}
+
+/// The shares among `blocks` (one segment's, from different shares) that
+/// disagree with the segment the ciphertext tree's `leaf` names. Finds a k
+/// of them that decode to that segment (the lowest-numbered k first, then
+/// without each share in turn, which finds any single culprit), re-encodes
+/// it and compares every block. Without such a k, every share disagrees:
+/// the segment cannot be read correctly from what is there.
+fn cross_check(
+    coder: &SegmentCoder,
+    k: usize,
+    n: usize,
+    blocks: &[(ShareNum, Bytes)],
+    leaf: Option<Hash>,
+) -> Vec<ShareNum> {
+    let Some(leaf) = leaf else {
+        return Vec::new();
+    };
+    if blocks.len() < k {
+        return Vec::new();
+    }
+    let mut sorted: Vec<&(ShareNum, Bytes)> = blocks.iter().collect();
+    sorted.sort_by_key(|(share, _)| *share);
+    let excluded = std::iter::once(None).chain(sorted.iter().map(|(share, _)| Some(*share)));
+    for skip in excluded {
+        let chosen: Vec<&&(ShareNum, Bytes)> = sorted
+            .iter()
+            .filter(|(share, _)| Some(*share) != skip)
+            .take(k)
+            .collect();
+        if chosen.len() < k {
+            continue;
+        }
+        let mut slots: Vec<Option<Bytes>> = vec![None; n];
+        for (share, block) in &chosen {
+            if let Some(slot) = slots.get_mut(usize::from(share.0)) {
+                *slot = Some(block.clone());
+            }
+        }
+        let Ok(cipher) = coder.decode(slots) else {
+            continue;
+        };
+        let expected = coder.blocks_of(cipher.freeze());
+        let hashes: Vec<Hash> = expected[..k].iter().map(|b| block_hash(b)).collect();
+        if segment_hash(&hashes) != leaf {
+            continue;
+        }
+        return blocks
+            .iter()
+            .filter(|(share, block)| expected.get(usize::from(share.0)) != Some(block))
+            .map(|(share, _)| *share)
+            .collect();
+    }
+    blocks.iter().map(|(share, _)| *share).collect()
 }
 
 /// Why a block could not be used, and how much of the share that rules out.
@@ -695,4 +1123,64 @@ fn lock(state: &Mutex<ReadState>) -> MutexGuard<'_, ReadState> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::engine::{EncodingParams, UploadOptions, Uploader};
+    use crate::grid::MemoryStore;
+
+    /// An uploader that wrote share 0 wrong (each share consistent with
+    /// its own block tree, share 0 not with the others): reads never give
+    /// other bytes than those hashed, and `verify` names the share.
+    #[tokio::test]
+    async fn shares_that_disagree_with_the_ciphertext_tree_are_caught() {
+        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
+        let grid = Grid::new(
+            stores
+                .iter()
+                .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
+                .collect(),
+        );
+        let params = EncodingParams {
+            k: 3,
+            happy: 7,
+            n: 10,
+            segment_size: 999,
+        };
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
+            .await
+            .unwrap();
+        uploader.tamper_share = Some(0);
+        uploader.write(Bytes::from(data.clone())).await.unwrap();
+        let cap = uploader.finish().await.unwrap();
+
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        match downloader.read(0, cap.size).await {
+            Err(EngineError::Inconsistent { .. }) => {}
+            Ok(bytes) => panic!("read {} bytes from inconsistent shares", bytes.len()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        let problems = downloader.verify_all_shares().await;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].share, Some(ShareNum(0)));
+        assert!(
+            matches!(&problems[0].kind, ProblemKind::Corrupt(why) if why.contains("disagrees")),
+            "{problems:?}"
+        );
+
+        // Without share 0 the parity gives back exactly the bytes written.
+        let si = cap.key.storage_index();
+        assert!(stores.iter().any(|s| s.remove_share(si, ShareNum(0))));
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        assert_eq!(downloader.read(0, cap.size).await.unwrap(), data);
+        assert!(downloader
+            .verify_all_shares()
+            .await
+            .iter()
+            .all(|p| p.share == Some(ShareNum(0))));
+    }
 }

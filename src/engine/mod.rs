@@ -17,6 +17,8 @@ pub mod codec;
 pub mod crypto;
 pub mod delete;
 pub mod download;
+#[cfg(test)]
+mod format_vectors;
 pub mod hashtree;
 pub mod layout;
 pub mod upload;

@@ -58,6 +58,9 @@ pub struct Uploader {
     si: StorageIndex,
     params: EncodingParams,
     coder: Arc<SegmentCoder>,
+    /// Tests only: the share whose blocks a faulty uploader gets wrong.
+    #[cfg(test)]
+    pub(crate) tamper_share: Option<usize>,
     grid: Grid,
     expected_size: Option<u64>,
     max_in_flight: usize,
@@ -99,8 +102,8 @@ impl Uploader {
     }
 
     /// As [`Uploader::new`] with a given key: for test vectors only; a key
-    /// must never encrypt two different files.
-    pub async fn with_key(
+    /// must never encrypt two different files, so this is not public.
+    pub(crate) async fn with_key(
         grid: Grid,
         params: EncodingParams,
         options: UploadOptions,
@@ -113,13 +116,12 @@ impl Uploader {
         }
         let coder = Arc::new(SegmentCoder::new(&params)?);
         let si = key.storage_index();
-        let secrets = key.share_secrets();
         let servers = grid.permuted(si);
         let n = usize::from(params.n);
 
         let creates = (0..n).map(|i| {
             let server = Arc::clone(&servers[i % servers.len()]);
-            let secrets = secrets.clone();
+            let secrets = key.share_secrets(server.identity());
             async move {
                 // n <= 256, checked by validate().
                 let share = ShareNum(i as u8);
@@ -147,6 +149,8 @@ impl Uploader {
             problems: Vec::new(),
             state: State::Open,
             coder,
+            #[cfg(test)]
+            tamper_share: None,
         };
         for (share, server, result) in created {
             let server_id = server.server_id().to_owned();
@@ -370,9 +374,8 @@ impl Uploader {
 
     /// Removes finished shares of this upload from every server.
     async fn delete_everywhere(&self) {
-        let secrets = self.key.share_secrets();
         let deletes = self.grid.servers().iter().map(|server| {
-            let secrets = secrets.clone();
+            let secrets = self.key.share_secrets(server.identity());
             async move {
                 if let Err(e) = server.delete(self.si, &secrets).await {
                     tracing::warn!(si = %self.si, server = server.server_id(), error = %e,
@@ -446,9 +449,20 @@ impl Uploader {
     /// Queues a coded segment's blocks to the share tasks.
     async fn dispatch(
         &mut self,
-        encoded: EncodedSegment,
+        #[cfg_attr(not(test), allow(unused_mut))] mut encoded: EncodedSegment,
         permit: Option<SegmentPermit>,
     ) -> EngineResult<()> {
+        #[cfg(test)]
+        if let Some(share) = self.tamper_share {
+            // A faulty uploader: one share's block differs from the code of
+            // the segment, yet its own block tree is consistent with it.
+            let mut block = encoded.blocks[share].to_vec();
+            if let Some(byte) = block.first_mut() {
+                *byte ^= 0x5a;
+            }
+            encoded.block_hashes[share] = super::codec::block_hash(&block);
+            encoded.blocks[share] = Bytes::from(block);
+        }
         for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
             hashes.push(*hash);
         }

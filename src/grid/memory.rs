@@ -48,6 +48,10 @@ struct State {
     /// Shares under construction. Their bytes live in the writer until
     /// `finish`, which keeps them invisible without any extra bookkeeping.
     partial: HashSet<Key>,
+    /// The write enabler of each storage index, fixed by its first create
+    /// and checked like Tahoe checks a slot's: so the engine's per-server
+    /// secrets (and the fallback for older ones) are tested without Tahoe.
+    enablers: HashMap<StorageIndex, [u8; 32]>,
 }
 
 /// A finished share: its chunks and where each one starts.
@@ -174,6 +178,13 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn refused(&self, operation: &'static str) -> GridError {
+        GridError::Refused {
+            server: self.server_id.clone(),
+            operation,
+        }
+    }
+
     fn not_found(&self, si: StorageIndex, share: ShareNum) -> GridError {
         GridError::NotFound {
             server: self.server_id.clone(),
@@ -193,10 +204,14 @@ impl ShareStore for MemoryStore {
         &self,
         si: StorageIndex,
         share: ShareNum,
-        _secrets: &ShareSecrets,
+        secrets: &ShareSecrets,
     ) -> GridResult<Box<dyn ShareWriter>> {
         let key = (si, share);
         let mut state = self.inner.lock();
+        let enabler = *state.enablers.entry(si).or_insert(secrets.write_enabler);
+        if enabler != secrets.write_enabler {
+            return Err(self.inner.refused("create"));
+        }
         if state.finished.contains_key(&key) || !state.partial.insert(key) {
             return Err(GridError::AlreadyExists {
                 server: self.inner.server_id.clone(),
@@ -249,11 +264,17 @@ impl ShareStore for MemoryStore {
             .collect())
     }
 
-    async fn delete(&self, si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<()> {
-        self.inner
-            .lock()
-            .finished
-            .retain(|(key_si, _), _| *key_si != si);
+    async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()> {
+        let mut state = self.inner.lock();
+        if let Some(enabler) = state.enablers.get(&si) {
+            if *enabler != secrets.write_enabler {
+                return Err(self.inner.refused("delete"));
+            }
+        }
+        state.finished.retain(|(key_si, _), _| *key_si != si);
+        if !state.partial.iter().any(|(key_si, _)| *key_si == si) {
+            state.enablers.remove(&si);
+        }
         Ok(())
     }
 }

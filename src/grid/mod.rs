@@ -17,7 +17,7 @@ pub mod probe;
 pub mod tahoe;
 mod throttle;
 
-pub use fault::FailingStore;
+pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
 pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
 pub use tahoe::TahoeStore;
@@ -86,10 +86,12 @@ impl fmt::Display for ShareNum {
     }
 }
 
-/// Per-file secrets a server may demand before it lets a client change or
-/// delete that file's shares. Derived from the file's key by the engine, so
-/// only a holder of the key can delete its shares. Backends that have no
-/// access control (local directories) ignore them.
+/// Secrets a server may demand before it lets a client change or delete a
+/// file's shares. The engine derives them from the file's key and the
+/// server's [`ShareStore::identity`], so each server gets its own: a server
+/// (or whoever reads its disk) learns nothing that opens the file's shares
+/// on any other server. Backends that have no access control (local
+/// directories) ignore them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ShareSecrets {
     pub write_enabler: [u8; 32],
@@ -153,6 +155,14 @@ pub enum GridError {
         #[source]
         source: std::io::Error,
     },
+    /// The server refused a change for want of the right secret (Tahoe's
+    /// 401): another key's write enabler, or one of the derivation that
+    /// preceded per-server secrets.
+    #[error("{server}: {operation}: refused: wrong write enabler or swissnum")]
+    Refused {
+        server: String,
+        operation: &'static str,
+    },
     #[error("{server}: {message}")]
     Server { server: String, message: String },
 }
@@ -180,6 +190,14 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     /// A stable name for this server: used in errors and, hashed with the
     /// storage index, to choose which server holds which share.
     fn server_id(&self) -> &str;
+
+    /// What the engine derives this server's [`ShareSecrets`] from. It must
+    /// never change for a server that holds shares (else their secrets
+    /// would be lost), so a server with a public key of its own answers
+    /// that key's hash rather than a configurable name.
+    fn identity(&self) -> &[u8] {
+        self.server_id().as_bytes()
+    }
 
     async fn create(
         &self,

@@ -73,6 +73,10 @@ impl ShareStore for ThrottledStore {
         self.inner.server_id()
     }
 
+    fn identity(&self) -> &[u8] {
+        self.inner.identity()
+    }
+
     async fn create(
         &self,
         si: StorageIndex,
@@ -133,7 +137,7 @@ mod tests {
 
         let slow = ThrottledStore::new(Arc::new(MemoryStore::new("s")), Link::new(1_000_000.0));
         let si = StorageIndex::from_bytes([1; 16]);
-        let secrets = crate::engine::crypto::FileKey::from_bytes([2; 32]).share_secrets();
+        let secrets = crate::engine::crypto::FileKey::from_bytes([2; 32]).share_secrets(b"test");
         let mut writer = slow
             .create(si, ShareNum(0), &secrets)
             .await

@@ -91,6 +91,27 @@ impl Namespace {
         let now = clock::to_ms(clock.now());
         let sync = WalSync::new(&path);
         let (conn, sync) = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+            // It holds every capability: readable by its owner only (SQLite
+            // gives its -wal and -shm files the same mode). Created here,
+            // or tightened if an older version left it group-readable.
+            {
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                let internal = |e: std::io::Error| NamespaceError::Internal {
+                    context: "creating the namespace database owner-only",
+                    reason: e.to_string(),
+                };
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(internal)?;
+                let mode = file.metadata().map_err(internal)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .map_err(internal)?;
+                }
+            }
             let mut conn = Connection::open_with_flags(
                 &path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -33,6 +33,14 @@ use super::nurl::{spki_hash, spki_of_certificate, Nurl};
 /// Idle connections kept per server.
 const MAX_IDLE: usize = 16;
 
+/// The most read of an answer whose status is not a success: enough for a
+/// message, and no more of what a misbehaving server might send.
+pub const ERROR_BODY_LIMIT: usize = 1024;
+
+/// The most read of a CBOR answer (read-test-write results, share sets,
+/// the version document): a few KiB at most for 256 shares.
+pub const CBOR_LIMIT: usize = 16 << 10;
+
 /// Timeouts of one server's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -64,6 +72,8 @@ pub enum TransportError {
     Http(#[from] hyper::Error),
     #[error("cannot build the request: {0}")]
     Build(#[from] http::Error),
+    #[error("answer longer than the {limit} bytes expected")]
+    TooLong { limit: usize },
 }
 
 impl TransportError {
@@ -74,15 +84,19 @@ impl TransportError {
             TransportError::Connect(e) | TransportError::Tls(e) => e,
             TransportError::Http(e) => std::io::Error::other(e),
             TransportError::Build(e) => std::io::Error::other(e),
+            TransportError::TooLong { .. } => std::io::Error::new(ErrorKind::InvalidData, self),
         }
     }
 }
 
-/// An HTTP answer, body read in full.
+/// An HTTP answer. The body of a success is read in full, up to the
+/// caller's limit; that of another status only up to
+/// [`ERROR_BODY_LIMIT`] (`truncated` then says so).
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
+    pub truncated: bool,
 }
 
 /// The connections to one server.
@@ -134,14 +148,17 @@ impl Client {
         })
     }
 
-    /// Sends one request and reads the whole answer, with a time limit;
-    /// retried once on a fresh connection after a transport failure.
+    /// Sends one request and reads the answer, with a time limit; retried
+    /// once on a fresh connection after a transport failure. A successful
+    /// answer longer than `limit` bytes is the server's fault
+    /// ([`TransportError::TooLong`]), found before more is read.
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         headers: &[(&'static str, HeaderValue)],
         body: Bytes,
+        limit: usize,
     ) -> Result<Reply, TransportError> {
         let build = || {
             let mut request = Request::builder()
@@ -163,7 +180,7 @@ impl Client {
             let request = build()?;
             let fresh = attempt > 1;
             let result =
-                tokio::time::timeout(self.timeouts.request, self.send(request, fresh)).await;
+                tokio::time::timeout(self.timeouts.request, self.send(request, fresh, limit)).await;
             match result {
                 Ok(Ok(reply)) => return Ok(reply),
                 // Down (refused), hung (connect timed out) or our own
@@ -171,6 +188,7 @@ impl Client {
                 Ok(Err(
                     e @ (TransportError::Connect(_)
                     | TransportError::Timeout(_)
+                    | TransportError::TooLong { .. }
                     | TransportError::Build(_)),
                 )) => return Err(e),
                 Ok(Err(e)) if attempt >= 2 => return Err(e),
@@ -186,6 +204,7 @@ impl Client {
         &self,
         request: Request<Full<Bytes>>,
         fresh: bool,
+        limit: usize,
     ) -> Result<Reply, TransportError> {
         let mut sender = match (!fresh).then(|| self.take_idle()).flatten() {
             Some(sender) => sender,
@@ -194,10 +213,28 @@ impl Client {
         sender.ready().await?;
         let response = sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let success = parts.status.is_success();
+        let limit = if success {
+            limit
+        } else {
+            limit.min(ERROR_BODY_LIMIT)
+        };
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let (body, complete) = match read_bounded(body, limit, declared).await {
+            Ok(read) => read,
+            Err(BoundedError::TooLong) if success => {
+                return Err(TransportError::TooLong { limit });
+            }
+            Err(BoundedError::TooLong) => (Bytes::new(), false),
+            Err(BoundedError::Http(e)) => return Err(TransportError::Http(e)),
+        };
         // Only a connection whose answer was read to the end can carry the
-        // next request.
-        if !sender.is_closed() {
+        // next request; one cut short is dropped (and closed).
+        if complete && !sender.is_closed() {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < MAX_IDLE {
                 idle.push(sender);
@@ -206,6 +243,7 @@ impl Client {
         Ok(Reply {
             status: parts.status,
             body,
+            truncated: !complete,
         })
     }
 
@@ -245,6 +283,63 @@ impl Client {
             Err(_) => Err(TransportError::Timeout(self.timeouts.connect)),
         }
     }
+}
+
+enum BoundedError {
+    TooLong,
+    Http(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes. A declared length (the server's
+/// Content-Length, untrusted) is checked against the limit before anything
+/// is allocated from it. Returns the bytes read and whether the body was
+/// read to its end; an error body may stop short, a longer one is
+/// `TooLong` as soon as a byte past the limit arrives.
+async fn read_bounded<B>(
+    mut body: B,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<(Bytes, bool), BoundedError>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BoundedError::TooLong);
+    }
+    let capacity = declared.map_or(0, |len| len as usize).min(limit);
+    let mut out = bytes::BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BoundedError::Http)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: not used by Tahoe, ignored
+        };
+        if data.len() > limit - out.len() {
+            return Err(BoundedError::TooLong);
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok((out.freeze(), true))
+}
+
+/// Untrusted text from a server (an error body), fit for a log line or an
+/// error message: at most `max` characters, control characters and
+/// anything not printable escaped, so it cannot forge log lines or
+/// terminal escapes.
+pub fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count >= max {
+            out.push('…');
+            break;
+        }
+        if c == ' ' || c.is_alphanumeric() || c.is_ascii_punctuation() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
 }
 
 /// Accepts exactly the certificate whose SubjectPublicKeyInfo hashes to the
@@ -304,5 +399,48 @@ impl ServerCertVerifier for PinnedSpki {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use futures::stream;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    /// A hyper-compatible body from a stream of chunks.
+    fn body_of(
+        chunks: impl futures::Stream<Item = Bytes> + Send + Unpin + 'static,
+    ) -> impl hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin {
+        StreamBody::new(futures::StreamExt::map(chunks, |c| Ok(Frame::data(c))))
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_stops_at_the_limit() {
+        let endless = stream::repeat(Bytes::from_static(&[7u8; 4096]));
+        let result = read_bounded(body_of(endless), 100_000, None).await;
+        assert!(matches!(result, Err(BoundedError::TooLong)));
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_limit_is_refused_before_reading() {
+        // Declares 1 TiB: nothing is allocated from it.
+        let body = body_of(stream::iter(vec![Bytes::from_static(b"abc")]));
+        let result = read_bounded(body, 10, Some(1 << 40)).await;
+        assert!(matches!(result, Err(BoundedError::TooLong)));
+        let body = body_of(stream::iter(vec![Bytes::from_static(b"abc")]));
+        let (bytes, complete) = read_bounded(body, 3, Some(3)).await.ok().unwrap();
+        assert_eq!((&bytes[..], complete), (&b"abc"[..], true));
+    }
+
+    #[test]
+    fn server_text_is_escaped_and_short() {
+        let hostile = b"bad\n\x1b[31mred\r\nFAKE LOG LINE \xff\xfe and more and more";
+        let excerpt = escaped_excerpt(hostile, 20);
+        assert!(!excerpt.chars().any(|c| c.is_control()), "{excerpt}");
+        assert!(excerpt.chars().count() <= 40, "{excerpt}");
+        assert!(excerpt.starts_with("bad\\n"), "{excerpt}");
     }
 }

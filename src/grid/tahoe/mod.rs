@@ -29,7 +29,10 @@
 //!
 //! The secrets of [`ShareSecrets`] go into every write as the write enabler
 //! and lease secrets: only a holder of the file's key can change or delete
-//! its shares.
+//! its shares. The engine derives them per server from
+//! [`ShareStore::identity`], which is the SPKI hash of the server's NURL
+//! (its public key, which no config change moves), so the write enabler a
+//! server keeps on its disk opens nothing on any other server.
 
 mod cbor;
 mod http;
@@ -51,7 +54,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 
 use self::cbor::{decode_rtw_answer, decode_share_set, encode_rtw, RtwAnswer, ShareOps};
-use self::http::{Client, Reply, TransportError};
+use self::http::{escaped_excerpt, Client, Reply, TransportError, CBOR_LIMIT};
 use super::{
     GridError, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
 };
@@ -176,6 +179,7 @@ impl TahoeStore {
                 "/storage/v1/version",
                 &[],
                 Bytes::new(),
+                CBOR_LIMIT,
                 "version",
             )
             .await?;
@@ -226,10 +230,11 @@ impl Inner {
         path: &str,
         headers: &[(&'static str, HeaderValue)],
         body: Bytes,
+        limit: usize,
         operation: &'static str,
     ) -> GridResult<Reply> {
         self.client
-            .request(method, path, headers, body)
+            .request(method, path, headers, body, limit)
             .await
             .map_err(|e: TransportError| GridError::Io {
                 server: self.server_id.clone(),
@@ -247,15 +252,21 @@ impl Inner {
         if ok.contains(&reply.status) {
             return Ok(());
         }
-        let detail = String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]);
-        let message = match reply.status {
-            StatusCode::UNAUTHORIZED => format!(
-                "{operation}: refused (401): wrong swissnum in the NURL, or a write \
-                 enabler of another key for this storage index"
-            ),
-            status => format!("{operation}: unexpected HTTP {status}: {detail}"),
-        };
-        Err(self.server_error(message))
+        if reply.status == StatusCode::UNAUTHORIZED {
+            // A wrong swissnum in the NURL, or a write enabler of another
+            // key (or of another derivation) for this storage index.
+            return Err(GridError::Refused {
+                server: self.server_id.clone(),
+                operation,
+            });
+        }
+        // The server's own words, escaped and short: it is not trusted.
+        let detail = escaped_excerpt(&reply.body, 120);
+        let cut = if reply.truncated { " (cut short)" } else { "" };
+        Err(self.server_error(format!(
+            "{operation}: unexpected HTTP {}: {detail}{cut}",
+            reply.status
+        )))
     }
 
     async fn rtw(
@@ -270,7 +281,7 @@ impl Inner {
         let body = encode_rtw(&ops, reads);
         let path = format!("/storage/v1/mutable/{si}/read-test-write");
         let reply = self
-            .send(Method::POST, &path, &headers, body, operation)
+            .send(Method::POST, &path, &headers, body, CBOR_LIMIT, operation)
             .await?;
         self.expect_status(&reply, &[StatusCode::OK], operation)?;
         decode_rtw_answer(&reply.body)
@@ -293,12 +304,16 @@ impl Inner {
         let value = format!("bytes={}-{}", range.start, range.end - 1);
         let range_header = HeaderValue::try_from(value)
             .map_err(|e| self.server_error(format!("range header: {e}")))?;
+        // A range is at most a block or a few hashes: within usize.
+        let want = usize::try_from(range.end - range.start)
+            .map_err(|_| self.server_error(format!("{operation}: range {range:?} too long")))?;
         let reply = self
             .send(
                 Method::GET,
                 &path,
                 &[("range", range_header)],
                 Bytes::new(),
+                want,
                 operation,
             )
             .await?;
@@ -373,7 +388,14 @@ impl Inner {
     async fn share_numbers(&self, si: StorageIndex) -> GridResult<Vec<u8>> {
         let path = format!("/storage/v1/mutable/{si}/shares");
         let reply = self
-            .send(Method::GET, &path, &[], Bytes::new(), "list shares")
+            .send(
+                Method::GET,
+                &path,
+                &[],
+                Bytes::new(),
+                CBOR_LIMIT,
+                "list shares",
+            )
             .await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
@@ -388,6 +410,10 @@ impl Inner {
 impl ShareStore for TahoeStore {
     fn server_id(&self) -> &str {
         &self.inner.server_id
+    }
+
+    fn identity(&self) -> &[u8] {
+        &self.inner.nurl.spki_hash
     }
 
     async fn create(
@@ -776,7 +802,7 @@ mod tests {
         let mut other = conformance::secrets();
         other.write_enabler = [0x44; 32];
         match store.delete(si, &other).await {
-            Err(GridError::Server { message, .. }) => assert!(message.contains("401"), "{message}"),
+            Err(GridError::Refused { .. }) => {}
             r => panic!("delete with another key: expected a refusal, got {r:?}"),
         }
         assert!(store.create(si, ShareNum(1), &other).await.is_err());

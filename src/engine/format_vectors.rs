@@ -4,17 +4,35 @@
 //! `field: value` lines. This test uploads the vector's content with its fixed
 //! key and checks the capability and every share against the document, so the
 //! document and the code cannot drift apart.
+//!
+//! A unit test rather than an integration test: it needs
+//! `Uploader::with_key`, which is not public (a key must never encrypt two
+//! files, so no caller outside the crate may choose one).
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use common::memory_grid;
-use griddav::engine::crypto::FileKey;
-use griddav::engine::{Downloader, EncodingParams, UploadOptions, Uploader};
-use griddav::grid::ShareStore;
 use sha2::{Digest, Sha256};
+
+use crate::engine::crypto::FileKey;
+use crate::engine::{Downloader, EncodingParams, UploadOptions, Uploader};
+use crate::grid::{Grid, MemoryStore, ShareStore};
+
+fn memory_grid(count: usize) -> (Grid, Vec<MemoryStore>) {
+    let stores: Vec<MemoryStore> = (0..count)
+        .map(|i| MemoryStore::new(format!("mem-{i:02}")))
+        .collect();
+    let grid = Grid::new(
+        stores
+            .iter()
+            .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
+            .collect(),
+    );
+    (grid, stores)
+}
 
 fn vector(name: &str) -> BTreeMap<String, String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md"))
