@@ -354,13 +354,15 @@ impl Config {
                 }
             }
             if usize::from(e.happy) > servers.len() {
-                // Shares wrap round a small grid, so this works, but
-                // `happy` shares on fewer servers is not the safety the
-                // user asked for.
+                // `happy` counts distinct servers (as Tahoe's
+                // servers-of-happiness does): no upload can succeed. Only
+                // a warning, so that a grid being set up can still serve
+                // what it has.
                 tracing::warn!(
                     happy = e.happy,
                     servers = servers.len(),
-                    "fewer storage servers than `happy`: several shares per server"
+                    "fewer storage servers than `happy`: every upload will fail; \
+                     add servers or lower encoding.happy"
                 );
             }
         }

@@ -564,3 +564,24 @@ async fn uploads_sharing_a_tiny_memory_budget_all_finish() {
     }
     assert_eq!(budget.available(), budget.total());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn happy_counts_distinct_servers_not_shares() {
+    // Ten shares wrap round four servers: 3, 3, 2, 2 per server.
+    let (grid, stores) = memory_grid(4);
+    match Uploader::new(grid.clone(), SMALL, UploadOptions::default(), None).await {
+        Err(EngineError::NotHappy { live, happy, .. }) => {
+            assert_eq!((live, happy), (4, 7), "four distinct servers, seven needed");
+        }
+        Err(e) => panic!("expected NotHappy, got {e}"),
+        Ok(_) => panic!("an upload to 4 servers with happy = 7 must not start"),
+    }
+    assert_eq!(total_shares(&stores), 0, "nothing left behind");
+
+    // With happy = 4 the same grid takes the file.
+    let params = EncodingParams { happy: 4, ..SMALL };
+    let data = content(5_000, 31);
+    let cap = upload(&grid, params, &data, &[700]).await;
+    assert_eq!(total_shares(&stores), 10);
+    assert_eq!(read_all(&grid, &cap).await.expect("read"), data);
+}

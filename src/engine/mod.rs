@@ -155,7 +155,7 @@ pub enum EngineError {
     InvalidCap(String),
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },
-    #[error("upload failed: only {live} shares remain writable, {happy} needed ({})", Problems(.problems))]
+    #[error("upload failed: only {live} distinct servers hold writable shares, {happy} needed (`happy`) ({})", Problems(.problems))]
     NotHappy {
         live: usize,
         happy: u16,

@@ -318,19 +318,20 @@ impl Uploader {
             let _ = sender.send(ShareCommand::Finish { tail, len }).await;
             finishing.push(index);
         }
-        let mut stored = 0usize;
+        let mut stored_on = Vec::new();
         for index in finishing {
             let slot = &mut self.slots[index];
             let (share, server) = (slot.share, slot.server.clone());
             match slot.task.take() {
                 Some(task) => match task.await {
-                    Ok(Ok(())) => stored += 1,
+                    Ok(Ok(())) => stored_on.push(server),
                     Ok(Err(e)) => self.lose_share(share, server, e.to_string()),
                     Err(e) => self.lose_share(share, server, format!("share task failed: {e}")),
                 },
                 None => self.lose_share(share, server, "share task already gone".into()),
             }
         }
+        let stored = distinct_servers(stored_on.iter().map(String::as_str));
         if stored < usize::from(self.params.happy) {
             // Finished shares are visible; delete them so nothing is left.
             self.delete_everywhere().await;
@@ -501,8 +502,15 @@ impl Uploader {
         });
     }
 
+    /// `happy` counts distinct servers, as Tahoe's servers-of-happiness
+    /// does: shares wrapped onto one server fall with it together.
     fn check_happy(&self) -> EngineResult<()> {
-        let live = self.slots.iter().filter(|s| s.sender.is_some()).count();
+        let live = distinct_servers(
+            self.slots
+                .iter()
+                .filter(|s| s.sender.is_some())
+                .map(|s| s.server.as_str()),
+        );
         if live < usize::from(self.params.happy) {
             return Err(EngineError::NotHappy {
                 live,
@@ -512,6 +520,11 @@ impl Uploader {
         }
         Ok(())
     }
+}
+
+/// How many different servers the ids name.
+fn distinct_servers<'a>(ids: impl Iterator<Item = &'a str>) -> usize {
+    ids.collect::<std::collections::HashSet<_>>().len()
 }
 
 impl Drop for Uploader {
