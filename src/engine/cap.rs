@@ -146,4 +146,40 @@ mod tests {
             .is_err());
         assert!(!format!("{:?}", cap()).contains(&text[10..30]));
     }
+
+    use proptest::prelude::*;
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES).
+    proptest! {
+        #[test]
+        fn fuzz_capability_arbitrary_text(text in ".{0,200}", field in "[a-z2-7:0-9+-]{0,60}") {
+            let _ = text.parse::<FileCap>();
+            // Arbitrary text in place of each field of a good capability.
+            let good = cap().to_string();
+            let fields: Vec<&str> = good.split(':').collect();
+            for i in 0..fields.len() {
+                let mut mutated = fields.clone();
+                mutated[i] = &field;
+                let mutated = mutated.join(":");
+                if let Ok(parsed) = mutated.parse::<FileCap>() {
+                    // Only the canonical spelling parses.
+                    prop_assert_eq!(parsed.to_string(), mutated);
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_capability_round_trips(
+            key in any::<[u8; 32]>(),
+            hash in any::<[u8; 32]>(),
+            k in 1u16..=256,
+            extra in 0u16..256,
+            size in any::<u64>(),
+        ) {
+            let cap = FileCap { key: FileKey::from_bytes(key), trailer_hash: hash, k, n: (k + extra).min(256), size };
+            prop_assert_eq!(cap.to_string().parse::<FileCap>().ok(), Some(cap.clone()));
+            let debug = format!("{cap:?}");
+            prop_assert!(!debug.contains(&base32(&key)), "{}", debug);
+        }
+    }
 }
