@@ -419,7 +419,8 @@ mod tests {
     #[test]
     fn bad_nurls_are_rejected() {
         use NurlError as E;
-        let cases: [(String, fn(&NurlError) -> bool); 10] = [
+        type Check = fn(&NurlError) -> bool;
+        let cases: [(String, Check); 10] = [
             (format!("http://{HASH}@h:1/s#v=1"), |e| *e == E::NotPb),
             (format!("pb://{HASH}@h:1/s"), |e| *e == E::NoVersion),
             (
@@ -443,7 +444,7 @@ mod tests {
             let err = Nurl::parse(&bad).unwrap_err();
             assert!(expected(&err), "{bad}: {err:?}");
         }
-        let err = Nurl::parse(&format!("pb://!!@h:1/secretswiss#v=1")).unwrap_err();
+        let err = Nurl::parse("pb://!!@h:1/secretswiss#v=1").unwrap_err();
         assert!(matches!(err, E::HashNotBase64(_)), "{err:?}");
         assert!(!err.to_string().contains("secretswiss"));
     }
