@@ -286,7 +286,7 @@ impl Config {
         }
         self.encoding_params()
             .validate()
-            .map_err(|reason| invalid("encoding.segment_size", reason))?;
+            .map_err(|e| invalid("encoding.segment_size", e.to_string()))?;
         if e.max_in_flight == 0 {
             return Err(invalid(
                 "encoding.max_in_flight",

@@ -33,7 +33,7 @@ pub const FOOTER_LEN: u64 = 40;
 /// allocate, whatever a share claims.
 pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum LayoutError {
     #[error("bad magic in {what}")]
@@ -49,7 +49,7 @@ pub enum LayoutError {
         expected: u64,
     },
     #[error("invalid encoding parameters: {0}")]
-    BadParams(String),
+    BadParams(#[from] super::ParamsError),
     #[error("segment count {claimed} does not match size {size} and segment size {segment_size}")]
     BadSegmentCount {
         claimed: u64,
@@ -235,7 +235,7 @@ impl Trailer {
             n: self.n,
             segment_size: self.segment_size,
         };
-        params.validate().map_err(LayoutError::BadParams)?;
+        params.validate()?;
         Ok(params)
     }
 }
