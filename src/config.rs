@@ -286,7 +286,7 @@ impl Config {
         }
         self.encoding_params()
             .validate()
-            .map_err(|reason| invalid("encoding.segment_size", reason))?;
+            .map_err(|e| invalid("encoding.segment_size", e.to_string()))?;
         if e.max_in_flight == 0 {
             return Err(invalid(
                 "encoding.max_in_flight",
@@ -337,7 +337,7 @@ impl Config {
                 } = s
                 {
                     let key = format!("grid.servers[{i}].nurl");
-                    Nurl::parse(nurl).map_err(|reason| invalid(&key, reason))?;
+                    Nurl::parse(nurl).map_err(|e| invalid(&key, e.to_string()))?;
                     if *timeout_secs == Some(0) {
                         return Err(invalid(
                             &format!("grid.servers[{i}].timeout_secs"),

@@ -202,11 +202,13 @@ async fn handle(
     if let Some(uri) = options {
         crate::dav::allow::correct(&uri, response.headers_mut());
     }
-    if matches!(method, Method::GET | Method::HEAD) && response.status() == StatusCode::BAD_GATEWAY
+    if matches!(method, Method::GET | Method::HEAD | Method::PUT)
+        && response.status() == StatusCode::BAD_GATEWAY
     {
-        // dav-server's answer when the file system fails before the first
-        // byte: for a read, that is the grid not giving the file back now
-        // (too few servers answer), which may pass: 503, not 502.
+        // dav-server's answer to FsError::IsRemote, which dav::fs gives only
+        // for the grid not answering now (too few servers for a read, an
+        // upload not happy): that may pass, so 503, not 502. Corrupt data
+        // and our own bugs are 500 already.
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response.headers_mut().insert(
             http::header::RETRY_AFTER,

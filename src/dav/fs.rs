@@ -20,7 +20,9 @@ use super::propstat::{self, NamedPropfind};
 use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
-use crate::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions};
+use crate::engine::{
+    Downloader, EncodingParams, EngineError, FileCap, ProblemKind, ShareProblem, UploadOptions,
+};
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
 
@@ -225,15 +227,34 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
     }
 }
 
-/// Storage failures are the storage servers' fault, not the client's: 502.
+/// The one place an engine failure becomes a status, by whose fault it is:
+/// - the grid not answering now (too few servers reachable, an upload not
+///   happy): `IsRemote`, which src/server.rs answers as 503 with
+///   Retry-After for GET, HEAD and PUT (dav-server itself says 502);
+/// - data that fails verification everywhere, and our own bugs (bad
+///   parameters, a bad capability in our namespace, internal errors):
+///   `GeneralFailure`, 500, which no retry fixes.
 pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
     tracing::error!(operation, error = %e, "engine failure");
     match e {
-        EngineError::InvalidParams(_) | EngineError::Internal(_) | EngineError::InvalidCap(_) => {
+        EngineError::InvalidParams(_)
+        | EngineError::Internal(_)
+        | EngineError::InvalidCap(_)
+        | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
+        EngineError::NotEnoughShares { problems, .. } if only_corrupt(problems) => {
             FsError::GeneralFailure
         }
         _ => FsError::IsRemote,
     }
+}
+
+/// Every server answered and every share it gave failed verification:
+/// corrupt data, not an outage.
+fn only_corrupt(problems: &[ShareProblem]) -> bool {
+    !problems.is_empty()
+        && problems
+            .iter()
+            .all(|p| matches!(p.kind, ProblemKind::Corrupt(_)))
 }
 
 impl DavFileSystem for GridFs {

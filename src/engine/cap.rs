@@ -10,9 +10,51 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::crypto::{FileKey, Hash};
-use super::EngineError;
 
 const PREFIX: &str = "griddav:1:";
+
+/// Why a text is not a capability (or an upload recovery token). The
+/// messages name the field, never its content: a capability is a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapError {
+    #[error("does not start with {prefix:?}")]
+    Prefix { prefix: &'static str },
+    #[error("expected 5 fields after the prefix, got {got}")]
+    FieldCount { got: usize },
+    #[error("{what}: {source}")]
+    Base32 {
+        what: &'static str,
+        #[source]
+        source: data_encoding::DecodeError,
+    },
+    #[error("{what}: not 32 bytes")]
+    Not32Bytes { what: &'static str },
+    #[error("{what}: {source}")]
+    Number {
+        what: &'static str,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("{what} out of range")]
+    OutOfRange { what: &'static str },
+    #[error("need 1 <= k <= n <= 256, got {k}-of-{n}")]
+    Counts { k: u16, n: u16 },
+    #[error("not in canonical form")]
+    NotCanonical,
+    #[error(
+        "the capability says {cap_k}-of-{cap_n}, {cap_size} bytes; its verified trailer says \
+         {k}-of-{n}, {size} bytes"
+    )]
+    TrailerDisagrees {
+        cap_k: u16,
+        cap_n: u16,
+        cap_size: u64,
+        k: u16,
+        n: u16,
+        size: u64,
+    },
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct FileCap {
@@ -29,13 +71,12 @@ fn base32(bytes: &[u8]) -> String {
         .to_ascii_lowercase()
 }
 
-fn parse_32(field: &str, what: &str) -> Result<[u8; 32], EngineError> {
+/// A 32-byte field in lowercase unpadded base32.
+pub(crate) fn parse_32(field: &str, what: &'static str) -> Result<[u8; 32], CapError> {
     let bytes = data_encoding::BASE32_NOPAD
         .decode(field.to_ascii_uppercase().as_bytes())
-        .map_err(|e| EngineError::InvalidCap(format!("{what}: {e}")))?;
-    bytes
-        .try_into()
-        .map_err(|_| EngineError::InvalidCap(format!("{what}: not 32 bytes")))
+        .map_err(|source| CapError::Base32 { what, source })?;
+    bytes.try_into().map_err(|_| CapError::Not32Bytes { what })
 }
 
 impl fmt::Display for FileCap {
@@ -67,42 +108,34 @@ impl fmt::Debug for FileCap {
 }
 
 impl FromStr for FileCap {
-    type Err = EngineError;
+    type Err = CapError;
 
-    fn from_str(text: &str) -> Result<Self, EngineError> {
+    fn from_str(text: &str) -> Result<Self, CapError> {
         let rest = text
             .strip_prefix(PREFIX)
-            .ok_or_else(|| EngineError::InvalidCap(format!("does not start with {PREFIX:?}")))?;
+            .ok_or(CapError::Prefix { prefix: PREFIX })?;
         let fields: Vec<&str> = rest.split(':').collect();
         let [key, hash, k, n, size] = fields[..] else {
-            return Err(EngineError::InvalidCap(format!(
-                "expected 5 fields after the prefix, got {}",
-                fields.len()
-            )));
+            return Err(CapError::FieldCount { got: fields.len() });
         };
-        let number = |field: &str, what: &str| -> Result<u64, EngineError> {
+        let number = |field: &str, what: &'static str| -> Result<u64, CapError> {
             field
                 .parse::<u64>()
-                .map_err(|e| EngineError::InvalidCap(format!("{what}: {e}")))
+                .map_err(|source| CapError::Number { what, source })
         };
         let cap = Self {
             key: FileKey::from_bytes(parse_32(key, "key")?),
             trailer_hash: parse_32(hash, "trailer hash")?,
-            k: u16::try_from(number(k, "k")?)
-                .map_err(|_| EngineError::InvalidCap("k out of range".into()))?,
-            n: u16::try_from(number(n, "n")?)
-                .map_err(|_| EngineError::InvalidCap("n out of range".into()))?,
+            k: u16::try_from(number(k, "k")?).map_err(|_| CapError::OutOfRange { what: "k" })?,
+            n: u16::try_from(number(n, "n")?).map_err(|_| CapError::OutOfRange { what: "n" })?,
             size: number(size, "size")?,
         };
         if cap.k == 0 || cap.k > cap.n || cap.n > 256 {
-            return Err(EngineError::InvalidCap(format!(
-                "need 1 <= k <= n <= 256, got {}-of-{}",
-                cap.k, cap.n
-            )));
+            return Err(CapError::Counts { k: cap.k, n: cap.n });
         }
         // One spelling per capability: no '+', leading zeros or upper case.
         if cap.to_string() != text {
-            return Err(EngineError::InvalidCap("not in canonical form".into()));
+            return Err(CapError::NotCanonical);
         }
         Ok(cap)
     }
@@ -126,24 +159,71 @@ mod tests {
     fn round_trips_and_rejects_other_spellings() {
         let text = cap().to_string();
         assert_eq!(text.parse::<FileCap>().ok(), Some(cap()));
-        assert!(text.to_uppercase().parse::<FileCap>().is_err());
-        assert!(text
-            .replace(":12345", ":012345")
-            .parse::<FileCap>()
-            .is_err());
-        assert!(text
-            .replace(":12345", ":+12345")
-            .parse::<FileCap>()
-            .is_err());
-        assert!(text
-            .replace(":3:10:", ":11:10:")
-            .parse::<FileCap>()
-            .is_err());
-        assert!(format!("{text}:1").parse::<FileCap>().is_err());
-        assert!(text[..text.len() - 1]
-            .replace(PREFIX, "griddav:2:")
-            .parse::<FileCap>()
-            .is_err());
+        assert_eq!(
+            text.to_uppercase().parse::<FileCap>(),
+            Err(CapError::Prefix { prefix: PREFIX })
+        );
+        assert_eq!(
+            text.replace(":12345", ":012345").parse::<FileCap>(),
+            Err(CapError::NotCanonical)
+        );
+        assert_eq!(
+            text.replace(":12345", ":+12345").parse::<FileCap>(),
+            Err(CapError::NotCanonical)
+        );
+        assert_eq!(
+            text.replace(":3:10:", ":11:10:").parse::<FileCap>(),
+            Err(CapError::Counts { k: 11, n: 10 })
+        );
+        assert_eq!(
+            format!("{text}:1").parse::<FileCap>(),
+            Err(CapError::FieldCount { got: 6 })
+        );
+        assert!(matches!(
+            text.replace(":12345", ":x").parse::<FileCap>(),
+            Err(CapError::Number { what: "size", .. })
+        ));
+        assert!(matches!(
+            text.replacen("griddav:1:a", "griddav:1:1", 1)
+                .parse::<FileCap>(),
+            Err(CapError::Base32 { what: "key", .. })
+        ));
         assert!(!format!("{:?}", cap()).contains(&text[10..30]));
+    }
+
+    use proptest::prelude::*;
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES).
+    proptest! {
+        #[test]
+        fn fuzz_capability_arbitrary_text(text in ".{0,200}", field in "[a-z2-7:0-9+-]{0,60}") {
+            let _ = text.parse::<FileCap>();
+            // Arbitrary text in place of each field of a good capability.
+            let good = cap().to_string();
+            let fields: Vec<&str> = good.split(':').collect();
+            for i in 0..fields.len() {
+                let mut mutated = fields.clone();
+                mutated[i] = &field;
+                let mutated = mutated.join(":");
+                if let Ok(parsed) = mutated.parse::<FileCap>() {
+                    // Only the canonical spelling parses.
+                    prop_assert_eq!(parsed.to_string(), mutated);
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_capability_round_trips(
+            key in any::<[u8; 32]>(),
+            hash in any::<[u8; 32]>(),
+            k in 1u16..=256,
+            extra in 0u16..256,
+            size in any::<u64>(),
+        ) {
+            let cap = FileCap { key: FileKey::from_bytes(key), trailer_hash: hash, k, n: (k + extra).min(256), size };
+            prop_assert_eq!(cap.to_string().parse::<FileCap>().ok(), Some(cap.clone()));
+            let debug = format!("{cap:?}");
+            prop_assert!(!debug.contains(&base32(&key)), "{}", debug);
+        }
     }
 }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::crypto::{tag, tagged_hash, tagged_hasher, FileKey, Hash};
-use super::{EncodingParams, EngineError};
+use super::{EncodingParams, EngineError, ParamsError};
 
 /// A segment encoded into its N blocks.
 #[derive(Debug)]
@@ -43,15 +43,28 @@ pub struct SegmentCoder {
     rs: Option<ReedSolomon>,
 }
 
+/// Why blocks could not be decoded into a segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error("{slots} block slots for {shares} shares")]
+    SlotCount { slots: usize, shares: usize },
+    #[error("blocks of different lengths")]
+    UnequalBlocks,
+    #[error("a data block is missing and there is no parity")]
+    NoParity,
+    #[error("reed-solomon reconstruction failed: {0}")]
+    Reconstruct(#[source] reed_solomon_erasure::Error),
+    #[error("reconstruction left a data block empty")]
+    EmptyAfterReconstruct,
+}
+
 impl SegmentCoder {
     pub fn new(params: &EncodingParams) -> Result<Self, EngineError> {
         let k = usize::from(params.k);
         let n = usize::from(params.n);
         let rs = if n > k {
-            Some(
-                ReedSolomon::new(k, n - k)
-                    .map_err(|e| EngineError::InvalidParams(format!("{k}-of-{n}: {e:?}")))?,
-            )
+            Some(ReedSolomon::new(k, n - k).map_err(|source| ParamsError::Codec { k, n, source })?)
         } else {
             None
         };
@@ -106,17 +119,16 @@ impl SegmentCoder {
     /// Rebuilds the k data blocks from any k blocks (`blocks[i]` is share i's,
     /// all the same length) and returns the ciphertext of the segment, padding
     /// included.
-    pub fn decode(&self, blocks: Vec<Option<Bytes>>) -> Result<BytesMut, String> {
+    pub fn decode(&self, blocks: Vec<Option<Bytes>>) -> Result<BytesMut, CodecError> {
         if blocks.len() != self.n {
-            return Err(format!(
-                "{} block slots for {} shares",
-                blocks.len(),
-                self.n
-            ));
+            return Err(CodecError::SlotCount {
+                slots: blocks.len(),
+                shares: self.n,
+            });
         }
         let block_len = blocks.iter().flatten().map(|b| b.len()).next().unwrap_or(0);
         if blocks.iter().flatten().any(|b| b.len() != block_len) {
-            return Err("blocks of different lengths".into());
+            return Err(CodecError::UnequalBlocks);
         }
         let mut out = BytesMut::with_capacity(block_len * self.k);
         if blocks[..self.k].iter().all(Option::is_some) {
@@ -125,18 +137,13 @@ impl SegmentCoder {
             }
             return Ok(out);
         }
-        let rs = self
-            .rs
-            .as_ref()
-            .ok_or("a data block is missing and there is no parity")?;
+        let rs = self.rs.as_ref().ok_or(CodecError::NoParity)?;
         let mut shards: Vec<Option<Vec<u8>>> =
             blocks.into_iter().map(|b| b.map(|b| b.to_vec())).collect();
         rs.reconstruct_data(&mut shards)
-            .map_err(|e| format!("reed-solomon reconstruction failed: {e:?}"))?;
+            .map_err(CodecError::Reconstruct)?;
         for shard in &shards[..self.k] {
-            let shard = shard
-                .as_ref()
-                .ok_or("reconstruction left a data block empty")?;
+            let shard = shard.as_ref().ok_or(CodecError::EmptyAfterReconstruct)?;
             out.extend_from_slice(shard);
         }
         Ok(out)

@@ -1,6 +1,7 @@
 //! Removing a file's shares from the grid, and the token that lets a later
 //! process do so for an upload that never finished.
 
+use super::cap::CapError;
 use super::crypto::FileKey;
 use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError};
@@ -20,15 +21,10 @@ pub fn recovery_token(key: &FileKey) -> String {
 }
 
 fn key_of_token(token: &str) -> EngineResult<FileKey> {
-    let encoded = token
-        .strip_prefix(TOKEN_PREFIX)
-        .ok_or_else(|| EngineError::InvalidCap("not an upload recovery token".into()))?;
-    let bytes = data_encoding::BASE32_NOPAD
-        .decode(encoded.to_ascii_uppercase().as_bytes())
-        .map_err(|e| EngineError::InvalidCap(format!("recovery token: {e}")))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| EngineError::InvalidCap("recovery token: not 32 bytes".into()))?;
+    let encoded = token.strip_prefix(TOKEN_PREFIX).ok_or(CapError::Prefix {
+        prefix: TOKEN_PREFIX,
+    })?;
+    let key = super::cap::parse_32(encoded, "recovery token")?;
     Ok(FileKey::from_bytes(key))
 }
 

@@ -491,7 +491,7 @@ impl Downloader {
             };
             cipher.truncate(seg_len);
             key.apply_keystream(offset, &mut cipher);
-            Ok::<_, String>((cipher.freeze(), hash))
+            Ok::<_, super::CodecError>((cipher.freeze(), hash))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("segment decoder failed: {e}")))?
@@ -1098,10 +1098,16 @@ async fn read_trailer(
         return Err(corrupt("trailer hash does not match the capability".into()));
     }
     if (trailer.k, trailer.n, trailer.size) != (cap.k, cap.n, cap.size) {
-        return Err(TrailerError::Cap(EngineError::InvalidCap(format!(
-            "the capability says {}-of-{}, {} bytes; its verified trailer says {}-of-{}, {} bytes",
-            cap.k, cap.n, cap.size, trailer.k, trailer.n, trailer.size
-        ))));
+        return Err(TrailerError::Cap(EngineError::InvalidCap(
+            super::CapError::TrailerDisagrees {
+                cap_k: cap.k,
+                cap_n: cap.n,
+                cap_size: cap.size,
+                k: trailer.k,
+                n: trailer.n,
+                size: trailer.size,
+            },
+        )));
     }
     let layout = ShareLayout::new(&trailer).map_err(|e| corrupt(format!("layout: {e}")))?;
     let footer = Footer::decode(footer_bytes).map_err(|e| corrupt(format!("footer: {e}")))?;

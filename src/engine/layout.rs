@@ -33,7 +33,7 @@ pub const FOOTER_LEN: u64 = 40;
 /// allocate, whatever a share claims.
 pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum LayoutError {
     #[error("bad magic in {what}")]
@@ -49,7 +49,7 @@ pub enum LayoutError {
         expected: u64,
     },
     #[error("invalid encoding parameters: {0}")]
-    BadParams(String),
+    BadParams(#[from] super::ParamsError),
     #[error("segment count {claimed} does not match size {size} and segment size {segment_size}")]
     BadSegmentCount {
         claimed: u64,
@@ -60,32 +60,40 @@ pub enum LayoutError {
     Overflow,
     #[error("footer offsets do not match the trailer")]
     FooterMismatch,
+    #[error("{what} ends before its fields do")]
+    Truncated { what: &'static str },
 }
 
-/// A bounds-checked reader of a fixed-size record.
+/// A bounds-checked reader of a fixed-size record: every read checks the
+/// length itself, so no input panics it whatever the caller checked before.
 struct Reader<'a> {
+    what: &'static str,
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let (head, rest) = self.bytes.split_at(N);
+    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
+        Self { what, bytes }
+    }
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], LayoutError> {
+        let (head, rest) = self
+            .bytes
+            .split_first_chunk::<N>()
+            .ok_or(LayoutError::Truncated { what: self.what })?;
         self.bytes = rest;
-        let mut out = [0u8; N];
-        out.copy_from_slice(head);
-        out
+        Ok(*head)
     }
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
+    fn u8(&mut self) -> Result<u8, LayoutError> {
+        Ok(u8::from_be_bytes(self.take()?))
     }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.take())
+    fn u16(&mut self) -> Result<u16, LayoutError> {
+        Ok(u16::from_be_bytes(self.take()?))
     }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.take())
+    fn u32(&mut self) -> Result<u32, LayoutError> {
+        Ok(u32::from_be_bytes(self.take()?))
     }
-    fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.take())
+    fn u64(&mut self) -> Result<u64, LayoutError> {
+        Ok(u64::from_be_bytes(self.take()?))
     }
 }
 
@@ -124,11 +132,11 @@ impl Header {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("header", bytes, HEADER_LEN)?;
-        let mut r = Reader { bytes };
-        if r.take::<8>() != HEADER_MAGIC {
+        let mut r = Reader::new("header", bytes);
+        if r.take::<8>()? != HEADER_MAGIC {
             return Err(LayoutError::BadMagic { what: "header" });
         }
-        let version = r.u16();
+        let version = r.u16()?;
         if version != FORMAT_VERSION {
             return Err(LayoutError::UnsupportedVersion {
                 what: "header",
@@ -136,10 +144,10 @@ impl Header {
             });
         }
         Ok(Self {
-            share: r.u16(),
-            k: r.u16(),
-            n: r.u16(),
-            segment_size: r.u32(),
+            share: r.u16()?,
+            k: r.u16()?,
+            n: r.u16()?,
+            segment_size: r.u32()?,
         })
     }
 }
@@ -180,22 +188,22 @@ impl Trailer {
     /// Decodes and checks internal consistency; the caller checks the hash.
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("trailer", bytes, TRAILER_LEN)?;
-        let mut r = Reader { bytes };
-        let version = r.u16();
+        let mut r = Reader::new("trailer", bytes);
+        let version = r.u16()?;
         if version != FORMAT_VERSION {
             return Err(LayoutError::UnsupportedVersion {
                 what: "trailer",
                 version,
             });
         }
-        let cipher = r.u8();
+        let cipher = r.u8()?;
         if cipher != CIPHER_AES256_CTR {
             return Err(LayoutError::UnsupportedAlgorithm {
                 what: "cipher",
                 id: cipher,
             });
         }
-        let codec = r.u8();
+        let codec = r.u8()?;
         if codec != CODEC_RS_GF8 {
             return Err(LayoutError::UnsupportedAlgorithm {
                 what: "codec",
@@ -203,13 +211,13 @@ impl Trailer {
             });
         }
         let trailer = Self {
-            k: r.u16(),
-            n: r.u16(),
-            segment_size: r.u32(),
-            size: r.u64(),
-            segment_count: r.u64(),
-            share_root: r.take(),
-            ciphertext_root: r.take(),
+            k: r.u16()?,
+            n: r.u16()?,
+            segment_size: r.u32()?,
+            size: r.u64()?,
+            segment_count: r.u64()?,
+            share_root: r.take()?,
+            ciphertext_root: r.take()?,
         };
         ShareLayout::new(&trailer)?;
         Ok(trailer)
@@ -227,7 +235,7 @@ impl Trailer {
             n: self.n,
             segment_size: self.segment_size,
         };
-        params.validate().map_err(LayoutError::BadParams)?;
+        params.validate()?;
         Ok(params)
     }
 }
@@ -263,16 +271,16 @@ impl Footer {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("footer", bytes, FOOTER_LEN)?;
-        let mut r = Reader { bytes };
+        let mut r = Reader::new("footer", bytes);
         let footer = Self {
-            block_tree_offset: r.u64(),
-            ciphertext_tree_offset: r.u64(),
-            proof_offset: r.u64(),
-            trailer_offset: r.u64(),
-            share: r.u16(),
+            block_tree_offset: r.u64()?,
+            ciphertext_tree_offset: r.u64()?,
+            proof_offset: r.u64()?,
+            trailer_offset: r.u64()?,
+            share: r.u16()?,
         };
-        let version = r.u16();
-        if r.take::<4>() != FOOTER_MAGIC {
+        let version = r.u16()?;
+        if r.take::<4>()? != FOOTER_MAGIC {
             return Err(LayoutError::BadMagic { what: "footer" });
         }
         if version != FORMAT_VERSION {
@@ -454,5 +462,69 @@ mod tests {
         bytes[3] = 9;
         assert!(Trailer::decode(&bytes).is_err());
         assert!(Trailer::decode(&bytes[..50]).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    fn any_trailer() -> impl Strategy<Value = Trailer> {
+        (
+            any::<(u16, u16, u32)>(),
+            any::<u64>(),
+            prop_oneof![Just(None), any::<u64>().prop_map(Some)],
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|((k, n, segment_size), size, count, root)| Trailer {
+                k: k % 300,
+                n: n % 300,
+                segment_size: segment_size % (2 * MAX_SEGMENT_SIZE + 2),
+                size: size >> (size % 64),
+                // Mostly the consistent count, so that decoding gets past it.
+                segment_count: count.unwrap_or(segment_count(
+                    size >> (size % 64),
+                    segment_size % (2 * MAX_SEGMENT_SIZE + 2),
+                )),
+                share_root: root,
+                ciphertext_root: root,
+            })
+    }
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES): whatever a storage server
+    // sends as a share's tail, decoding returns, never panics.
+    proptest! {
+        #[test]
+        fn fuzz_share_tail_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Header::decode(&bytes);
+            let _ = Footer::decode(&bytes);
+            if let Ok(t) = Trailer::decode(&bytes) {
+                let layout = ShareLayout::new(&t);
+                prop_assert!(layout.is_ok());
+                let encoded = t.encode();
+                prop_assert_eq!(&encoded[..], &bytes[..]);
+            }
+            for len in [HEADER_LEN, TRAILER_LEN, FOOTER_LEN] {
+                let exact = bytes.iter().copied().cycle().take(len as usize).collect::<Vec<_>>();
+                let _ = Header::decode(&exact);
+                let _ = Trailer::decode(&exact);
+                let _ = Footer::decode(&exact);
+            }
+        }
+
+        #[test]
+        fn fuzz_share_tail_round_trips(t in any_trailer(), share in any::<u16>()) {
+            match Trailer::decode(&t.encode()) {
+                Ok(decoded) => {
+                    prop_assert_eq!(decoded, t);
+                    let layout = ShareLayout::new(&t);
+                    prop_assert!(layout.is_ok());
+                    if let Ok(layout) = layout {
+                        let footer = layout.footer(share);
+                        prop_assert_eq!(Footer::decode(&footer.encode()), Ok(footer));
+                        prop_assert_eq!(layout.check_footer(&footer, share), Ok(()));
+                        prop_assert!(layout.share_len >= layout.footer_offset);
+                    }
+                }
+                Err(_) => prop_assert!(ShareLayout::new(&t).is_err()),
+            }
+        }
     }
 }

@@ -24,7 +24,8 @@ pub mod layout;
 pub mod upload;
 
 pub use budget::MemoryBudget;
-pub use cap::FileCap;
+pub use cap::{CapError, FileCap};
+pub use codec::CodecError;
 pub use download::Downloader;
 pub use upload::Uploader;
 
@@ -58,22 +59,43 @@ impl Default for EncodingParams {
 
 impl EncodingParams {
     /// Checks `1 <= k <= happy <= n <= 256` and `0 < segment size <= 64 MiB`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ParamsError> {
         if self.k == 0 || self.k > self.happy || self.happy > self.n || self.n > 256 {
-            return Err(format!(
-                "need 1 <= k <= happy <= n <= 256, got k={} happy={} n={}",
-                self.k, self.happy, self.n
-            ));
+            return Err(ParamsError::Counts {
+                k: self.k,
+                happy: self.happy,
+                n: self.n,
+            });
         }
         if self.segment_size == 0 || self.segment_size > layout::MAX_SEGMENT_SIZE {
-            return Err(format!(
-                "segment size must be 1..={} bytes, got {}",
-                layout::MAX_SEGMENT_SIZE,
-                self.segment_size
-            ));
+            return Err(ParamsError::SegmentSize {
+                got: self.segment_size,
+            });
         }
         Ok(())
     }
+}
+
+/// Why encoding parameters cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    #[error("need 1 <= k <= happy <= n <= 256, got k={k} happy={happy} n={n}")]
+    Counts { k: u16, happy: u16, n: u16 },
+    #[error(
+        "segment size must be 1..={} bytes, got {got}",
+        layout::MAX_SEGMENT_SIZE
+    )]
+    SegmentSize { got: u32 },
+    #[error("the grid has no servers")]
+    NoServers,
+    #[error("{k}-of-{n}: {source}")]
+    Codec {
+        k: usize,
+        n: usize,
+        #[source]
+        source: reed_solomon_erasure::Error,
+    },
 }
 
 /// Upload tuning that is not part of the format.
@@ -150,9 +172,9 @@ impl fmt::Display for Problems<'_> {
 #[non_exhaustive]
 pub enum EngineError {
     #[error("invalid encoding parameters: {0}")]
-    InvalidParams(String),
+    InvalidParams(#[from] ParamsError),
     #[error("invalid capability: {0}")]
-    InvalidCap(String),
+    InvalidCap(#[from] cap::CapError),
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },
     #[error("upload failed: only {live} distinct servers hold writable shares, {happy} needed (`happy`) ({})", Problems(.problems))]
@@ -182,3 +204,31 @@ pub enum EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_errors_say_which_rule_is_broken() {
+        let ok = EncodingParams::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let counts = EncodingParams { happy: 11, ..ok };
+        assert_eq!(
+            counts.validate(),
+            Err(ParamsError::Counts {
+                k: 3,
+                happy: 11,
+                n: 10
+            })
+        );
+        let segment = EncodingParams {
+            segment_size: 0,
+            ..ok
+        };
+        assert_eq!(segment.validate(), Err(ParamsError::SegmentSize { got: 0 }));
+        assert!(segment.validate().is_err_and(|e| e
+            .to_string()
+            .contains("segment size must be 1..=67108864 bytes")));
+    }
+}

@@ -24,7 +24,10 @@ use super::codec::{EncodedSegment, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
 use super::layout::{Header, ShareLayout, Trailer};
-use super::{EncodingParams, EngineError, EngineResult, ProblemKind, ShareProblem, UploadOptions};
+use super::{
+    EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
+    UploadOptions,
+};
 use crate::grid::{Grid, GridError, ShareNum, ShareWriter, StorageIndex};
 
 enum ShareCommand {
@@ -110,9 +113,9 @@ impl Uploader {
         expected_size: Option<u64>,
         key: FileKey,
     ) -> EngineResult<Self> {
-        params.validate().map_err(EngineError::InvalidParams)?;
+        params.validate()?;
         if grid.servers().is_empty() {
-            return Err(EngineError::InvalidParams("the grid has no servers".into()));
+            return Err(ParamsError::NoServers.into());
         }
         let coder = Arc::new(SegmentCoder::new(&params)?);
         let si = key.storage_index();

@@ -165,6 +165,15 @@ pub enum GridError {
     },
     #[error("{server}: {message}")]
     Server { server: String, message: String },
+    /// A backend's own error, converted once where it leaves the backend
+    /// (the Tahoe backend's `TahoeError`): the server misbehaved or could
+    /// not be reached, and the source says how.
+    #[error("{server}: {source}")]
+    Backend {
+        server: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub type GridResult<T> = Result<T, GridError>;

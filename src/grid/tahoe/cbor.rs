@@ -7,6 +7,34 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use ciborium::Value;
 
+/// Why a CBOR answer was refused: what the protocol does not allow.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CborError {
+    #[error("invalid CBOR: {0}")]
+    Invalid(#[source] ciborium::de::Error<std::io::Error>),
+    #[error("{count} bytes after the CBOR value")]
+    TrailingBytes { count: usize },
+    #[error("read-test-write answer is not a map")]
+    AnswerNotMap,
+    #[error("`success` is not a boolean")]
+    SuccessNotBool,
+    #[error("no `success` in the read-test-write answer")]
+    NoSuccess,
+    #[error("`data` is not a map")]
+    DataNotMap,
+    #[error("read data is not an array")]
+    ReadsNotArray,
+    #[error("read data is not a byte string")]
+    ReadNotBytes,
+    #[error("share number {value} out of range")]
+    ShareOutOfRange { value: i128 },
+    #[error("share number is not an integer")]
+    ShareNotInteger,
+    #[error("share set is not an array")]
+    SetNotArray,
+}
+
 /// CBOR tag of a set (the protocol's share-number sets).
 const TAG_SET: u64 = 258;
 
@@ -117,12 +145,15 @@ pub struct RtwAnswer {
     pub data: BTreeMap<u8, Vec<Vec<u8>>>,
 }
 
-fn decode(body: &[u8]) -> Result<Value, String> {
+fn decode(body: &[u8]) -> Result<Value, CborError> {
     let mut reader = body;
-    let value: Value =
-        ciborium::from_reader(&mut reader).map_err(|e| format!("invalid CBOR: {e}"))?;
+    // ciborium bounds nesting (256 levels) and reads byte strings in chunks,
+    // so a hostile length header cannot make it allocate more than the body.
+    let value: Value = ciborium::from_reader(&mut reader).map_err(CborError::Invalid)?;
     if !reader.is_empty() {
-        return Err(format!("{} bytes after the CBOR value", reader.len()));
+        return Err(CborError::TrailingBytes {
+            count: reader.len(),
+        });
     }
     Ok(value)
 }
@@ -136,17 +167,19 @@ fn key_is(key: &Value, name: &str) -> bool {
     }
 }
 
-fn share_number(value: &Value) -> Result<u8, String> {
+fn share_number(value: &Value) -> Result<u8, CborError> {
     match value {
-        Value::Integer(i) => u8::try_from(i128::from(*i))
-            .map_err(|_| format!("share number {} out of range", i128::from(*i))),
-        other => Err(format!("share number is not an integer: {other:?}")),
+        Value::Integer(i) => {
+            let value = i128::from(*i);
+            u8::try_from(value).map_err(|_| CborError::ShareOutOfRange { value })
+        }
+        _ => Err(CborError::ShareNotInteger),
     }
 }
 
-pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, String> {
+pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, CborError> {
     let Value::Map(entries) = decode(body)? else {
-        return Err("read-test-write answer is not a map".into());
+        return Err(CborError::AnswerNotMap);
     };
     let mut success = None;
     let mut data = BTreeMap::new();
@@ -154,22 +187,22 @@ pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, String> {
         if key_is(&key, "success") {
             match value {
                 Value::Bool(b) => success = Some(b),
-                _ => return Err("`success` is not a boolean".into()),
+                _ => return Err(CborError::SuccessNotBool),
             }
         } else if key_is(&key, "data") {
             let Value::Map(shares) = value else {
-                return Err("`data` is not a map".into());
+                return Err(CborError::DataNotMap);
             };
             for (share, reads) in shares {
                 let share = share_number(&share)?;
                 let Value::Array(reads) = reads else {
-                    return Err("read data is not an array".into());
+                    return Err(CborError::ReadsNotArray);
                 };
                 let reads = reads
                     .into_iter()
                     .map(|r| match r {
                         Value::Bytes(b) => Ok(b),
-                        _ => Err("read data is not a byte string".to_owned()),
+                        _ => Err(CborError::ReadNotBytes),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 data.insert(share, reads);
@@ -177,19 +210,19 @@ pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, String> {
         }
     }
     Ok(RtwAnswer {
-        success: success.ok_or("no `success` in the read-test-write answer")?,
+        success: success.ok_or(CborError::NoSuccess)?,
         data,
     })
 }
 
 /// A set of share numbers: tag 258 over an array (a bare array is accepted).
-pub fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, CborError> {
     let value = match decode(body)? {
         Value::Tag(TAG_SET, inner) => *inner,
         other => other,
     };
     let Value::Array(items) = value else {
-        return Err("share set is not an array".into());
+        return Err(CborError::SetNotArray);
     };
     items.iter().map(share_number).collect()
 }
@@ -284,10 +317,79 @@ mod tests {
 
         let mut trailing = encode(&set);
         trailing.push(0);
-        assert!(decode_share_set(&trailing).is_err());
+        assert!(matches!(
+            decode_share_set(&trailing),
+            Err(CborError::TrailingBytes { count: 1 })
+        ));
         let big = Value::Array(vec![Value::from(256u64)]);
-        assert!(decode_share_set(&encode(&big)).is_err());
-        assert!(decode_rtw_answer(&encode(&Value::Map(vec![]))).is_err());
-        assert!(decode_rtw_answer(b"\xff").is_err());
+        assert!(matches!(
+            decode_share_set(&encode(&big)),
+            Err(CborError::ShareOutOfRange { value: 256 })
+        ));
+        assert!(matches!(
+            decode_rtw_answer(&encode(&Value::Map(vec![]))),
+            Err(CborError::NoSuccess)
+        ));
+        assert!(matches!(
+            decode_rtw_answer(b"\xff"),
+            Err(CborError::Invalid(_))
+        ));
+    }
+
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
+            "[a-z]{0,8}".prop_map(Value::Text),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..6)
+                    .prop_map(Value::Map),
+                inner.prop_map(|v| Value::Tag(258, Box::new(v))),
+            ]
+        })
+    }
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES): whatever a storage server
+    // answers, decoding returns, never panics.
+    proptest! {
+        #[test]
+        fn fuzz_cbor_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_rtw_answer(&bytes);
+            let _ = decode_share_set(&bytes);
+        }
+
+        #[test]
+        fn fuzz_cbor_arbitrary_values(value in any_value(), cut in any::<prop::sample::Index>()) {
+            let bytes = encode(&value);
+            let _ = decode_rtw_answer(&bytes);
+            let _ = decode_share_set(&bytes);
+            let cut = cut.index(bytes.len() + 1);
+            prop_assert!(decode_share_set(&bytes[..cut]).is_err() || cut == bytes.len());
+        }
+
+        #[test]
+        fn fuzz_cbor_answers_round_trip(
+            success in any::<bool>(),
+            data in proptest::collection::btree_map(any::<u8>(), proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4), 0..6),
+        ) {
+            let answer = Value::Map(vec![
+                (text("success"), Value::Bool(success)),
+                (text("data"), Value::Map(data.iter().map(|(share, reads)| {
+                    (Value::from(*share), Value::Array(reads.iter().cloned().map(Value::Bytes).collect()))
+                }).collect())),
+            ]);
+            let decoded = decode_rtw_answer(&encode(&answer));
+            prop_assert_eq!(decoded.ok(), Some(RtwAnswer { success, data: data.clone() }));
+            let shares: Vec<u8> = data.keys().copied().collect();
+            let set = Value::Tag(258, Box::new(Value::Array(shares.iter().map(|s| Value::from(*s)).collect())));
+            prop_assert_eq!(decode_share_set(&encode(&set)).ok(), Some(shares));
+        }
     }
 }

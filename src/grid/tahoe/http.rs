@@ -361,7 +361,7 @@ impl ServerCertVerifier for PinnedSpki {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let hash = spki_hash(end_entity).map_err(rustls::Error::General)?;
+        let hash = spki_hash(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         if hash == self.spki_hash {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -386,7 +386,8 @@ impl ServerCertVerifier for PinnedSpki {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let spki = spki_of_certificate(cert.as_ref()).map_err(rustls::Error::General)?;
+        let spki = spki_of_certificate(cert.as_ref())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
         verify_tls13_signature_with_raw_key(
             message,
             &SubjectPublicKeyInfoDer::from(spki),

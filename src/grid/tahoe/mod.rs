@@ -208,11 +208,89 @@ fn secret_headers(secrets: &ShareSecrets) -> GridResult<Vec<(&'static str, Heade
     .collect()
 }
 
+/// What went wrong talking to one Tahoe storage server, converted into
+/// [`GridError`] once, in [`Inner::error`]. No variant holds a secret: the
+/// swissnum and the share secrets travel only in request headers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TahoeError {
+    /// 401: a wrong swissnum, or a write enabler of another key.
+    #[error("{operation}: refused: wrong write enabler or swissnum")]
+    Refused { operation: &'static str },
+    #[error("{operation}: unexpected HTTP {status}: {detail}{}", if *.cut { " (cut short)" } else { "" })]
+    UnexpectedStatus {
+        operation: &'static str,
+        status: StatusCode,
+        /// The server's own words, escaped and short: it is not trusted.
+        detail: String,
+        cut: bool,
+    },
+    #[error("{operation}: bad answer: {source}")]
+    BadAnswer {
+        operation: &'static str,
+        #[source]
+        source: cbor::CborError,
+    },
+    #[error(
+        "{operation} of share {share} of {si}: the share was removed or replaced while \
+         being written"
+    )]
+    SlotReplaced {
+        operation: &'static str,
+        share: ShareNum,
+        si: StorageIndex,
+    },
+    #[error(
+        "read of {range:?} of share {share} of {si}: got {got} bytes of {want}; \
+         the share is shorter than its header says"
+    )]
+    ShortRead {
+        range: Range<u64>,
+        share: ShareNum,
+        si: StorageIndex,
+        got: usize,
+        want: u64,
+    },
+    #[error("{operation}: {got} bytes for a range of {want}")]
+    TooLong {
+        operation: &'static str,
+        got: usize,
+        want: u64,
+    },
+    #[error("{operation}: range {range:?} too long")]
+    RangeTooLong {
+        operation: &'static str,
+        range: Range<u64>,
+    },
+    #[error("delete of {si}: the server refused the write")]
+    DeleteRefused { si: StorageIndex },
+    /// Includes a certificate whose SPKI does not match the NURL's pin
+    /// (a TLS error whose text says so).
+    #[error("{operation}: {source}")]
+    Transport {
+        operation: &'static str,
+        #[source]
+        source: TransportError,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
 impl Inner {
-    fn server_error(&self, message: String) -> GridError {
-        GridError::Server {
-            server: self.server_id.clone(),
-            message,
+    /// The one conversion of this backend's errors into the grid's.
+    fn error(&self, e: TahoeError) -> GridError {
+        let server = self.server_id.clone();
+        match e {
+            TahoeError::Refused { operation } => GridError::Refused { server, operation },
+            TahoeError::Transport { operation, source } => GridError::Io {
+                server,
+                operation,
+                source: source.into_io(),
+            },
+            other => GridError::Backend {
+                server,
+                source: Box::new(other),
+            },
         }
     }
 
@@ -236,10 +314,8 @@ impl Inner {
         self.client
             .request(method, path, headers, body, limit)
             .await
-            .map_err(|e: TransportError| GridError::Io {
-                server: self.server_id.clone(),
-                operation,
-                source: e.into_io(),
+            .map_err(|source: TransportError| {
+                self.error(TahoeError::Transport { operation, source })
             })
     }
 
@@ -255,18 +331,14 @@ impl Inner {
         if reply.status == StatusCode::UNAUTHORIZED {
             // A wrong swissnum in the NURL, or a write enabler of another
             // key (or of another derivation) for this storage index.
-            return Err(GridError::Refused {
-                server: self.server_id.clone(),
-                operation,
-            });
+            return Err(self.error(TahoeError::Refused { operation }));
         }
-        // The server's own words, escaped and short: it is not trusted.
-        let detail = escaped_excerpt(&reply.body, 120);
-        let cut = if reply.truncated { " (cut short)" } else { "" };
-        Err(self.server_error(format!(
-            "{operation}: unexpected HTTP {}: {detail}{cut}",
-            reply.status
-        )))
+        Err(self.error(TahoeError::UnexpectedStatus {
+            operation,
+            status: reply.status,
+            detail: escaped_excerpt(&reply.body, 120),
+            cut: reply.truncated,
+        }))
     }
 
     async fn rtw(
@@ -285,7 +357,7 @@ impl Inner {
             .await?;
         self.expect_status(&reply, &[StatusCode::OK], operation)?;
         decode_rtw_answer(&reply.body)
-            .map_err(|e| self.server_error(format!("{operation}: bad answer: {e}")))
+            .map_err(|source| self.error(TahoeError::BadAnswer { operation, source }))
     }
 
     /// Reads `range` of the slot share (slot offsets); `None` if the share
@@ -303,10 +375,14 @@ impl Inner {
         let path = format!("/storage/v1/mutable/{si}/{}", share.0);
         let value = format!("bytes={}-{}", range.start, range.end - 1);
         let range_header = HeaderValue::try_from(value)
-            .map_err(|e| self.server_error(format!("range header: {e}")))?;
+            .map_err(|e| self.error(TahoeError::Setup(format!("range header: {e}"))))?;
         // A range is at most a block or a few hashes: within usize.
-        let want = usize::try_from(range.end - range.start)
-            .map_err(|_| self.server_error(format!("{operation}: range {range:?} too long")))?;
+        let want = usize::try_from(range.end - range.start).map_err(|_| {
+            self.error(TahoeError::RangeTooLong {
+                operation,
+                range: range.clone(),
+            })
+        })?;
         let reply = self
             .send(
                 Method::GET,
@@ -322,11 +398,11 @@ impl Inner {
             StatusCode::NO_CONTENT => Ok(Some(Bytes::new())),
             StatusCode::PARTIAL_CONTENT | StatusCode::OK => {
                 if reply.body.len() as u64 > range.end - range.start {
-                    return Err(self.server_error(format!(
-                        "{operation}: {} bytes for a range of {}",
-                        reply.body.len(),
-                        range.end - range.start
-                    )));
+                    return Err(self.error(TahoeError::TooLong {
+                        operation,
+                        got: reply.body.len(),
+                        want: range.end - range.start,
+                    }));
                 }
                 Ok(Some(reply.body))
             }
@@ -401,8 +477,12 @@ impl Inner {
             return Ok(Vec::new());
         }
         self.expect_status(&reply, &[StatusCode::OK], "list shares")?;
-        decode_share_set(&reply.body)
-            .map_err(|e| self.server_error(format!("list shares: bad answer: {e}")))
+        decode_share_set(&reply.body).map_err(|source| {
+            self.error(TahoeError::BadAnswer {
+                operation: "list shares",
+                source,
+            })
+        })
     }
 }
 
@@ -493,11 +573,13 @@ impl ShareStore for TahoeStore {
             return Err(inner.not_found(si, share));
         };
         if bytes.len() as u64 != want {
-            return Err(inner.server_error(format!(
-                "read of {range:?} of share {share} of {si}: got {} bytes of {want}; \
-                 the share is shorter than its header says",
-                bytes.len()
-            )));
+            return Err(inner.error(TahoeError::ShortRead {
+                range,
+                share,
+                si,
+                got: bytes.len(),
+                want,
+            }));
         }
         Ok(bytes)
     }
@@ -545,9 +627,7 @@ impl ShareStore for TahoeStore {
             .rtw(si, secrets, ops, &[], "delete shares")
             .await?;
         if !answer.success {
-            return Err(self
-                .inner
-                .server_error(format!("delete of {si}: the server refused the write")));
+            return Err(self.inner.error(TahoeError::DeleteRefused { si }));
         }
         self.inner.forget(si, None);
         Ok(())
@@ -621,11 +701,11 @@ impl TahoeWriter {
         // A repeated finish whose first copy went through finds the
         // finished header already there.
         if !answer.success && (finish.is_none() || now != finish) {
-            return Err(self.inner.server_error(format!(
-                "{operation} of share {} of {}: the share was removed or replaced while \
-                 being written",
-                self.share, self.si
-            )));
+            return Err(self.inner.error(TahoeError::SlotReplaced {
+                operation,
+                share: self.share,
+                si: self.si,
+            }));
         }
         self.sent += data_len;
         Ok(())
@@ -731,6 +811,60 @@ impl Drop for TahoeWriter {
 mod tests {
     use super::*;
     use crate::grid::conformance;
+
+    #[test]
+    fn backend_errors_become_grid_errors_once_and_keep_their_kind() {
+        let nurl = Nurl::parse(
+            "pb://AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8@127.0.0.1:1/secretswissnum#v=1",
+        )
+        .unwrap();
+        let store = TahoeStore::new(nurl, Some("s1".into()), Timeouts::default()).unwrap();
+        let inner = &store.inner;
+        let si = StorageIndex::from_bytes([7; 16]);
+        let refused = inner.error(TahoeError::Refused { operation: "write" });
+        assert!(matches!(
+            refused,
+            GridError::Refused {
+                ref server,
+                operation: "write"
+            } if server == "s1"
+        ));
+        let replaced = inner.error(TahoeError::SlotReplaced {
+            operation: "write",
+            share: ShareNum(2),
+            si,
+        });
+        let GridError::Backend { server, source } = &replaced else {
+            panic!("{replaced:?}");
+        };
+        assert_eq!(server, "s1");
+        assert!(matches!(
+            source.downcast_ref::<TahoeError>(),
+            Some(TahoeError::SlotReplaced {
+                share: ShareNum(2),
+                ..
+            })
+        ));
+        let short = inner.error(TahoeError::ShortRead {
+            range: 0..10,
+            share: ShareNum(1),
+            si,
+            got: 3,
+            want: 10,
+        });
+        let timeout = inner.error(TahoeError::Transport {
+            operation: "read share",
+            source: TransportError::Timeout(std::time::Duration::from_secs(1)),
+        });
+        assert!(
+            matches!(&timeout, GridError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut),
+            "{timeout:?}"
+        );
+        for e in [refused, replaced, short, timeout] {
+            assert!(!e.to_string().contains("secretswissnum"), "{e}");
+            assert!(!format!("{e:?}").contains("secretswissnum"), "{e:?}");
+        }
+    }
 
     #[test]
     fn slot_header_round_trip() {

@@ -14,6 +14,53 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
+/// Why a text is not a NURL: which part is wrong, never quoting the
+/// swissnum (the port and version fragment come before it and are public).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NurlError {
+    #[error("a NURL starts with pb://")]
+    NotPb,
+    #[error("a NURL ends with #v=1 (no version fragment)")]
+    NoVersion,
+    #[error("unsupported NURL version fragment #{fragment}: only #v=1 is known")]
+    UnsupportedVersion { fragment: String },
+    #[error("no '@' after the SPKI hash")]
+    NoAt,
+    #[error("SPKI hash is not unpadded urlsafe base64: {0}")]
+    HashNotBase64(#[source] base64::DecodeError),
+    #[error("SPKI hash is not 32 bytes")]
+    HashNot32Bytes,
+    #[error("no /<swissnum> after host:port")]
+    NoSwissnum,
+    #[error("the swissnum must be one non-empty path element")]
+    BadSwissnum,
+    #[error("no :port after the host")]
+    NoPort,
+    #[error("unclosed '[' in the host")]
+    UnclosedBracket,
+    #[error("the host must be one non-empty host name or address")]
+    BadHost,
+    #[error("port {port:?} is not a number 0..65535")]
+    BadPort { port: String },
+}
+
+/// Why a certificate gives no SubjectPublicKeyInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error("truncated DER")]
+    Truncated,
+    #[error("unsupported DER length")]
+    UnsupportedLength,
+    #[error("certificate is not one DER SEQUENCE")]
+    NotOneSequence,
+    #[error("TBSCertificate is not a SEQUENCE")]
+    TbsNotSequence,
+    #[error("subjectPublicKeyInfo is not a SEQUENCE")]
+    SpkiNotSequence,
+}
+
 /// A parsed NURL of protocol version 1.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Nurl {
@@ -39,42 +86,34 @@ impl fmt::Debug for Nurl {
 impl Nurl {
     /// Parses `pb://<spki-hash>@<host>:<port>/<swissnum>#v=1`; the error says
     /// which part is wrong (never quoting the swissnum).
-    pub fn parse(text: &str) -> Result<Nurl, String> {
-        let rest = text
-            .strip_prefix("pb://")
-            .ok_or("a NURL starts with pb://")?;
-        let (rest, version) = rest
-            .split_once('#')
-            .ok_or("a NURL ends with #v=1 (no version fragment)")?;
+    pub fn parse(text: &str) -> Result<Nurl, NurlError> {
+        let rest = text.strip_prefix("pb://").ok_or(NurlError::NotPb)?;
+        let (rest, version) = rest.split_once('#').ok_or(NurlError::NoVersion)?;
         if version != "v=1" {
-            return Err(format!(
-                "unsupported NURL version fragment #{version}: only #v=1 is known"
-            ));
+            return Err(NurlError::UnsupportedVersion {
+                fragment: version.to_owned(),
+            });
         }
-        let (hash, rest) = rest.split_once('@').ok_or("no '@' after the SPKI hash")?;
+        let (hash, rest) = rest.split_once('@').ok_or(NurlError::NoAt)?;
         let decoded = URL_SAFE_NO_PAD
             .decode(hash)
-            .map_err(|e| format!("SPKI hash is not unpadded urlsafe base64: {e}"))?;
-        let spki_hash: [u8; 32] = decoded
-            .try_into()
-            .map_err(|_| "SPKI hash is not 32 bytes".to_owned())?;
-        let (location, swissnum) = rest
-            .split_once('/')
-            .ok_or("no /<swissnum> after host:port")?;
+            .map_err(NurlError::HashNotBase64)?;
+        let spki_hash: [u8; 32] = decoded.try_into().map_err(|_| NurlError::HashNot32Bytes)?;
+        let (location, swissnum) = rest.split_once('/').ok_or(NurlError::NoSwissnum)?;
         if swissnum.is_empty() || swissnum.contains(['/', '?']) {
-            return Err("the swissnum must be one non-empty path element".into());
+            return Err(NurlError::BadSwissnum);
         }
-        let (host, port) = location.rsplit_once(':').ok_or("no :port after the host")?;
+        let (host, port) = location.rsplit_once(':').ok_or(NurlError::NoPort)?;
         let host = match host.strip_prefix('[') {
-            Some(v6) => v6.strip_suffix(']').ok_or("unclosed '[' in the host")?,
+            Some(v6) => v6.strip_suffix(']').ok_or(NurlError::UnclosedBracket)?,
             None => host,
         };
         if host.is_empty() || host.contains(',') {
-            return Err("the host must be one non-empty host name or address".into());
+            return Err(NurlError::BadHost);
         }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("port {port:?} is not a number 0..65535"))?;
+        let port: u16 = port.parse().map_err(|_| NurlError::BadPort {
+            port: port.to_owned(),
+        })?;
         Ok(Nurl {
             spki_hash,
             host: host.to_owned(),
@@ -114,7 +153,7 @@ impl fmt::Display for Nurl {
 }
 
 /// SHA-256 of the DER SubjectPublicKeyInfo of a DER certificate.
-pub fn spki_hash(cert: &CertificateDer<'_>) -> Result<[u8; 32], String> {
+pub fn spki_hash(cert: &CertificateDer<'_>) -> Result<[u8; 32], CertError> {
     let spki = spki_of_certificate(cert.as_ref())?;
     Ok(Sha256::digest(spki).into())
 }
@@ -127,16 +166,16 @@ pub fn spki_hash(cert: &CertificateDer<'_>) -> Result<[u8; 32], String> {
 /// a full ASN.1 stack for one field: it walks the fixed fields of
 /// `TBSCertificate` (RFC 5280 4.1), checking every length, and the SPKI is
 /// the seventh element (the sixth when the optional version is absent).
-pub(super) fn spki_of_certificate(der: &[u8]) -> Result<&[u8], String> {
+pub(super) fn spki_of_certificate(der: &[u8]) -> Result<&[u8], CertError> {
     const SEQUENCE: u8 = 0x30;
     const VERSION: u8 = 0xa0; // [0] EXPLICIT
     let (tag, certificate, rest) = der_element(der)?;
     if tag != SEQUENCE || !rest.is_empty() {
-        return Err("certificate is not one DER SEQUENCE".into());
+        return Err(CertError::NotOneSequence);
     }
     let (tag, mut tbs, _) = der_element(contents(certificate)?)?;
     if tag != SEQUENCE {
-        return Err("TBSCertificate is not a SEQUENCE".into());
+        return Err(CertError::TbsNotSequence);
     }
     tbs = contents(tbs)?;
     let (tag, _, after) = der_element(tbs)?;
@@ -149,45 +188,54 @@ pub(super) fn spki_of_certificate(der: &[u8]) -> Result<&[u8], String> {
     }
     let (tag, spki, _) = der_element(tbs)?;
     if tag != SEQUENCE {
-        return Err("subjectPublicKeyInfo is not a SEQUENCE".into());
+        return Err(CertError::SpkiNotSequence);
     }
     Ok(spki)
 }
 
 /// Splits one DER element off `input`: its tag, the whole element (tag and
-/// length included) and what follows.
-fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-    let short = || "truncated DER".to_owned();
-    let tag = *input.first().ok_or_else(short)?;
-    let first = *input.get(1).ok_or_else(short)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return Err("unsupported DER length".into());
-        }
-        let bytes = input.get(2..2 + count).ok_or_else(short)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + count)
+/// length included) and what follows. Every split is checked: no input
+/// panics it.
+fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), CertError> {
+    let (header, len) = der_header(input)?;
+    let end = header
+        .checked_add(len)
+        .ok_or(CertError::UnsupportedLength)?;
+    let (element, rest) = input.split_at_checked(end).ok_or(CertError::Truncated)?;
+    let tag = *element.first().ok_or(CertError::Truncated)?;
+    Ok((tag, element, rest))
+}
+
+/// The length of an element's tag and length octets, and of its contents.
+/// Lengths of more than four octets are refused: no certificate needs them.
+fn der_header(input: &[u8]) -> Result<(usize, usize), CertError> {
+    let [_tag, first, rest @ ..] = input else {
+        return Err(CertError::Truncated);
     };
-    let end = header + len;
-    let element = input.get(..end).ok_or_else(short)?;
-    Ok((tag, element, &input[end..]))
+    if *first < 0x80 {
+        return Ok((2, usize::from(*first)));
+    }
+    let count = usize::from(first & 0x7f);
+    if count == 0 || count > 4 {
+        return Err(CertError::UnsupportedLength);
+    }
+    let (bytes, _) = rest.split_at_checked(count).ok_or(CertError::Truncated)?;
+    let len = bytes
+        .iter()
+        .try_fold(0usize, |acc, b| {
+            acc.checked_mul(256)?.checked_add(usize::from(*b))
+        })
+        .ok_or(CertError::UnsupportedLength)?;
+    Ok((2 + count, len))
 }
 
 /// The contents of one DER element (without tag and length).
-fn contents(element: &[u8]) -> Result<&[u8], String> {
-    let header = match element.get(1) {
-        Some(b) if *b < 0x80 => 2,
-        Some(b) => 2 + usize::from(b & 0x7f),
-        None => return Err("truncated DER".into()),
-    };
+fn contents(element: &[u8]) -> Result<&[u8], CertError> {
+    let (header, _) = der_header(element)?;
     element
-        .get(header..)
-        .ok_or_else(|| "truncated DER".to_owned())
+        .split_at_checked(header)
+        .map(|(_, contents)| contents)
+        .ok_or(CertError::Truncated)
 }
 
 /// Why a node directory gives no NURL.
@@ -242,9 +290,9 @@ pub fn nurls_of_node_dir(dir: &Path) -> Result<Vec<Nurl>, NodeDirError> {
             path: pem_path.clone(),
             reason: format!("bad PEM: {e}"),
         })?;
-    let spki_hash = spki_hash(&cert).map_err(|reason| NodeDirError::Invalid {
+    let spki_hash = spki_hash(&cert).map_err(|e| NodeDirError::Invalid {
         path: pem_path,
-        reason,
+        reason: e.to_string(),
     })?;
 
     let furl_path = dir.join("private/storage.furl");
@@ -370,19 +418,113 @@ mod tests {
 
     #[test]
     fn bad_nurls_are_rejected() {
-        for bad in [
-            format!("http://{HASH}@h:1/s#v=1"),
-            format!("pb://{HASH}@h:1/s"),
-            format!("pb://{HASH}@h:1/s#v=2"),
-            format!("pb://{HASH}h:1/s#v=1"),
-            "pb://AAEC@h:1/s#v=1".to_owned(),
-            format!("pb://{HASH}@h/s#v=1"),
-            format!("pb://{HASH}@h:99999/s#v=1"),
-            format!("pb://{HASH}@h:1/#v=1"),
-            format!("pb://{HASH}@h:1/a/b#v=1"),
-            format!("pb://{HASH}@:1/s#v=1"),
-        ] {
-            assert!(Nurl::parse(&bad).is_err(), "{bad}");
+        use NurlError as E;
+        type Check = fn(&NurlError) -> bool;
+        let cases: [(String, Check); 10] = [
+            (format!("http://{HASH}@h:1/s#v=1"), |e| *e == E::NotPb),
+            (format!("pb://{HASH}@h:1/s"), |e| *e == E::NoVersion),
+            (
+                format!("pb://{HASH}@h:1/s#v=2"),
+                |e| matches!(e, E::UnsupportedVersion { fragment } if fragment == "v=2"),
+            ),
+            (format!("pb://{HASH}h:1/s#v=1"), |e| *e == E::NoAt),
+            ("pb://AAEC@h:1/s#v=1".to_owned(), |e| {
+                *e == E::HashNot32Bytes
+            }),
+            (format!("pb://{HASH}@h/s#v=1"), |e| *e == E::NoPort),
+            (
+                format!("pb://{HASH}@h:99999/s#v=1"),
+                |e| matches!(e, E::BadPort { port } if port == "99999"),
+            ),
+            (format!("pb://{HASH}@h:1/#v=1"), |e| *e == E::BadSwissnum),
+            (format!("pb://{HASH}@h:1/a/b#v=1"), |e| *e == E::BadSwissnum),
+            (format!("pb://{HASH}@:1/s#v=1"), |e| *e == E::BadHost),
+        ];
+        for (bad, expected) in cases {
+            let err = Nurl::parse(&bad).unwrap_err();
+            assert!(expected(&err), "{bad}: {err:?}");
         }
+        let err = Nurl::parse("pb://!!@h:1/secretswiss#v=1").unwrap_err();
+        assert!(matches!(err, E::HashNotBase64(_)), "{err:?}");
+        assert!(!err.to_string().contains("secretswiss"));
+    }
+
+    use proptest::prelude::*;
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES).
+    proptest! {
+        #[test]
+        fn fuzz_nurl_arbitrary_text(text in ".{0,120}", swiss in "[a-z0-9]{1,20}") {
+            let _ = Nurl::parse(&text);
+            // Arbitrary text in each part of an otherwise good NURL.
+            let good = format!("pb://{HASH}@h:1/{swiss}#v=1");
+            for cut in 0..=good.len() {
+                if let (Some(head), Some(tail)) = (good.get(..cut), good.get(cut..)) {
+                    let _ = Nurl::parse(&format!("{head}{text}{tail}"));
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_nurl_round_trips(
+            hash in any::<[u8; 32]>(),
+            host in "[a-z0-9.-]{1,30}|[0-9a-f:]{2,39}",
+            port in any::<u16>(),
+            swissnum in "[A-Za-z0-9_-]{1,40}",
+        ) {
+            let nurl = Nurl { spki_hash: hash, host, port, swissnum };
+            prop_assert_eq!(Nurl::parse(&nurl.to_string()), Ok(nurl.clone()));
+            let debug = format!("{nurl:?}");
+            prop_assert!(!debug.contains("swissnum"), "{}", debug);
+        }
+
+        #[test]
+        fn fuzz_certificate_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(spki) = spki_of_certificate(&bytes) {
+                // What it returns lies within the input and is one SEQUENCE.
+                prop_assert_eq!(spki.first(), Some(&0x30));
+                prop_assert!(spki.len() <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn fuzz_certificate_mutations(cut in 0usize..400, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
+            let mut cert = sample_certificate(true);
+            for (at, byte) in flips {
+                let i = at.index(cert.len());
+                cert[i] = byte;
+            }
+            cert.truncate(cut);
+            let _ = spki_of_certificate(&cert);
+        }
+    }
+
+    fn sample_certificate(with_version: bool) -> Vec<u8> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if body.len() < 0x80 {
+                out.push(body.len() as u8);
+            } else {
+                out.extend([0x82, (body.len() >> 8) as u8, body.len() as u8]);
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let fields = [
+            tlv(0x02, &[1]),
+            tlv(0x30, &[]),
+            tlv(0x30, b"issuer"),
+            tlv(0x30, b"validity"),
+            tlv(0x30, b"subject"),
+            tlv(0x30, &[0x05; 200]),
+        ]
+        .concat();
+        let version = if with_version {
+            tlv(0xa0, &tlv(0x02, &[2]))
+        } else {
+            vec![]
+        };
+        let tbs = tlv(0x30, &[version, fields].concat());
+        tlv(0x30, &[tbs, tlv(0x30, &[]), tlv(0x03, &[0])].concat())
     }
 }
