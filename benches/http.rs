@@ -915,7 +915,7 @@ mod throttled {
             config.validate()?;
             let plain = {
                 let config = config.clone();
-                tokio::task::spawn_blocking(move || config.build_grid()).await??
+                tokio::task::spawn_blocking(move || griddav::server::build_grid(&config)).await??
             };
             // One link shared by every server of the grid.
             let link = Link::new(rate);

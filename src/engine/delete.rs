@@ -2,7 +2,7 @@
 //! process do so for an upload that never finished.
 
 use super::crypto::FileKey;
-use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
+use super::{EngineError, EngineResult, FileCap, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError};
 
 const TOKEN_PREFIX: &str = "griddav-upload:1:";
@@ -71,6 +71,27 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
         Ok(())
     } else {
         Err(EngineError::DeleteIncomplete { problems })
+    }
+}
+
+/// Deletes the shares of one capability; false if some server could not be
+/// asked (the caller may retry). An invalid capability counts as done:
+/// nothing could ever free it.
+pub async fn free_capability(grid: &Grid, cap: &str) -> bool {
+    let cap: FileCap = match cap.parse() {
+        Ok(cap) => cap,
+        Err(e) => {
+            // Nothing can be done with it; do not retry it forever.
+            tracing::error!(error = %e, "cannot free the shares of an invalid capability; dropped");
+            return true;
+        }
+    };
+    match delete_shares(grid, &cap.key).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "freeing shares failed");
+            false
+        }
     }
 }
 
