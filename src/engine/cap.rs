@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use super::crypto::{FileKey, Hash};
 use super::EngineError;
+use crate::grid::base32;
 
 const PREFIX: &str = "griddav:1:";
 
@@ -21,12 +22,6 @@ pub struct FileCap {
     pub k: u16,
     pub n: u16,
     pub size: u64,
-}
-
-fn base32(bytes: &[u8]) -> String {
-    data_encoding::BASE32_NOPAD
-        .encode(bytes)
-        .to_ascii_lowercase()
 }
 
 fn parse_32(field: &str, what: &str) -> Result<[u8; 32], EngineError> {

@@ -11,20 +11,14 @@ const TOKEN_PREFIX: &str = "griddav-upload:1:";
 /// shares: it holds the key (the servers demand key-derived secrets), so it
 /// must be kept as carefully as a capability.
 pub fn recovery_token(key: &FileKey) -> String {
-    format!(
-        "{TOKEN_PREFIX}{}",
-        data_encoding::BASE32_NOPAD
-            .encode(key.as_bytes())
-            .to_ascii_lowercase()
-    )
+    format!("{TOKEN_PREFIX}{}", crate::grid::base32(key.as_bytes()))
 }
 
 fn key_of_token(token: &str) -> EngineResult<FileKey> {
     let encoded = token
         .strip_prefix(TOKEN_PREFIX)
         .ok_or_else(|| EngineError::InvalidCap("not an upload recovery token".into()))?;
-    let bytes = data_encoding::BASE32_NOPAD
-        .decode(encoded.to_ascii_uppercase().as_bytes())
+    let bytes = crate::grid::from_base32(encoded)
         .map_err(|e| EngineError::InvalidCap(format!("recovery token: {e}")))?;
     let key: [u8; 32] = bytes
         .try_into()
