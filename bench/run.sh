@@ -6,7 +6,7 @@
 #   GRIDDAV_BENCH_QUICK=1 bash bench/run.sh # CI: 16 and 256 MiB
 #
 # Every knob (sizes, peers, scenarios, repeats, directories) is an environment
-# variable described at the top of benches/http.rs.
+# variable described at the top of benches/http/main.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

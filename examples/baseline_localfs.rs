@@ -7,7 +7,7 @@
 //!     cargo run --release --example baseline_localfs -- DIR [ADDR]
 //!
 //! prints `baseline listening on http://ADDR/` once it accepts connections.
-//! `benches/http.rs` includes this file and runs the same server as a child
+//! `benches/http/main.rs` includes this file and runs the same server as a child
 //! process of itself, so it needs no separate build.
 
 use std::path::PathBuf;

@@ -12,14 +12,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{EncodingParams, MemoryBudget, UploadOptions};
-use crate::grid::tahoe::{Nurl, Timeouts};
-use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore, TahoeStore};
+use crate::engine::{EncodingParams, UploadOptions};
+use crate::grid::tahoe::Nurl;
 
 /// Number of directories of the embedded default grid.
 pub const DEFAULT_LOCAL_SERVERS: usize = 10;
@@ -114,8 +112,10 @@ pub enum ServerConfig {
     /// A Tahoe-LAFS storage server, over its HTTP storage protocol.
     Tahoe {
         /// `pb://<spki-hash>@<host>:<port>/<swissnum>#v=1`, as
-        /// `griddav tahoe-nurl NODEDIR` prints it.
-        nurl: String,
+        /// `griddav tahoe-nurl NODEDIR` prints it. Parsed when the file
+        /// is read, so that a bad one is an error naming its key.
+        #[serde(deserialize_with = "nurl")]
+        nurl: Nurl,
         /// The server id; default `tahoe-<spki-hash>`, the server's own
         /// stable identity.
         #[serde(default)]
@@ -147,6 +147,14 @@ fn socket_address<'de, D: serde::Deserializer<'de>>(
         };
         serde::de::Error::custom(format!("{text:?}: {reason}"))
     })
+}
+
+/// A NURL, parsed as it is read. A field attribute rather than
+/// `#[serde(try_from)]` on `Nurl` itself: the grid layer does not know serde
+/// or configuration files.
+fn nurl<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Nurl, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Nurl::parse(&text).map_err(|reason| serde::de::Error::custom(format!("bad NURL: {reason}")))
 }
 
 impl Default for Config {
@@ -266,27 +274,9 @@ impl Config {
             reason,
         };
         let e = &self.encoding;
-        if e.k == 0 {
-            return Err(invalid("encoding.k", "must be at least 1".into()));
-        }
-        if e.n > 256 {
-            return Err(invalid(
-                "encoding.n",
-                format!("must be at most 256, got {}", e.n),
-            ));
-        }
-        if !(e.k <= e.happy && e.happy <= e.n) {
-            return Err(invalid(
-                "encoding.happy",
-                format!(
-                    "need k <= happy <= n, got k={} happy={} n={}",
-                    e.k, e.happy, e.n
-                ),
-            ));
-        }
         self.encoding_params()
             .validate()
-            .map_err(|e| invalid("encoding.segment_size", e.to_string()))?;
+            .map_err(|reason| invalid("encoding", reason.to_string()))?;
         if e.max_in_flight == 0 {
             return Err(invalid(
                 "encoding.max_in_flight",
@@ -332,12 +322,7 @@ impl Config {
             }
             let mut ids = std::collections::HashSet::new();
             for (i, s) in servers.iter().enumerate() {
-                if let ServerConfig::Tahoe {
-                    nurl, timeout_secs, ..
-                } = s
-                {
-                    let key = format!("grid.servers[{i}].nurl");
-                    Nurl::parse(nurl).map_err(|e| invalid(&key, e.to_string()))?;
+                if let ServerConfig::Tahoe { timeout_secs, .. } = s {
                     if *timeout_secs == Some(0) {
                         return Err(invalid(
                             &format!("grid.servers[{i}].timeout_secs"),
@@ -379,22 +364,6 @@ impl Config {
         }
     }
 
-    /// Upload tuning: `max_in_flight`, and a memory budget of
-    /// `upload_memory_mib` that every upload made with these options
-    /// shares: call this once per server, not once per upload.
-    pub fn upload_options(&self) -> UploadOptions {
-        let params = self.encoding_params();
-        let budget = MemoryBudget::bytes(
-            self.encoding.upload_memory_mib.saturating_mul(1 << 20),
-            &params,
-        );
-        UploadOptions {
-            max_in_flight: self.encoding.max_in_flight,
-            budget: Some(budget),
-            ..UploadOptions::default()
-        }
-    }
-
     /// `lock_max_timeout_secs` as a duration.
     pub fn lock_max_timeout(&self) -> Duration {
         Duration::from_secs(self.lock_max_timeout_secs)
@@ -409,39 +378,6 @@ impl Config {
     pub fn namespace_db(&self) -> PathBuf {
         self.data_dir.join("namespace.db")
     }
-
-    /// Opens (creating directories as needed) the storage servers.
-    /// Blocking: call it at start-up or from a blocking task.
-    pub fn build_grid(&self) -> Result<Grid, GridError> {
-        let servers = match &self.grid.servers {
-            None => grid_of_dirs(&self.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?,
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    ServerConfig::Local { path, .. } => {
-                        let store = LocalStore::open(path.clone(), s.id(i))?;
-                        Ok(Arc::new(store) as Arc<dyn ShareStore>)
-                    }
-                    ServerConfig::Tahoe {
-                        nurl, timeout_secs, ..
-                    } => {
-                        let nurl = Nurl::parse(nurl).map_err(|message| GridError::Server {
-                            server: s.id(i),
-                            message: format!("bad NURL: {message}"),
-                        })?;
-                        let mut timeouts = Timeouts::default();
-                        if let Some(secs) = timeout_secs {
-                            timeouts.request = Duration::from_secs(*secs);
-                        }
-                        let store = TahoeStore::new(nurl, Some(s.id(i)), timeouts)?;
-                        Ok(Arc::new(store) as Arc<dyn ShareStore>)
-                    }
-                })
-                .collect::<Result<Vec<_>, GridError>>()?,
-        };
-        Ok(Grid::new(servers))
-    }
 }
 
 impl ServerConfig {
@@ -451,13 +387,9 @@ impl ServerConfig {
             ServerConfig::Local { id, .. } => {
                 id.clone().unwrap_or_else(|| format!("local-{index:02}"))
             }
-            ServerConfig::Tahoe { id, nurl, .. } => id.clone().unwrap_or_else(|| {
-                match Nurl::parse(nurl) {
-                    Ok(nurl) => format!("tahoe-{}", nurl.spki_hash_text()),
-                    // Rejected by validation; a name for messages only.
-                    Err(_) => format!("tahoe-{index:02}"),
-                }
-            }),
+            ServerConfig::Tahoe { id, nurl, .. } => id
+                .clone()
+                .unwrap_or_else(|| format!("tahoe-{}", nurl.spki_hash_text())),
         }
     }
 }
@@ -522,7 +454,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./griddav-data"));
         assert_eq!(c.encoding_params(), EncodingParams::default());
         assert_eq!(c.encoding.segment_size, 1_048_576);
-        assert_eq!(c.upload_options().max_in_flight, 4);
+        assert_eq!(c.encoding.max_in_flight, 4);
         assert_eq!(c.inline_threshold, 16384);
         assert_eq!(c.read_buf_size, 262_144);
         assert_eq!(c.lock_max_timeout(), Duration::from_secs(3600));
@@ -604,10 +536,11 @@ mod tests {
             assert!(msg.contains(&path.display().to_string()), "{msg}");
         }
         for (text, key) in [
-            ("[encoding]\nk = 0\n", "`encoding.k`"),
-            ("[encoding]\nk = 8\n", "`encoding.happy`"),
-            ("[encoding]\nn = 300\nhappy = 200\n", "`encoding.n`"),
-            ("[encoding]\nsegment_size = 0\n", "`encoding.segment_size`"),
+            // One check of the parameters: EncodingParams::validate.
+            ("[encoding]\nk = 0\n", "`encoding`"),
+            ("[encoding]\nk = 8\n", "`encoding`"),
+            ("[encoding]\nn = 300\nhappy = 200\n", "`encoding`"),
+            ("[encoding]\nsegment_size = 0\n", "`encoding`"),
             (
                 "[encoding]\nmax_in_flight = 0\n",
                 "`encoding.max_in_flight`",
@@ -661,7 +594,7 @@ mod tests {
         for (text, key) in [
             (
                 "[grid]\nservers = [{ kind = \"tahoe\", nurl = \"http://x\" }]\n",
-                "`grid.servers[0].nurl`",
+                "bad NURL",
             ),
             (
                 &format!("[grid]\nservers = [{{ kind = \"tahoe\", nurl = \"{nurl}\", timeout_secs = 0 }}]\n"),
@@ -683,36 +616,5 @@ mod tests {
             err.to_string().contains("/nonexistent/griddav.toml"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn the_default_grid_follows_data_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let grid = config.build_grid().unwrap();
-        let ids: Vec<String> = grid
-            .servers()
-            .iter()
-            .map(|s| s.server_id().to_owned())
-            .collect();
-        let want: Vec<String> = (0..10).map(|i| format!("local-{i:02}")).collect();
-        assert_eq!(ids, want);
-        for i in 0..10 {
-            assert!(dir.path().join(format!("data/grid/server-{i:02}")).is_dir());
-        }
-
-        let config = Config::parse(&format!(
-            "[grid]\nservers = [{{ kind = \"local\", path = {:?} }}, {{ kind = \"local\", path = {:?}, id = \"two\" }}]\n",
-            dir.path().join("one"),
-            dir.path().join("two")
-        ))
-        .unwrap();
-        let grid = config.build_grid().unwrap();
-        let ids: Vec<&str> = grid.servers().iter().map(|s| s.server_id()).collect();
-        assert_eq!(ids, ["local-00", "two"]);
-        assert!(dir.path().join("one").is_dir());
     }
 }

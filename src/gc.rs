@@ -12,8 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::engine::delete::{delete_shares, delete_shares_of_token};
-use crate::engine::FileCap;
+use crate::engine::delete::{delete_shares_of_token, free_capability};
 use crate::grid::Grid;
 use crate::namespace::Namespace;
 
@@ -21,25 +20,6 @@ use crate::namespace::Namespace;
 const BATCH: usize = 64;
 /// How often the collector looks even when nobody woke it.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// Deletes the shares of one capability; false if some server could not be asked.
-pub async fn free_capability(grid: &Grid, cap: &str) -> bool {
-    let cap: FileCap = match cap.parse() {
-        Ok(cap) => cap,
-        Err(e) => {
-            // Nothing can be done with it; do not retry it forever.
-            tracing::error!(error = %e, "garbage list holds an invalid capability; dropped");
-            return true;
-        }
-    };
-    match delete_shares(grid, &cap.key).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "freeing shares failed; will retry");
-            false
-        }
-    }
-}
 
 /// Deletes the shares of uploads that were under way when the last process
 /// stopped, and forgets them.
@@ -132,7 +112,7 @@ pub fn spawn_collector(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EncodingParams, UploadOptions, Uploader};
+    use crate::engine::{EncodingParams, FileCap, UploadOptions, Uploader};
     use crate::grid::{MemoryStore, ShareStore};
     use crate::namespace::Content;
 

@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     config.validate()?;
     let grid = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || config.build_grid()).await??
+        tokio::task::spawn_blocking(move || griddav::server::build_grid(&config)).await??
     };
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
@@ -191,7 +191,7 @@ async fn put(
     let mut uploader = Uploader::new(
         grid,
         config.encoding_params(),
-        config.upload_options(),
+        griddav::server::upload_options(config),
         None,
     )
     .await?;

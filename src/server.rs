@@ -20,9 +20,11 @@ use http_body_util::{BodyExt, Limited};
 
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig, DEFAULT_LOCAL_SERVERS};
 use crate::dav::{propstat, GridFs, GridFsOptions, NamespaceLockSystem};
-use crate::grid::Grid;
+use crate::engine::{MemoryBudget, UploadOptions};
+use crate::grid::tahoe::Timeouts;
+use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore, TahoeStore};
 use crate::http::guard::{self, Guard};
 use crate::http::listener::{Limits, TimedBody};
 use crate::namespace::{Namespace, NamespaceError};
@@ -84,7 +86,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         grid.clone(),
         GridFsOptions {
             params: config.encoding_params(),
-            upload: config.upload_options(),
+            upload: upload_options(config),
             inline_threshold: config.inline_threshold,
         },
     );
@@ -101,6 +103,51 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         },
         collector,
     })
+}
+
+/// Opens (creating directories as needed) the storage servers of
+/// `config`. Blocking: call it at start-up or from a blocking task.
+pub fn build_grid(config: &Config) -> Result<Grid, GridError> {
+    let servers = match &config.grid.servers {
+        None => grid_of_dirs(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?,
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                ServerConfig::Local { path, .. } => {
+                    let store = LocalStore::open(path.clone(), s.id(i))?;
+                    Ok(Arc::new(store) as Arc<dyn ShareStore>)
+                }
+                ServerConfig::Tahoe {
+                    nurl, timeout_secs, ..
+                } => {
+                    let mut timeouts = Timeouts::default();
+                    if let Some(secs) = timeout_secs {
+                        timeouts.request = std::time::Duration::from_secs(*secs);
+                    }
+                    let store = TahoeStore::new(nurl.clone(), Some(s.id(i)), timeouts)?;
+                    Ok(Arc::new(store) as Arc<dyn ShareStore>)
+                }
+            })
+            .collect::<Result<Vec<_>, GridError>>()?,
+    };
+    Ok(Grid::new(servers))
+}
+
+/// Upload tuning: `max_in_flight`, and a memory budget of
+/// `upload_memory_mib` that every upload made with these options shares:
+/// call this once per server, not once per upload.
+pub fn upload_options(config: &Config) -> UploadOptions {
+    let params = config.encoding_params();
+    let budget = MemoryBudget::bytes(
+        config.encoding.upload_memory_mib.saturating_mul(1 << 20),
+        &params,
+    );
+    UploadOptions {
+        max_in_flight: config.encoding.max_in_flight,
+        budget: Some(budget),
+        ..UploadOptions::default()
+    }
 }
 
 /// dav-server's handler behind the checks griddav applies first
@@ -376,5 +423,42 @@ impl Body for CheckedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_grid_follows_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let grid = build_grid(&config).unwrap();
+        let ids: Vec<String> = grid
+            .servers()
+            .iter()
+            .map(|s| s.server_id().to_owned())
+            .collect();
+        let want: Vec<String> = (0..10).map(|i| format!("local-{i:02}")).collect();
+        assert_eq!(ids, want);
+        for i in 0..10 {
+            assert!(dir.path().join(format!("data/grid/server-{i:02}")).is_dir());
+        }
+
+        let config = Config::parse(&format!(
+            "[grid]\nservers = [{{ kind = \"local\", path = {:?} }}, {{ kind = \"local\", path = {:?}, id = \"two\" }}]\n",
+            dir.path().join("one"),
+            dir.path().join("two")
+        ))
+        .unwrap();
+        let grid = build_grid(&config).unwrap();
+        let ids: Vec<&str> = grid.servers().iter().map(|s| s.server_id()).collect();
+        assert_eq!(ids, ["local-00", "two"]);
+        assert!(dir.path().join("one").is_dir());
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use griddav::config::{Config, ServerConfig};
 use griddav::engine::crypto::FileKey;
 use griddav::engine::delete::delete_shares;
-use griddav::grid::tahoe::{Nurl, Timeouts};
+use griddav::grid::tahoe::Timeouts;
 use griddav::grid::{Grid, GridError, ShareNum, ShareSecrets, ShareStore, TahoeStore};
 
 fn two_nodes() -> (TahoeStore, TahoeStore) {
@@ -26,7 +26,7 @@ fn two_nodes() -> (TahoeStore, TahoeStore) {
         .filter_map(|s| match s {
             ServerConfig::Tahoe { nurl, .. } => Some(
                 TahoeStore::new(
-                    Nurl::parse(&nurl).expect("nurl"),
+                    nurl,
                     None,
                     Timeouts {
                         connect: Duration::from_secs(10),

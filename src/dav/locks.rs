@@ -42,7 +42,6 @@
 //!   stored copy declares `D` itself. An owner that fails to serialize or
 //!   parse is logged and dropped (it is informational); the lock stands.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use dav_server::davpath::DavPath;
@@ -120,8 +119,8 @@ impl NamespaceLockSystem {
 /// Parses a request path; `None` when it has a name that is not UTF-8 (or
 /// is otherwise not a namespace path).
 fn target(path: &DavPath) -> Option<Target> {
-    let text = std::str::from_utf8(path.as_bytes()).ok()?;
-    let ns_path = NsPath::parse(text).ok()?;
+    let text = super::fs::ns_path(path).ok()?;
+    let ns_path = NsPath::parse(&text).ok()?;
     Some(Target {
         path: ns_path,
         prefix: path.prefix().to_owned(),
@@ -171,17 +170,16 @@ fn lock_root(root: &str, t: &Target, request: &DavPath) -> DavPath {
     })
 }
 
-/// Percent-encodes everything but unreserved characters and `/`.
+/// Everything but unreserved characters and `/` is percent-encoded.
+const PATH_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 fn encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(path, PATH_ENCODE).to_string()
 }
 
 /// The owner element as stored: standalone XML with its prefix declared.

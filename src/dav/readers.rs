@@ -6,27 +6,25 @@
 //! back after an outage (or moved) are found again. One of content the
 //! collector freed fails its reads.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use crate::engine::Downloader;
 
 /// Readers kept at most; the least recently used goes first.
-const CAPACITY: usize = 64;
+const CAPACITY: NonZeroUsize = match NonZeroUsize::new(64) {
+    Some(n) => n,
+    None => panic!("zero capacity"), // evaluated at compile time
+};
 /// A reader is opened afresh after this long...
 const MAX_AGE: Duration = Duration::from_secs(300);
 /// ...or after this long once a share could not be reached through it.
 const MAX_AGE_DEGRADED: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
-struct Entries {
-    tick: u64,
-    by_cap: HashMap<String, Entry>,
-}
-
 struct Entry {
-    used: u64,
     opened: Instant,
     reader: Arc<Downloader>,
 }
@@ -38,48 +36,35 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct ReaderCache {
-    entries: Mutex<Entries>,
+    entries: Mutex<LruCache<String, Entry>>,
+}
+
+impl Default for ReaderCache {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(CAPACITY)),
+        }
+    }
 }
 
 impl ReaderCache {
     pub fn get(&self, cap: &str) -> Option<Arc<Downloader>> {
         let mut entries = self.lock();
-        entries.tick += 1;
-        let tick = entries.tick;
         if entries
-            .by_cap
-            .get(cap)
+            .peek(cap)
             .is_some_and(|entry| entry.expired(Instant::now()))
         {
-            entries.by_cap.remove(cap);
+            entries.pop(cap);
             return None;
         }
-        entries.by_cap.get_mut(cap).map(|entry| {
-            entry.used = tick;
-            Arc::clone(&entry.reader)
-        })
+        entries.get(cap).map(|entry| Arc::clone(&entry.reader))
     }
 
     pub fn insert(&self, cap: &str, reader: Arc<Downloader>) {
-        let mut entries = self.lock();
-        entries.tick += 1;
-        let tick = entries.tick;
-        if entries.by_cap.len() >= CAPACITY && !entries.by_cap.contains_key(cap) {
-            let oldest = entries
-                .by_cap
-                .iter()
-                .min_by_key(|(_, entry)| entry.used)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                entries.by_cap.remove(&oldest);
-            }
-        }
-        entries.by_cap.insert(
+        self.lock().put(
             cap.to_owned(),
             Entry {
-                used: tick,
                 opened: Instant::now(),
                 reader,
             },
@@ -88,7 +73,7 @@ impl ReaderCache {
 
     /// Only bookkeeping happens under the lock; a panic there leaves a
     /// usable map.
-    fn lock(&self) -> MutexGuard<'_, Entries> {
+    fn lock(&self) -> MutexGuard<'_, LruCache<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

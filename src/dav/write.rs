@@ -337,7 +337,7 @@ impl WriteHandle {
                 // bytes were arriving: the shares just written belong to nobody.
                 self.state = State::Failed;
                 if let Some(cap) = cap {
-                    crate::gc::free_capability(&self.fs.grid, &cap).await;
+                    crate::engine::delete::free_capability(&self.fs.grid, &cap).await;
                 }
                 if let Some(journal) = journal {
                     self.end_journal(journal).await;

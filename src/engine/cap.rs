@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::crypto::{FileKey, Hash};
+use crate::grid::base32;
 
 const PREFIX: &str = "griddav:1:";
 
@@ -63,12 +64,6 @@ pub struct FileCap {
     pub k: u16,
     pub n: u16,
     pub size: u64,
-}
-
-fn base32(bytes: &[u8]) -> String {
-    data_encoding::BASE32_NOPAD
-        .encode(bytes)
-        .to_ascii_lowercase()
 }
 
 /// A 32-byte field in lowercase unpadded base32.

@@ -3,7 +3,7 @@
 
 use super::cap::CapError;
 use super::crypto::FileKey;
-use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
+use super::{EngineError, EngineResult, FileCap, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError};
 
 const TOKEN_PREFIX: &str = "griddav-upload:1:";
@@ -12,12 +12,7 @@ const TOKEN_PREFIX: &str = "griddav-upload:1:";
 /// shares: it holds the key (the servers demand key-derived secrets), so it
 /// must be kept as carefully as a capability.
 pub fn recovery_token(key: &FileKey) -> String {
-    format!(
-        "{TOKEN_PREFIX}{}",
-        data_encoding::BASE32_NOPAD
-            .encode(key.as_bytes())
-            .to_ascii_lowercase()
-    )
+    format!("{TOKEN_PREFIX}{}", crate::grid::base32(key.as_bytes()))
 }
 
 fn key_of_token(token: &str) -> EngineResult<FileKey> {
@@ -67,6 +62,27 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
         Ok(())
     } else {
         Err(EngineError::DeleteIncomplete { problems })
+    }
+}
+
+/// Deletes the shares of one capability; false if some server could not be
+/// asked (the caller may retry). An invalid capability counts as done:
+/// nothing could ever free it.
+pub async fn free_capability(grid: &Grid, cap: &str) -> bool {
+    let cap: FileCap = match cap.parse() {
+        Ok(cap) => cap,
+        Err(e) => {
+            // Nothing can be done with it; do not retry it forever.
+            tracing::error!(error = %e, "cannot free the shares of an invalid capability; dropped");
+            return true;
+        }
+    };
+    match delete_shares(grid, &cap.key).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "freeing shares failed");
+            false
+        }
     }
 }
 

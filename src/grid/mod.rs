@@ -50,18 +50,26 @@ impl StorageIndex {
     /// Lowercase base32 without padding (26 characters): safe as a file name
     /// on every file system and in a URL path.
     pub fn to_base32(&self) -> String {
-        data_encoding::BASE32_NOPAD
-            .encode(&self.0)
-            .to_ascii_lowercase()
+        base32(&self.0)
     }
 
     /// Parses [`StorageIndex::to_base32`]'s form; `None` for anything else.
     pub fn from_base32(text: &str) -> Option<Self> {
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(text.to_ascii_uppercase().as_bytes())
-            .ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        Some(Self(from_base32(text).ok()?.try_into().ok()?))
     }
+}
+
+/// Lowercase unpadded base32: the one text form of storage indexes, keys
+/// and hashes (file names, capabilities, recovery tokens).
+pub fn base32(bytes: &[u8]) -> String {
+    data_encoding::BASE32_NOPAD
+        .encode(bytes)
+        .to_ascii_lowercase()
+}
+
+/// The bytes of [`base32`]'s form, either case.
+pub fn from_base32(text: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
+    data_encoding::BASE32_NOPAD.decode(text.to_ascii_uppercase().as_bytes())
 }
 
 impl fmt::Debug for StorageIndex {

@@ -154,19 +154,7 @@ fn find_covering(
 }
 
 fn new_token() -> String {
-    let mut b: [u8; 16] = rand::random();
-    // RFC 9562 version 4, variant 10.
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = data_encoding::HEXLOWER.encode(&b);
-    format!(
-        "urn:uuid:{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().urn().to_string()
 }
 
 fn expiry(now: i64, timeout: Option<Duration>) -> Option<i64> {

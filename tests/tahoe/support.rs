@@ -43,7 +43,7 @@ impl Harness {
             .expect("servers")
             .into_iter()
             .map(|s| match s {
-                ServerConfig::Tahoe { nurl, .. } => nurl,
+                ServerConfig::Tahoe { nurl, .. } => nurl.to_string(),
                 other => panic!("not a tahoe server: {other:?}"),
             })
             .collect();

@@ -897,14 +897,9 @@ mod tests {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
-                crate::config::ServerConfig::Tahoe { nurl, .. } => Some(
-                    TahoeStore::new(
-                        Nurl::parse(nurl).unwrap(),
-                        Some(s.id(i)),
-                        Timeouts::default(),
-                    )
-                    .unwrap(),
-                ),
+                crate::config::ServerConfig::Tahoe { nurl, .. } => {
+                    Some(TahoeStore::new(nurl.clone(), Some(s.id(i)), Timeouts::default()).unwrap())
+                }
                 _ => None,
             })
             .collect();

@@ -1,0 +1,678 @@
+//! Report writing for the HTTP benchmark: the machine description, the
+//! Markdown tables of docs/BENCHMARKS.md and the close-latency SVG. The
+//! measuring is in main.rs.
+
+use super::*;
+
+pub(super) struct Machine {
+    cores: String,
+    cpu: String,
+    memory: String,
+    disk: String,
+    kernel: String,
+    writeback: String,
+    pub(super) load_before: String,
+    pub(super) load_after: String,
+    rclone: String,
+}
+
+pub(super) fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub(super) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub(super) fn machine(root: &Path) -> Machine {
+    let root = root.display().to_string().replace('\'', "");
+    Machine {
+        cores: sh("nproc"),
+        cpu: sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"),
+        memory: sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"),
+        disk: sh(&format!(
+            "df -hT '{root}' | awk 'NR==2 {{print $1\", \"$2\", \"$3\" (\"$5\" free)\"}}'; \
+             d=$(df --output=source '{root}' | tail -1 | sed 's|/dev/||'); \
+             r=$(cat /sys/block/$d/queue/rotational 2>/dev/null); \
+             [ -n \"$r\" ] && {{ [ \"$r\" = 0 ] && echo ', non-rotational (sysfs)' || echo ', rotational (sysfs)'; }}"
+        ))
+        .replace('\n', ""),
+        kernel: sh("uname -sr"),
+        writeback: sh("echo \"vm.dirty_ratio $(cat /proc/sys/vm/dirty_ratio)%, vm.dirty_background_ratio $(cat /proc/sys/vm/dirty_background_ratio)%\""),
+        load_before: loadavg(),
+        load_after: String::new(),
+        rclone: sh("rclone version 2>/dev/null | head -1"),
+    }
+}
+
+fn fmt(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+fn size_name(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
+struct Target {
+    what: String,
+    wanted: String,
+    measured: String,
+    holds: Option<bool>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_report(
+    settings: &Settings,
+    machine: &Machine,
+    results: &BTreeMap<(Peer, u64), Measure>,
+    slow: Option<&SlowGrid>,
+    conc: &[Concurrent],
+    started: &str,
+    took: Duration,
+) -> io::Result<()> {
+    let mut md = String::new();
+    let k = 3.0;
+    let n = 10.0;
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `bash bench/run.sh` (`cargo bench --bench http`, source `benches/http/`){} on {started}, in {:.0} s{}. \
+         Do not edit by hand: run it again.\n",
+        if settings.quick { " in quick mode" } else { "" },
+        took.as_secs_f64(),
+        if settings.repeat > 1 {
+            format!("; each size and server is the median of {} fresh runs (`GRIDDAV_BENCH_REPEAT={}`)", settings.repeat, settings.repeat)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| cores (`nproc`) | {} |", machine.cores);
+    let _ = writeln!(md, "| CPU | {} |", machine.cpu);
+    let _ = writeln!(md, "| memory | {} |", machine.memory);
+    let _ = writeln!(md, "| disk (benchmark directory) | {} |", machine.disk);
+    let _ = writeln!(md, "| kernel | {} |", machine.kernel);
+    let _ = writeln!(md, "| page-cache write-back | {} |", machine.writeback);
+    let _ = writeln!(
+        md,
+        "| load average (1, 5, 15 min) | {} at the start, {} at the end |",
+        machine.load_before, machine.load_after
+    );
+    let _ = writeln!(md, "| peers | griddav 3-of-10 on ten local directories (defaults); dav-server 0.11 LocalFs (`examples/baseline_localfs.rs`, griddav's hyper set-up); {} |\n", machine.rclone);
+
+    let _ = writeln!(md, "## How it measures\n");
+    let _ = writeln!(
+        md,
+        "Each cell is a fresh server process on an empty directory, on loopback. The client writes the request itself \
+         on a raw TCP socket (`Content-Length`, body in 1 MiB `write`s of random bytes) and reads the answer itself:\n\n\
+         - **PUT MB/s**: plaintext bytes / (first body byte written .. status line received).\n\
+         - **close**: last body `write` returned .. status line received: what a client's `close()` waits for. \
+         The last few MB may still sit in the socket buffers when the clock starts, so this includes the server \
+         reading them.\n\
+         - **first share**: first body byte written .. a file with at least one byte exists where the server stores \
+         data (griddav: `grid/server-*/incoming/`; the peers: the served directory), polled every 0.2 ms from \
+         another thread.\n\
+         - **peak RSS**: the server's `VmHWM` from `/proc/PID/status`, reset through `/proc/PID/clear_refs` before \
+         the PUT and again before the GET.\n\
+         - **server CPU**: user + system seconds the server used during the PUT.\n\
+         - **GET MB/s**: whole file, checked byte for byte by the client. **Range**: median of 20 `Range` GETs of \
+         32 KiB in the middle of the file on one keep-alive connection (after one warm-up).\n\n\
+         griddav makes its shares durable (`fdatasync` as it goes, and at finish); LocalFs and rclone leave the \
+         file in the page cache. griddav writes {:.2}x the file's bytes (3-of-10 shares plus hash trees).\n",
+        n / k
+    );
+
+    let sizes: Vec<u64> = settings.sizes.clone();
+    let _ = writeln!(md, "## Results by file size\n");
+    let _ = writeln!(
+        md,
+        "| server | size | PUT MB/s | close ms | first share ms | PUT peak RSS MiB | server CPU s | GET MB/s | GET peak RSS MiB | 32 KiB Range ms |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for peer in &settings.peers {
+        for &size in &sizes {
+            if let Some(m) = results.get(&(*peer, size)) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+                    peer.name(),
+                    size_name(size),
+                    fmt(m.put_mbs, 0),
+                    fmt(m.close_ms, 1),
+                    fmt(m.first_share_ms, 1),
+                    fmt(m.put_rss_mib, 0),
+                    fmt(m.put_cpu_s, 1),
+                    fmt(m.get_mbs, 0),
+                    fmt(m.get_rss_mib, 0),
+                    fmt(m.range_ms, 2),
+                    m.error
+                        .as_deref()
+                        .map(|e| format!(" **error: {e}**"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|((p, s), m)| {
+            m.error
+                .as_ref()
+                .map(|e| format!("{} {}: {e}", p.name(), size_name(*s)))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(md, "\nErrors: {}", errors.join("; "));
+    }
+
+    let peers: Vec<Peer> = settings
+        .peers
+        .iter()
+        .copied()
+        .filter(|p| *p != Peer::Griddav)
+        .collect();
+    if settings.peers.contains(&Peer::Griddav) && !peers.is_empty() {
+        let _ = writeln!(md, "\n## Ratios griddav / peer\n");
+        let _ = writeln!(
+            md,
+            "Above 1 means griddav is faster (MB/s) or larger (time, memory).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| peer | size | PUT MB/s | close | first share | PUT peak RSS | GET MB/s | Range |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for peer in &peers {
+            for &size in &sizes {
+                let (Some(g), Some(p)) = (
+                    results.get(&(Peer::Griddav, size)),
+                    results.get(&(*peer, size)),
+                ) else {
+                    continue;
+                };
+                let r = |a: f64, b: f64| fmt(a / b, 2);
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    peer.name(),
+                    size_name(size),
+                    r(g.put_mbs, p.put_mbs),
+                    r(g.close_ms, p.close_ms),
+                    r(g.first_share_ms, p.first_share_ms),
+                    r(g.put_rss_mib, p.put_rss_mib),
+                    r(g.get_mbs, p.get_mbs),
+                    r(g.range_ms, p.range_ms)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n![close latency against file size](benchmarks-close-latency.svg)\n"
+    );
+
+    if let Some(s) = slow {
+        let expanded = s.size as f64 * n / k;
+        let spool_close = expanded / s.rate;
+        let _ = writeln!(md, "## Slow grid\n");
+        let _ = writeln!(
+            md,
+            "griddav with every storage server behind one shared link of {:.0} MB/s for share writes \
+             (a rate-limiting `ShareStore` wrapper around the ten local directories, `griddav::grid::ThrottledStore`; \
+             the server is otherwise built as `griddav serve` builds it, in a separate process), one PUT of {}. \
+             A spool-then-upload server (Tahoe-LAFS's HTTP front end, a WebDAV gateway that stages to disk) \
+             receives the body first and uploads on close, so its close waits for all {:.0} MB of shares \
+             ({:.2}x the file) to cross the link: {:.1} s, and at least {:.1} s (size / bandwidth) even if it stored \
+             only the plaintext.\n",
+            s.rate / 1e6,
+            size_name(s.size),
+            expanded / 1e6,
+            n / k,
+            spool_close,
+            s.size as f64 / s.rate
+        );
+        let _ = writeln!(
+            md,
+            "| | PUT total s | close | first share ms | peak RSS MiB |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "| griddav, streaming (measured) | {} | {} ms | {} | {} |",
+            fmt(s.put_secs, 1),
+            fmt(s.close_ms, 1),
+            fmt(s.first_share_ms, 1),
+            fmt(s.rss_mib, 0)
+        );
+        let _ = writeln!(
+            md,
+            "| spool then upload (computed: share bytes / link) | >= {:.1} | {:.1} s | after the whole body | |",
+            spool_close, spool_close
+        );
+        let _ = writeln!(
+            md,
+            "\nStreaming, the close waits only for what is still queued inside griddav when the last byte \
+             arrives (the body bytes still in the socket buffers, the segments being coded and the blocks queued \
+             per share: about {:.0} MB of shares at the defaults): that is {:.1} s at this link speed, whatever the file size; with spooling it is the \
+             whole file.",
+            s.close_ms / 1e3 * s.rate / 1e6,
+            s.close_ms / 1e3
+        );
+        if let Some(e) = &s.error {
+            let _ = writeln!(md, "\n**error: {e}**");
+        }
+        let _ = writeln!(md);
+    }
+
+    if !conc.is_empty() {
+        let _ = writeln!(md, "## Concurrent uploads\n");
+        let _ = writeln!(
+            md,
+            "{} clients each PUT {} at the same moment (one connection each), then GET them all back at once, checked byte for byte. \
+             MB/s is all plaintext bytes / wall time of the phase.\n",
+            conc[0].clients,
+            size_name(conc[0].size)
+        );
+        let _ = writeln!(md, "| server | PUT MB/s | PUT peak RSS MiB | slowest close ms | GET MB/s | GET peak RSS MiB | errors |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+        for c in conc {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                c.peer.name(),
+                fmt(c.put_mbs, 0),
+                fmt(c.put_rss_mib, 0),
+                fmt(c.max_close_ms, 1),
+                fmt(c.get_mbs, 0),
+                fmt(c.get_rss_mib, 0),
+                c.errors.len()
+            );
+        }
+        for c in conc {
+            for e in c.errors.iter().take(5) {
+                let _ = writeln!(md, "\n- {}: {e}", c.peer.name());
+            }
+        }
+        let _ = writeln!(md);
+    }
+
+    // Targets (issue 6), for 2 cores, loopback, the local 3-of-10 grid.
+    let mut targets = Vec::new();
+    let g = |size: u64| results.get(&(Peer::Griddav, size));
+    let gs: Vec<(u64, &Measure)> = sizes.iter().filter_map(|&s| g(s).map(|m| (s, m))).collect();
+    if !gs.is_empty() {
+        let worst = gs.iter().map(|(_, m)| m.close_ms).fold(f64::NAN, f64::max);
+        let best = gs.iter().map(|(_, m)| m.close_ms).fold(f64::NAN, f64::min);
+        targets.push(Target {
+            what: "close latency at every size, flat".into(),
+            wanted: "<= 100 ms".into(),
+            measured: format!(
+                "{} .. {} ms ({})",
+                fmt(best, 1),
+                fmt(worst, 1),
+                gs.iter()
+                    .map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.close_ms, 1)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            holds: Some(worst <= 100.0),
+        });
+        let big = gs
+            .iter()
+            .find(|(s, _)| *s == 1024 * MIB)
+            .or_else(|| gs.last())
+            .copied();
+        if let Some((s, m)) = big {
+            targets.push(Target {
+                what: format!("PUT throughput at {}", size_name(s)),
+                wanted: ">= 250 MB/s".into(),
+                measured: format!("{} MB/s", fmt(m.put_mbs, 0)),
+                holds: Some(m.put_mbs >= 250.0),
+            });
+            if let Some(l) = results.get(&(Peer::LocalFs, s)) {
+                targets.push(Target {
+                    what: format!("PUT throughput vs LocalFs at {}", size_name(s)),
+                    wanted: ">= 0.5x".into(),
+                    measured: format!(
+                        "{}x ({} / {} MB/s)",
+                        fmt(m.put_mbs / l.put_mbs, 2),
+                        fmt(m.put_mbs, 0),
+                        fmt(l.put_mbs, 0)
+                    ),
+                    holds: Some(m.put_mbs / l.put_mbs >= 0.5),
+                });
+            }
+        }
+        // GET: every size from 256 MiB up (16 MiB is over before it is up to speed).
+        let gets: Vec<&(u64, &Measure)> = gs.iter().filter(|(s, _)| *s >= 256 * MIB).collect();
+        let gets = if gets.is_empty() {
+            gs.iter().collect()
+        } else {
+            gets
+        };
+        let slowest = gets.iter().min_by(|a, b| {
+            a.1.get_mbs
+                .partial_cmp(&b.1.get_mbs)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        if let Some((s, m)) = slowest {
+            targets.push(Target {
+                what: "GET throughput, 256 MiB and larger".into(),
+                wanted: ">= 600 MB/s".into(),
+                measured: format!(
+                    "{} MB/s at the slowest ({}); {}",
+                    fmt(m.get_mbs, 0),
+                    size_name(*s),
+                    gets.iter()
+                        .map(|(s, m)| format!("{}: {}", size_name(*s), fmt(m.get_mbs, 0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                holds: Some(m.get_mbs >= 600.0),
+            });
+        }
+        let worst_range = gs.iter().map(|(_, m)| m.range_ms).fold(f64::NAN, f64::max);
+        targets.push(Target {
+            what: "32 KiB Range GET, every size".into(),
+            wanted: "<= 5 ms".into(),
+            measured: format!("at most {} ms", fmt(worst_range, 2)),
+            holds: Some(worst_range <= 5.0),
+        });
+        let (s, m) = *gs.last().expect("not empty");
+        targets.push(Target {
+            what: format!("server peak RSS during the {} PUT", size_name(s)),
+            wanted: "<= 150 MiB (at 4 GiB)".into(),
+            measured: format!("{} MiB", fmt(m.put_rss_mib, 0)),
+            holds: Some(m.put_rss_mib <= 150.0),
+        });
+    }
+    if let Some(c) = conc.iter().find(|c| c.peer == Peer::Griddav) {
+        targets.push(Target {
+            what: format!(
+                "server peak RSS, {} concurrent PUTs of {}",
+                c.clients,
+                size_name(c.size)
+            ),
+            wanted: "<= 400 MiB, no errors".into(),
+            measured: format!("{} MiB, {} errors", fmt(c.put_rss_mib, 0), c.errors.len()),
+            holds: Some(c.put_rss_mib <= 400.0 && c.errors.is_empty()),
+        });
+    }
+    if let Some(s) = slow {
+        let spool = s.size as f64 * n / k / s.rate;
+        targets.push(Target {
+            what: format!(
+                "slow grid ({:.0} MB/s), {} PUT: close small vs spool-then-upload",
+                s.rate / 1e6,
+                size_name(s.size)
+            ),
+            wanted: "small: < 1/10 of spool-then-upload's".into(),
+            measured: format!("{} ms vs {:.1} s", fmt(s.close_ms, 1), spool),
+            holds: Some(s.error.is_none() && s.close_ms / 1e3 < spool / 10.0),
+        });
+    }
+    let _ = writeln!(md, "## Targets (issue 6)\n");
+    if settings.quick || !sizes.contains(&(4096 * MIB)) {
+        let _ = writeln!(md, "Quick run or reduced sizes: the targets are checked against the largest sizes measured, not the ones the issue names.\n");
+    }
+    let _ = writeln!(md, "| target | wanted | measured | holds |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for t in &targets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.wanted,
+            t.measured,
+            match t.holds {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "n/a",
+            }
+        );
+    }
+    let _ = writeln!(md);
+
+    std::fs::create_dir_all(&settings.out)?;
+    std::fs::write(settings.out.join("BENCHMARKS.md"), md)?;
+    std::fs::write(
+        settings.out.join("benchmarks-close-latency.svg"),
+        svg(settings, results, slow),
+    )?;
+    Ok(())
+}
+
+/// Close latency against file size, both axes logarithmic.
+fn svg(
+    settings: &Settings,
+    results: &BTreeMap<(Peer, u64), Measure>,
+    slow: Option<&SlowGrid>,
+) -> String {
+    let (w, h) = (720.0, 440.0);
+    let (left, right, top, bottom) = (80.0, 220.0, 40.0, 60.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let sizes = &settings.sizes;
+    let xmin = (*sizes.iter().min().unwrap_or(&MIB) as f64).log2() - 0.5;
+    let xmax = (*sizes.iter().max().unwrap_or(&MIB) as f64).log2() + 0.5;
+    let mut values: Vec<f64> = results
+        .values()
+        .map(|m| m.close_ms)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let spool = slow.map(|s| s.size as f64 * 10.0 / 3.0 / s.rate * 1e3);
+    if let Some(v) = spool {
+        values.push(v);
+    }
+    if let Some(s) = slow {
+        if s.close_ms.is_finite() && s.close_ms > 0.0 {
+            values.push(s.close_ms);
+        }
+    }
+    let ymin = values
+        .iter()
+        .cloned()
+        .fold(100.0_f64, f64::min)
+        .max(0.01)
+        .log10()
+        .floor();
+    let ymax = values
+        .iter()
+        .cloned()
+        .fold(100.0_f64, f64::max)
+        .log10()
+        .ceil();
+    let x = |bytes: f64| left + (bytes.log2() - xmin) / (xmax - xmin) * pw;
+    let y = |ms: f64| top + ph - (ms.max(10f64.powf(ymin)).log10() - ymin) / (ymax - ymin) * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">PUT close latency (last body byte sent to status) against file size</text>"#,
+        w / 2.0
+    );
+    // Grid lines and labels.
+    let mut e = ymin as i32;
+    while e <= ymax as i32 {
+        let v = 10f64.powi(e);
+        let yy = y(v);
+        let label = if v >= 1000.0 {
+            format!("{} s", v / 1000.0)
+        } else {
+            format!("{v} ms")
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            left + pw
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            left - 6.0,
+            yy + 4.0
+        );
+        e += 1;
+    }
+    for &size in sizes {
+        let xx = x(size as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            top + ph
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            top + ph + 18.0,
+            size_name(size)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">file size (log scale)</text>"#,
+        left + pw / 2.0,
+        h - 16.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">close latency (log scale)</text>"#,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    // 100 ms target.
+    let t = y(100.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{t:.1}" x2="{:.1}" y2="{t:.1}" stroke="#888" stroke-dasharray="6 4"/>"##,
+        left + pw
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" fill="#666">target 100 ms</text>"##,
+        left + 4.0,
+        t - 4.0
+    );
+    let mut legend = 0.0;
+    let mut add_legend = |s: &mut String, color: &str, dash: &str, label: &str| {
+        let ly = top + 10.0 + legend * 20.0;
+        let lx = left + pw + 14.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+            lx + 24.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{}" cy="{ly}" r="3.5" fill="{color}"/>"#,
+            lx + 12.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{label}</text>"#,
+            lx + 30.0,
+            ly + 4.0
+        );
+        legend += 1.0;
+    };
+    for peer in &settings.peers {
+        let points: Vec<(f64, f64)> = sizes
+            .iter()
+            .filter_map(|&size| {
+                results
+                    .get(&(*peer, size))
+                    .filter(|m| m.close_ms.is_finite())
+                    .map(|m| (x(size as f64), y(m.close_ms)))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = points
+            .iter()
+            .map(|(a, b)| format!("{a:.1},{b:.1}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+            path.join(" "),
+            peer.color()
+        );
+        for (a, b) in &points {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{a:.1}" cy="{b:.1}" r="3.5" fill="{}"/>"#,
+                peer.color()
+            );
+        }
+        add_legend(&mut s, peer.color(), "", peer.name());
+    }
+    if let Some(sl) = slow {
+        let xx = x(sl.size as f64);
+        if sl.close_ms.is_finite() {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="#8e44ad"/>"##,
+                xx - 4.0,
+                y(sl.close_ms) - 4.0
+            );
+        }
+        if let Some(sp) = spool {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/>"##,
+                xx - 4.0,
+                y(sp) - 4.0
+            );
+        }
+        let ly = top + 10.0 + legend * 20.0;
+        let lx = left + pw + 14.0;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{}" y="{}" width="8" height="8" fill="#8e44ad"/><text x="{}" y="{}">griddav, grid at {:.0} MB/s</text>"##,
+            lx + 8.0,
+            ly - 4.0,
+            lx + 30.0,
+            ly + 4.0,
+            sl.rate / 1e6
+        );
+        let ly = ly + 20.0;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{}" y="{}" width="8" height="8" fill="none" stroke="#8e44ad" stroke-width="2"/><text x="{}" y="{}">spool then upload,</text><text x="{}" y="{}">same grid (computed)</text>"##,
+            lx + 8.0,
+            ly - 4.0,
+            lx + 30.0,
+            ly + 4.0,
+            lx + 30.0,
+            ly + 18.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+// --------------------------------------------------------------------- main
