@@ -311,7 +311,7 @@ pub(super) fn write_report(
         let _ = writeln!(md);
     }
 
-    // Targets (issue 6), for 2 cores, loopback, the local 3-of-10 grid.
+    // Targets, for 2 cores, loopback, the local 3-of-10 grid.
     let mut targets = Vec::new();
     let g = |size: u64| results.get(&(Peer::Griddav, size));
     let gs: Vec<(u64, &Measure)> = sizes.iter().filter_map(|&s| g(s).map(|m| (s, m))).collect();
@@ -426,9 +426,9 @@ pub(super) fn write_report(
             holds: Some(s.error.is_none() && s.close_ms / 1e3 < spool / 10.0),
         });
     }
-    let _ = writeln!(md, "## Targets (issue 6)\n");
+    let _ = writeln!(md, "## Targets\n");
     if settings.quick || !sizes.contains(&(4096 * MIB)) {
-        let _ = writeln!(md, "Quick run or reduced sizes: the targets are checked against the largest sizes measured, not the ones the issue names.\n");
+        let _ = writeln!(md, "Quick run or reduced sizes: the targets are checked against the largest sizes measured, not the sizes the targets name.\n");
     }
     let _ = writeln!(md, "| target | wanted | measured | holds |");
     let _ = writeln!(md, "|---|---|---|---|");
