@@ -9,22 +9,6 @@ use std::path::{Path, PathBuf};
 
 use support::{Content, Server, MIB};
 
-/// The `shares` directory of every local server, in order.
-fn share_dirs(server: &Server) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(server.data_dir().join("grid"))
-        .expect("grid dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("server-"))
-        })
-        .map(|d| d.join("shares"))
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read dir").flatten() {
         let path = entry.path();
@@ -45,7 +29,7 @@ fn a_file_corrupt_on_every_server_is_500_not_503() {
     assert_eq!(put.status, 201, "{put:?}");
 
     let mut shares = Vec::new();
-    for dir in share_dirs(&server) {
+    for dir in server.share_dirs() {
         files_under(&dir, &mut shares);
     }
     assert_eq!(shares.len(), 10, "one share per server: {shares:?}");
@@ -67,7 +51,7 @@ fn an_upload_the_grid_cannot_take_is_503_with_retry_after() {
     let server = Server::start();
     let client = server.client();
     // Eight of ten servers cannot store anything (happy = 7).
-    for dir in share_dirs(&server).into_iter().take(8) {
+    for dir in server.share_dirs().into_iter().take(8) {
         if dir.exists() {
             fs::rename(&dir, dir.with_extension("away")).expect("move shares away");
         }

@@ -11,25 +11,6 @@ use std::time::Duration;
 
 use support::{wait_until, Content, Request, Server, MIB};
 
-/// The `shares` directories of the first `count` local servers.
-fn share_dirs(server: &Server, count: usize) -> Vec<PathBuf> {
-    let grid = server.data_dir().join("grid");
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&grid)
-        .expect("grid dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("server-"))
-        })
-        .collect();
-    dirs.sort();
-    dirs.into_iter()
-        .take(count)
-        .map(|d| d.join("shares"))
-        .collect()
-}
-
 #[test]
 fn a_get_during_an_outage_fails_up_front_and_works_after_it() {
     let server = Server::start();
@@ -46,7 +27,7 @@ fn a_get_during_an_outage_fails_up_front_and_works_after_it() {
     assert_eq!((get.status, len, sha), (200, content.len, content.sha256()));
 
     // Eight of the ten servers lose their shares for a while (k = 3).
-    let dirs = share_dirs(&server, 8);
+    let dirs: Vec<PathBuf> = server.share_dirs().into_iter().take(8).collect();
     for dir in &dirs {
         fs::rename(dir, dir.with_extension("away")).expect("move shares away");
     }

@@ -92,6 +92,22 @@ impl Server {
         child.try_wait().expect("poll griddav").is_some()
     }
 
+    /// The `shares` directory of every local server, in server order.
+    pub fn share_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = fs::read_dir(self.data_dir().join("grid"))
+            .expect("grid dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("server-"))
+            })
+            .map(|d| d.join("shares"))
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
     /// Every file of the local grid.
     pub fn grid(&self) -> GridFiles {
         GridFiles::scan(&self.data_dir().join("grid"))
