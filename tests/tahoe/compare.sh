@@ -10,7 +10,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BASE=${GRIDDAV_TAHOE_DIR:-/tmp/griddav-tahoe}
 VENV=${GRIDDAV_TAHOE_VENV:-$BASE/venv}
-PORT0=${GRIDDAV_TAHOE_PORT:-47100}
+PORT0=${GRIDDAV_TAHOE_PORT:-27100}
 NODES=${GRIDDAV_TAHOE_NODES:-10}
 MIB=${1:-1024}
 CLIENT=$BASE/client

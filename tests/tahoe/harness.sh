@@ -11,8 +11,11 @@
 # Environment:
 #   GRIDDAV_TAHOE_DIR    where nodes, venv and config live (default /tmp/griddav-tahoe)
 #   GRIDDAV_TAHOE_VENV   the virtualenv (default $GRIDDAV_TAHOE_DIR/venv)
-#   GRIDDAV_TAHOE_PORT   first storage port (default 47100; node i uses PORT+i,
-#                        its web port PORT+100+i)
+#   GRIDDAV_TAHOE_PORT   first storage port (default 27100; node i uses PORT+i,
+#                        its web port PORT+100+i). Below Linux's ephemeral
+#                        range (32768-60999): a port in it can be taken for a
+#                        moment by any outgoing connection, and a Tahoe node
+#                        that cannot listen exits.
 #   GRIDDAV_TAHOE_NODES  number of nodes (default 10)
 #
 # The tests find everything from the config path: nodes are node-NN beside it,
@@ -22,7 +25,7 @@ set -euo pipefail
 
 BASE=${GRIDDAV_TAHOE_DIR:-/tmp/griddav-tahoe}
 VENV=${GRIDDAV_TAHOE_VENV:-$BASE/venv}
-PORT0=${GRIDDAV_TAHOE_PORT:-47100}
+PORT0=${GRIDDAV_TAHOE_PORT:-27100}
 NODES=${GRIDDAV_TAHOE_NODES:-10}
 CONFIG=$BASE/griddav.toml
 TAHOE=$VENV/bin/tahoe
@@ -134,7 +137,7 @@ cmd_start() {
     for ((i = 0; i < NODES; i++)); do start_node "$i"; done
     local nurls=()
     for ((i = 0; i < NODES; i++)); do
-        local tries=0 dir
+        local tries=0 restarts=0 dir
         dir=$(node_dir "$i")
         # A new node writes its key, certificate and FURL as it starts.
         until [[ -s $dir/private/node.pem && -s $dir/private/storage.furl ]] &&
@@ -147,7 +150,15 @@ cmd_start() {
             if ! alive "$(cat "$(node_dir "$i")/harness.pid")"; then
                 log "node $i exited; see $(node_dir "$i")/harness.log"
                 tail -5 "$(node_dir "$i")/harness.log" >&2 || true
-                exit 1
+                # A port taken for a moment (by any process) makes a node
+                # exit at start: try again a few times before giving up.
+                restarts=$((restarts + 1))
+                if ((restarts > 3)); then
+                    exit 1
+                fi
+                sleep 1
+                start_node "$i"
+                tries=0
             fi
             sleep 0.5
         done
