@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use common::{content, memory_grid};
+use common::{content, memory_grid, read_all, total_shares, upload, SMALL};
 use griddav::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions, Uploader};
 use griddav::grid::{Grid, MemoryStore, ShareNum, ShareStore};
 use proptest::prelude::*;
@@ -17,44 +17,6 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .build()
         .expect("runtime")
 });
-
-const SMALL: EncodingParams = EncodingParams {
-    k: 3,
-    happy: 7,
-    n: 10,
-    segment_size: 1000,
-};
-
-/// Uploads `data` cut at the given chunk lengths (cycled).
-async fn upload(grid: &Grid, params: EncodingParams, data: &[u8], chunks: &[usize]) -> FileCap {
-    let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
-        .await
-        .expect("start upload");
-    let mut offset = 0;
-    let mut i = 0;
-    while offset < data.len() {
-        let len = chunks[i % chunks.len()].max(1).min(data.len() - offset);
-        uploader
-            .write(Bytes::copy_from_slice(&data[offset..offset + len]))
-            .await
-            .expect("write");
-        offset += len;
-        i += 1;
-    }
-    uploader.finish().await.expect("finish")
-}
-
-async fn read_all(grid: &Grid, cap: &FileCap) -> Result<Vec<u8>, EngineError> {
-    let downloader = Downloader::open(grid, cap).await?;
-    Ok(downloader.read(0, cap.size).await?.to_vec())
-}
-
-fn total_shares(stores: &[Arc<MemoryStore>]) -> usize {
-    stores
-        .iter()
-        .map(|s| s.share_count_including_partial())
-        .sum()
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]

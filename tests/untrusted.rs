@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{content, memory_grid};
+use common::{content, memory_grid, read_all, total_shares, upload, SMALL};
 use griddav::engine::crypto::FileKey;
 use griddav::engine::delete::delete_shares;
 use griddav::engine::EngineError;
@@ -17,45 +17,13 @@ use griddav::grid::{
     Fault, FaultSwitch, FaultyStore, Grid, GridError, MemoryStore, ShareNum, ShareStore,
 };
 
-const SMALL: EncodingParams = EncodingParams {
-    k: 3,
-    happy: 7,
-    n: 10,
-    segment_size: 1000,
-};
-
-async fn upload(grid: &Grid, params: EncodingParams, data: &[u8]) -> FileCap {
-    let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
-        .await
-        .expect("start upload");
-    for chunk in data.chunks(4096) {
-        uploader
-            .write(Bytes::copy_from_slice(chunk))
-            .await
-            .expect("write");
-    }
-    uploader.finish().await.expect("finish")
-}
-
-async fn read_all(grid: &Grid, cap: &FileCap) -> Vec<u8> {
-    let downloader = Downloader::open(grid, cap).await.expect("open");
-    downloader.read(0, cap.size).await.expect("read").to_vec()
-}
-
-fn count_shares(stores: &[Arc<MemoryStore>]) -> usize {
-    stores
-        .iter()
-        .map(|s| s.share_count_including_partial())
-        .sum()
-}
-
 // ---- 1. secrets per server ----
 
 #[tokio::test]
 async fn secrets_sent_to_one_server_do_not_open_another() {
     let (grid, stores) = memory_grid(10);
     let data = content(5000, 1);
-    let cap = upload(&grid, SMALL, &data).await;
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
     let si = cap.key.storage_index();
     let (a, b) = (&stores[0], &stores[1]);
     let of_a = cap.key.share_secrets(a.identity());
@@ -70,10 +38,10 @@ async fn secrets_sent_to_one_server_do_not_open_another() {
         Err(GridError::Refused { .. })
     ));
     assert_eq!(b.list(si).await.expect("list").len(), 1);
-    assert_eq!(read_all(&grid, &cap).await, data);
+    assert_eq!(read_all(&grid, &cap).await.expect("read"), data);
 
     delete_shares(&grid, &cap.key).await.expect("delete");
-    assert_eq!(count_shares(&stores), 0);
+    assert_eq!(total_shares(&stores), 0);
 }
 
 #[tokio::test]
@@ -100,9 +68,9 @@ async fn files_written_with_the_old_secrets_are_still_deleted() {
             .await,
         Err(GridError::Refused { .. })
     ));
-    assert_eq!(count_shares(&stores), 4);
+    assert_eq!(total_shares(&stores), 4);
     delete_shares(&grid, &key).await.expect("delete");
-    assert_eq!(count_shares(&stores), 0);
+    assert_eq!(total_shares(&stores), 0);
 }
 
 /// A grid of memory stores, each behind a [`FaultyStore`] with its own
@@ -156,7 +124,7 @@ async fn servers_that_answer_too_much_or_garbage_are_read_around() {
     for fault in [Fault::TooLong, Fault::Garbage] {
         let (grid, _, switches) = faulty_grid(10);
         let data = content(20_000, 2);
-        let cap = upload(&grid, SMALL, &data).await;
+        let cap = upload(&grid, SMALL, &data, &[4096]).await;
         // The three data shares, which a reader tries first.
         for switch in switches_of(&grid, &switches, &cap, &[0, 1, 2]) {
             switch.set(fault);
@@ -183,7 +151,7 @@ async fn servers_that_answer_too_much_or_garbage_are_read_around() {
 async fn a_reader_recovers_when_an_outage_ends() {
     let (grid, _, switches) = faulty_grid(10);
     let data = content(10_000, 3);
-    let cap = upload(&grid, SMALL, &data).await;
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
     let downloader = Downloader::open(&grid, &cap).await.expect("open");
     assert_eq!(downloader.read(0, 1000).await.expect("read"), data[..1000]);
 
@@ -222,7 +190,7 @@ async fn a_reader_recovers_when_an_outage_ends() {
 async fn a_server_whose_blocks_fail_is_demoted_for_the_rest_of_the_read() {
     let (grid, _, switches) = faulty_grid(10);
     let data = content(30_000, 5); // 30 segments
-    let cap = upload(&grid, SMALL, &data).await;
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
     // Blocks (334 bytes) fail their hashes; hashes and headers pass.
     for switch in switches_of(&grid, &switches, &cap, &[0, 1, 2]) {
         switch.set(Fault::GarbageFrom(300));
@@ -242,7 +210,7 @@ async fn a_server_whose_blocks_fail_is_demoted_for_the_rest_of_the_read() {
 async fn slow_servers_get_backup_reads() {
     let (grid, _, switches) = faulty_grid(10);
     let data = content(20_000, 6);
-    let cap = upload(&grid, SMALL, &data).await;
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
     // Two data shares' servers answer only after 50 s, listings included.
     for switch in switches_of(&grid, &switches, &cap, &[0, 1]) {
         switch.set(Fault::Slow(std::time::Duration::from_secs(50)));
@@ -262,7 +230,7 @@ async fn slow_servers_get_backup_reads() {
 async fn shares_listed_twice_count_once() {
     let (grid, _, switches) = faulty_grid(10);
     let data = content(5_000, 7);
-    let cap = upload(&grid, SMALL, &data).await;
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
     for switch in &switches {
         switch.set(Fault::DuplicateListing);
     }

@@ -5,7 +5,49 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use griddav::engine::{Downloader, EncodingParams, EngineError, FileCap, UploadOptions, Uploader};
 use griddav::grid::{FailingStore, Grid, MemoryStore, ShareStore};
+
+/// 3-of-10 with small segments, so that small files have many.
+pub const SMALL: EncodingParams = EncodingParams {
+    k: 3,
+    happy: 7,
+    n: 10,
+    segment_size: 1000,
+};
+
+/// Uploads `data` cut at the given chunk lengths (cycled).
+pub async fn upload(grid: &Grid, params: EncodingParams, data: &[u8], chunks: &[usize]) -> FileCap {
+    let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
+        .await
+        .expect("start upload");
+    let mut offset = 0;
+    let mut i = 0;
+    while offset < data.len() {
+        let len = chunks[i % chunks.len()].max(1).min(data.len() - offset);
+        uploader
+            .write(Bytes::copy_from_slice(&data[offset..offset + len]))
+            .await
+            .expect("write");
+        offset += len;
+        i += 1;
+    }
+    uploader.finish().await.expect("finish")
+}
+
+pub async fn read_all(grid: &Grid, cap: &FileCap) -> Result<Vec<u8>, EngineError> {
+    let downloader = Downloader::open(grid, cap).await?;
+    Ok(downloader.read(0, cap.size).await?.to_vec())
+}
+
+/// Shares on the stores, finished or not.
+pub fn total_shares(stores: &[Arc<MemoryStore>]) -> usize {
+    stores
+        .iter()
+        .map(|s| s.share_count_including_partial())
+        .sum()
+}
 
 pub fn memory_grid(count: usize) -> (Grid, Vec<Arc<MemoryStore>>) {
     let stores: Vec<Arc<MemoryStore>> = (0..count)
