@@ -32,6 +32,10 @@ impl ShareStore for FailingStore {
         self.inner.server_id()
     }
 
+    async fn free_space(&self) -> Option<super::FreeSpace> {
+        self.inner.free_space().await
+    }
+
     fn identity(&self) -> &[u8] {
         self.inner.identity()
     }
@@ -185,6 +189,10 @@ impl FaultyStore {
 impl ShareStore for FaultyStore {
     fn server_id(&self) -> &str {
         self.inner.server_id()
+    }
+
+    async fn free_space(&self) -> Option<super::FreeSpace> {
+        self.inner.free_space().await
     }
 
     fn identity(&self) -> &[u8] {

@@ -73,6 +73,10 @@ impl ShareStore for ThrottledStore {
         self.inner.server_id()
     }
 
+    async fn free_space(&self) -> Option<super::FreeSpace> {
+        self.inner.free_space().await
+    }
+
     fn identity(&self) -> &[u8] {
         self.inner.identity()
     }
@@ -128,6 +132,30 @@ impl ShareWriter for ThrottledWriter {
 mod tests {
     use super::*;
     use crate::grid::MemoryStore;
+
+    #[tokio::test]
+    async fn wrappers_report_the_free_space_of_the_store_they_wrap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local: Arc<dyn ShareStore> =
+            Arc::new(crate::grid::LocalStore::open(dir.path(), "l").expect("open"));
+        let inner = local
+            .free_space()
+            .await
+            .expect("a local store knows its free space");
+        let wrapped: [Arc<dyn ShareStore>; 3] = [
+            Arc::new(ThrottledStore::new(Arc::clone(&local), Link::new(1e9))),
+            Arc::new(crate::grid::FailingStore::new(Arc::clone(&local), 0)),
+            Arc::new(crate::grid::FaultyStore::new(
+                Arc::clone(&local),
+                crate::grid::FaultSwitch::new(crate::grid::Fault::None),
+            )),
+        ];
+        for store in wrapped {
+            let space = store.free_space().await.expect("forwarded");
+            // The same volume; its free bytes may move between the calls.
+            assert_eq!(space.volume, inner.volume);
+        }
+    }
 
     #[tokio::test]
     async fn passes_the_conformance_suite_and_paces_appends() {
