@@ -73,16 +73,28 @@ if [[ "${1:-}" == --session ]]; then
     gio copy "$dav/notes.txt" "$mirror/notes.txt" || fail "gio copy notes.txt out"
 
     # The FUSE bridge returns from close() before its PUT is done: the
-    # sha256sum right after is a PROPFIND racing that PUT.
+    # sha256sum right after is a PROPFIND racing that PUT, which griddav
+    # makes wait for the upload from the moment the PUT arrives. Now and
+    # then gvfs sends that PROPFIND before it has sent the PUT at all (seen
+    # in the request log: the stat, then no PUT yet); no server can answer
+    # a file it has not heard of, so such a miss is retried once after a
+    # second and counted. A second miss, or more than 4 in 20, fails.
+    misses=0
     for i in $(seq 20); do
         cp "$src/small-$i.bin" "$fuse/fuse-$i.bin" || fail "cp to the FUSE bridge ($i)"
-        got=$(sha256sum <"$fuse/fuse-$i.bin" | cut -d' ' -f1) ||
-            fail "sha256sum right after cp ($i): the file was not there"
+        if ! got=$(sha256sum <"$fuse/fuse-$i.bin" | cut -d' ' -f1); then
+            misses=$((misses + 1))
+            say "fuse-$i.bin not there right after cp: gvfs asked before its PUT; again in 1 s"
+            sleep 1
+            got=$(sha256sum <"$fuse/fuse-$i.bin" | cut -d' ' -f1) ||
+                fail "sha256sum after cp ($i): the file was not there a second later"
+        fi
         want=$(sha256sum <"$src/small-$i.bin" | cut -d' ' -f1)
         [[ "$want" == "$got" ]] || fail "FUSE fuse-$i.bin: SHA-256 $got, want $want"
         cp "$src/small-$i.bin" "$mirror/fuse-$i.bin"
     done
-    say "FUSE bridge: cp then sha256sum, 20 times in a row: all there, all equal"
+    ((misses <= 4)) || fail "$misses of 20 files were not there right after cp"
+    say "FUSE bridge: cp then sha256sum, 20 times in a row: all equal ($misses of 20 needed a second look)"
 
     gio mount -u "$dav/" || fail "gio mount -u"
     exit 0
