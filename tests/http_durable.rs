@@ -165,8 +165,12 @@ fn parse(trace: &str) -> Vec<Event> {
     let mut pending: HashMap<String, (f64, String)> = HashMap::new();
     let mut events = Vec::new();
     for raw in trace.lines() {
-        let mut parts = raw.splitn(3, ' ');
-        let (Some(tid), Some(time), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        // strace pads the thread id to five columns (`%-5d`), so a short
+        // id (a fresh machine's small pids) is followed by two spaces.
+        let Some((tid, rest)) = raw.split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let Ok(time) = time.parse::<f64>() else {
@@ -390,4 +394,21 @@ fn every_answer_to_a_change_leaves_after_the_change_is_synced() {
         checked_links >= 3,
         "the 300 KB PUT linked {checked_links} shares into place (3-of-10 needs at least 7)"
     );
+}
+
+/// strace pads thread ids to five columns: a 4-digit id (as on a fresh
+/// machine) is followed by two spaces, a 6-digit one by one. Both parse.
+#[test]
+fn trace_lines_parse_whatever_the_width_of_the_thread_id() {
+    let trace = concat!(
+        "5303  1795966456.400000 pwrite64(11</d/namespace.db-wal>, \"x\", 1, 0) = 1 <0.000010>\n",
+        "5303  1795966456.400100 fdatasync(11</d/namespace.db-wal>) = 0 <0.000100>\n",
+        "123456 1795966456.400300 writev(12<TCP:[127.0.0.1:1->127.0.0.1:2]>, ",
+        "[{iov_base=\"HTTP/1.1 201 Created\\r\\n\", iov_len=22}], 1) = 22 <0.000010>\n",
+    );
+    let events = parse(trace);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(events[0].kind, Kind::WalWrite));
+    assert!(matches!(events[1].kind, Kind::WalSync));
+    assert!(matches!(events[2].kind, Kind::Answer(201)));
 }
