@@ -46,6 +46,65 @@ pub struct Config {
     pub encoding: EncodingConfig,
     pub grid: GridConfig,
     pub http: HttpConfig,
+    /// Serve a non-loopback `listen` address without users and TLS.
+    pub allow_insecure: bool,
+    /// `[[users]]`: when any is given, every request needs one's password.
+    pub users: Vec<UserConfig>,
+    pub tls: TlsConfig,
+}
+
+/// One `[[users]]` entry.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The HTTP Basic user name.
+    pub name: String,
+    /// An argon2id PHC string, as `griddav passwd` prints it.
+    pub password_hash: String,
+    /// The folder this user sees as `/`; created on first use.
+    #[serde(default = "root_folder")]
+    pub root: String,
+    /// Refuse every method that changes anything.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn root_folder() -> String {
+    "/".to_owned()
+}
+
+impl fmt::Debug for UserConfig {
+    /// Without the hash: a config printed in a log or an error must not
+    /// hand out material for an offline guessing attack.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password_hash", &"(hidden)")
+            .field("root", &self.root)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+/// `[tls]`: HTTPS instead of HTTP, with a certificate from files or one
+/// griddav makes itself.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Make (once, under the data directory) and use a self-signed
+    /// certificate for the listen address and `localhost`.
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    /// Whether HTTPS is served.
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some()
+    }
 }
 
 /// `[encoding]`: how files are cut and coded.
@@ -169,6 +228,9 @@ impl Default for Config {
             encoding: EncodingConfig::default(),
             grid: GridConfig::default(),
             http: HttpConfig::default(),
+            allow_insecure: false,
+            users: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -313,6 +375,7 @@ impl Config {
                 format!("must be between 1 and 1000000, got {}", h.max_connections),
             ));
         }
+        self.validate_users_and_tls(&invalid)?;
         if let Some(servers) = &self.grid.servers {
             if servers.is_empty() {
                 return Err(invalid(
@@ -352,6 +415,78 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_users_and_tls(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = |field: &str| format!("users[{i}].{field}");
+            // Basic splits user and password at the first ':'.
+            if user.name.is_empty()
+                || user.name.len() > 64
+                || user.name.contains(':')
+                || user.name.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    &key("name"),
+                    "1 to 64 characters, no ':' and no control characters".into(),
+                ));
+            }
+            if !names.insert(user.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("user {:?} appears twice", user.name),
+                ));
+            }
+            crate::auth::check_phc(&user.password_hash)
+                .map_err(|reason| invalid(&key("password_hash"), reason.into()))?;
+            crate::auth::root_names(&user.root)
+                .map_err(|reason| invalid(&key("root"), reason.into()))?;
+        }
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            return Err(invalid("tls", "`cert` and `key` go together".into()));
+        }
+        if t.self_signed && t.cert.is_some() {
+            return Err(invalid(
+                "tls",
+                "either `cert` and `key` or `self_signed = true`, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve anyone who can reach a non-loopback `listen`
+    /// address without users and TLS, unless `allow_insecure` says so.
+    /// Called before binding.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.listen.ip().is_loopback()
+            || self.allow_insecure
+            || (!self.users.is_empty() && self.tls.enabled())
+        {
+            return Ok(());
+        }
+        let missing = match (self.users.is_empty(), self.tls.enabled()) {
+            (true, false) => "no [[users]] and no [tls]",
+            (true, true) => "no [[users]]",
+            _ => "no [tls]",
+        };
+        Err(ConfigError::Invalid {
+            path: None,
+            key: "listen".into(),
+            reason: format!(
+                "{} is reachable from other machines, and there are {missing}: anyone \
+                 there could read and change every file, in clear text. Add a user \
+                 (`griddav passwd` prints the password_hash for a [[users]] entry \
+                 with name and password_hash) and TLS ([tls] self_signed = true, or \
+                 cert and key), or listen on 127.0.0.1; `allow_insecure = true` \
+                 serves it anyway (behind a trusted proxy or network). See docs/SECURITY.md.",
+                self.listen
+            ),
+        })
     }
 
     /// `[encoding]` as the engine takes it.

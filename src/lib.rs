@@ -12,6 +12,7 @@
 //! The arrows point one way: the engine knows nothing of WebDAV, the grid
 //! knows nothing of files or keys.
 
+pub mod auth;
 pub mod config;
 pub mod dav;
 pub mod engine;

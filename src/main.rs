@@ -60,6 +60,9 @@ enum Command {
     /// Print the NURL of a Tahoe-LAFS node directory, for a
     /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
     TahoeNurl { nodedir: PathBuf },
+    /// Read a password (from the terminal without echo, or one line of
+    /// standard input) and print its argon2id hash for a [[users]] entry.
+    Passwd,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,11 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Command::Passwd = &cli.command {
+        let phc = tokio::task::spawn_blocking(passwd).await??;
+        println!("{phc}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::TahoeNurl { nodedir } = &cli.command {
         for nurl in griddav::grid::tahoe::nurls_of_node_dir(nodedir)? {
             println!("{nurl}");
@@ -125,7 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
         // Answered above, before any configuration is loaded.
-        Command::TahoeNurl { .. } => {}
+        Command::TahoeNurl { .. } | Command::Passwd => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
         Command::Cap { path } => return print_cap(&config, &path).await,
         Command::Get { cap } => {
@@ -278,21 +286,49 @@ async fn capability(arg: Option<String>) -> Result<FileCap, Box<dyn std::error::
     Ok(text.parse()?)
 }
 
+/// The password `griddav passwd` hashes, as a PHC string.
+fn passwd() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::Read::take(std::io::stdin().lock(), 4096)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    griddav::auth::hash_password(&password)
+}
+
 async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Error>> {
+    // Before binding: nothing is ever served insecurely, not even briefly.
+    config.check_exposure()?;
+    let tls = griddav::http::tls::acceptor(&config)?;
     let service = griddav::server::start_service(&config, grid).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     {
         use std::io::Write;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "griddav listening on http://{addr}/")?;
+        writeln!(stdout, "griddav listening on {scheme}://{addr}/")?;
         stdout.flush()?;
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving WebDAV");
-    griddav::server::serve_with_limits(
+    griddav::server::serve_tls(
         listener,
         service.handler,
         griddav::http::listener::Limits::from(&config.http),
+        tls,
         service.uploads,
         shutdown_signal(),
     )

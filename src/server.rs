@@ -100,6 +100,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         handler: Front {
             handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
             guard,
+            users: crate::auth::Users::from_config(&config.users),
         },
         collector,
     })
@@ -156,6 +157,8 @@ pub fn upload_options(config: &Config) -> UploadOptions {
 pub struct Front {
     pub handler: DavHandler,
     pub guard: Guard,
+    /// `None`: no `[[users]]`, everyone is let in.
+    pub users: Option<Arc<crate::auth::Users>>,
 }
 
 impl From<DavHandler> for Front {
@@ -165,6 +168,7 @@ impl From<DavHandler> for Front {
         Front {
             handler,
             guard: Guard::without_tree(),
+            users: None,
         }
     }
 }
@@ -207,12 +211,68 @@ pub async fn serve_with_limits(
     uploads: Arc<crate::dav::pending::PendingUploads>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let service = move |request: Request<TimedBody>| {
-        let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
-        tracking.around(handle(handler.clone(), request))
+    serve_tls(listener, handler, limits, None, uploads, shutdown).await
+}
+
+/// [`serve_with_limits`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    handler: Front,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    uploads: Arc<crate::dav::pending::PendingUploads>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let service = move |mut request: Request<TimedBody>| {
+        let front = handler.clone();
+        let uploads = Arc::clone(&uploads);
+        async move {
+            // Before the upload tracking: it keys on the path the tree
+            // knows, which for a user is under their root.
+            let user = match admit(&front, &mut request).await {
+                Ok(user) => user,
+                Err(refusal) => return Ok(refusal),
+            };
+            let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
+            tracking.around(handle(front, request, user)).await
+        }
     };
-    crate::http::listener::run(listener, limits, service, shutdown).await;
+    crate::http::listener::run_tls(listener, limits, tls, service, shutdown).await;
     Ok(())
+}
+
+/// Authenticates the request (when users are configured) and passes it
+/// through the guard, which moves a user's paths into their root.
+async fn admit(
+    front: &Front,
+    request: &mut Request<TimedBody>,
+) -> Result<Option<Arc<crate::auth::User>>, Response<dav_server::body::Body>> {
+    let mut user = None;
+    if let Some(users) = &front.users {
+        let client = request
+            .extensions()
+            .get::<crate::http::listener::ClientAddr>()
+            .map(|c| c.0.ip());
+        let authorization = request.headers().get(http::header::AUTHORIZATION);
+        let found = users
+            .authenticate(authorization, client)
+            .await
+            .map_err(crate::auth::Denied::into_response)?;
+        if found.read_only && crate::auth::changes_anything(request.method()) {
+            return Err(crate::auth::Denied::ReadOnly.into_response());
+        }
+        request.headers_mut().remove(http::header::AUTHORIZATION);
+        request
+            .extensions_mut()
+            .insert(crate::auth::Session(Arc::clone(&found)));
+        user = Some(found);
+    }
+    front
+        .guard
+        .check(request)
+        .await
+        .map_err(guard::Refusal::into_response)?;
+    Ok(user)
 }
 
 /// The largest PROPFIND body read into memory.
@@ -222,11 +282,21 @@ const MAX_PROPFIND_ANSWER: usize = 64 << 20;
 
 async fn handle(
     front: Front,
-    mut request: Request<TimedBody>,
+    request: Request<TimedBody>,
+    user: Option<Arc<crate::auth::User>>,
 ) -> Result<Response<dav_server::body::Body>, Infallible> {
-    if let Err(refusal) = front.guard.check(&mut request).await {
-        return Ok(refusal.into_response());
-    }
+    let method = request.method().clone();
+    let response = handle_admitted(front, request).await?;
+    Ok(match user {
+        Some(user) => crate::http::roots::strip_answer(&user, &method, response).await,
+        None => response,
+    })
+}
+
+async fn handle_admitted(
+    front: Front,
+    request: Request<TimedBody>,
+) -> Result<Response<dav_server::body::Body>, Infallible> {
     let handler = front.handler;
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);

@@ -47,6 +47,22 @@ pub trait PathKinds: Send + Sync + 'static {
     /// What `path` (decoded and canonical: `/a/b`) names; `None` when that
     /// cannot be told, and the request then goes on unchecked.
     fn kind<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Option<PathKind>>;
+
+    /// The principal of the lock `token` covering `path`: `Some(None)` for
+    /// a lock taken without users, `None` when there is no such lock (or
+    /// it cannot be told: the lock system then answers as usual).
+    fn lock_principal<'a>(
+        &'a self,
+        _path: &'a str,
+        _token: &'a str,
+    ) -> BoxFuture<'a, Option<Option<String>>> {
+        async { None }.boxed()
+    }
+
+    /// Makes the folder `path` and its missing ancestors.
+    fn create_folders<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, bool> {
+        async { true }.boxed()
+    }
 }
 
 impl PathKinds for Namespace {
@@ -61,6 +77,40 @@ impl PathKinds for Namespace {
                     None
                 }
             }
+        }
+        .boxed()
+    }
+
+    fn lock_principal<'a>(
+        &'a self,
+        path: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Option<Option<String>>> {
+        async move {
+            let locks = self.discover(path).await.ok()?;
+            locks
+                .into_iter()
+                .find(|l| l.token == token)
+                .map(|l| l.principal)
+        }
+        .boxed()
+    }
+
+    fn create_folders<'a>(&'a self, path: &'a str) -> BoxFuture<'a, bool> {
+        async move {
+            let mut at = String::new();
+            for name in path.split('/').filter(|n| !n.is_empty()) {
+                at.push('/');
+                at.push_str(name);
+                match self.create_dir(&at).await {
+                    Ok(_) | Err(crate::namespace::NamespaceError::AlreadyExists { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(path = at, error = %e, "cannot create a user's root folder");
+                        return false;
+                    }
+                }
+            }
+            true
         }
         .boxed()
     }
@@ -160,9 +210,17 @@ impl Guard {
                 ))
             };
         }
+        // A user's paths, as they wrote them, are checked as if their root
+        // were `/`, and then moved under it: nothing they can write names
+        // anything outside (`..` above their `/` is refused by the parser).
+        let user = request
+            .extensions()
+            .get::<crate::auth::Session>()
+            .map(|s| Arc::clone(&s.0));
+        let root: &[String] = user.as_ref().map_or(&[], |u| &u.root);
         let path = CanonicalPath::parse(request.uri().path())?;
         let host = request_host(request);
-        check_headers(&method, request.headers_mut(), host.as_deref())?;
+        check_headers(&method, request.headers_mut(), host.as_deref(), root)?;
 
         if path.is_root() && (method == Method::DELETE || method.as_str() == "MOVE") {
             return Err(Refusal::new(
@@ -170,15 +228,61 @@ impl Guard {
                 "the root collection cannot be deleted or moved",
             ));
         }
+        let path = path.under(root);
         let copy_or_move = method.as_str() == "COPY" || method.as_str() == "MOVE";
         if copy_or_move {
             if let Some(dest) = destination(request.headers(), host.as_deref())? {
+                check_copy_move_target(&dest)?;
+                let dest = dest.under(root);
                 check_copy_move(&path, &dest)?;
                 set_header(request.headers_mut(), "destination", &dest.encoded())?;
             }
         }
+        if let Some(user) = &user {
+            self.check_user(user, &method, &path, request.headers())
+                .await?;
+        }
         self.check_trailing_slashes(&method, &path).await?;
         set_path(request, &path)
+    }
+
+    /// A user's root exists before their first request reaches the
+    /// handler, and an UNLOCK of a lock someone else took is refused
+    /// (dav-server's lock system is not told who unlocks).
+    async fn check_user(
+        &self,
+        user: &crate::auth::User,
+        method: &Method,
+        path: &CanonicalPath,
+        headers: &HeaderMap,
+    ) -> Result<(), Refusal> {
+        let Some(kinds) = &self.kinds else {
+            return Ok(());
+        };
+        if !user.root.is_empty() && !user.root_ready() {
+            if !kinds.create_folders(&user.root_path()).await {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this user's root folder cannot be created",
+                ));
+            }
+            user.set_root_ready();
+        }
+        if method.as_str() == "UNLOCK" {
+            let token = single(headers, "lock-token")?
+                .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>'));
+            if let Some(token) = token {
+                if let Some(Some(owner)) = kinds.lock_principal(&path.decoded(), token).await {
+                    if owner != user.name {
+                        return Err(Refusal::new(
+                            StatusCode::FORBIDDEN,
+                            "this lock belongs to another user",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A URL that ends in `/` names a collection: on a file it names
@@ -238,7 +342,12 @@ where
 {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    match AssertUnwindSafe(handler.handle(request))
+    // A user's locks are theirs: the lock system is told who asks.
+    let mut config = dav_server::DavConfig::new();
+    if let Some(session) = request.extensions().get::<crate::auth::Session>() {
+        config = config.principal(session.0.name.clone());
+    }
+    match AssertUnwindSafe(handler.handle_with(config, request))
         .catch_unwind()
         .await
     {
@@ -326,6 +435,20 @@ impl CanonicalPath {
 
     fn is_root(&self) -> bool {
         self.names.is_empty()
+    }
+
+    /// This path of a user whose root folder is `root`, as the tree names it.
+    fn under(self, root: &[String]) -> CanonicalPath {
+        if root.is_empty() {
+            return self;
+        }
+        let trailing_slash = self.trailing_slash || self.is_root();
+        let mut names = root.to_vec();
+        names.extend(self.names);
+        CanonicalPath {
+            names,
+            trailing_slash,
+        }
     }
 
     /// `self` is a strict ancestor of `other`.
@@ -489,7 +612,8 @@ fn same_server(dest: &Authority, host: &str, default_port: u16) -> bool {
         && dest.port_u16().unwrap_or(default_port) == host.port_u16().unwrap_or(default_port)
 }
 
-fn check_copy_move(source: &CanonicalPath, dest: &CanonicalPath) -> Result<(), Refusal> {
+/// A Destination as its sender wrote it (a user's root is their `/`).
+fn check_copy_move_target(dest: &CanonicalPath) -> Result<(), Refusal> {
     if dest.is_root() {
         // With Overwrite: T dav-server would first delete the whole tree.
         return Err(Refusal::new(
@@ -497,6 +621,11 @@ fn check_copy_move(source: &CanonicalPath, dest: &CanonicalPath) -> Result<(), R
             "the root collection cannot be a Destination",
         ));
     }
+    Ok(())
+}
+
+fn check_copy_move(source: &CanonicalPath, dest: &CanonicalPath) -> Result<(), Refusal> {
+    check_copy_move_target(dest)?;
     if source.contains(dest) {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
@@ -546,6 +675,7 @@ fn check_headers(
     method: &Method,
     headers: &mut HeaderMap,
     host: Option<&str>,
+    root: &[String],
 ) -> Result<(), Refusal> {
     if let Some(value) = single(headers, "depth")? {
         let (depth, noroot) = parse_depth(value)?;
@@ -573,7 +703,7 @@ fn check_headers(
         }
     }
     if let Some(value) = single(headers, "if")? {
-        let rewritten = parse_if(value, host)?;
+        let rewritten = parse_if(value, host, root)?;
         set_header(headers, "if", &rewritten)?;
     }
     for name in ["if-match", "if-none-match"] {
@@ -757,7 +887,7 @@ fn angle(s: &str) -> Option<(&str, &str)> {
 /// If = 1*No-tag-list | 1*Tagged-list      Tagged-list = Resource-Tag 1*List
 /// List = "(" 1*Condition ")"             Condition = ["Not"] (Coded-URL | "[" entity-tag "]")
 /// ```
-fn parse_if(value: &str, host: Option<&str>) -> Result<String, Refusal> {
+fn parse_if(value: &str, host: Option<&str>, root: &[String]) -> Result<String, Refusal> {
     let bad = |reason| Refusal::bad_request(reason);
     let mut out = String::with_capacity(value.len() + 32);
     let mut rest = skip_lws(value);
@@ -770,7 +900,7 @@ fn parse_if(value: &str, host: Option<&str>) -> Result<String, Refusal> {
             }
             tagged = Some(true);
             let (tag, after) = angle(rest).ok_or_else(|| bad("If: a '<' without its '>'"))?;
-            out.push_str(&resource_tag(tag, host)?);
+            out.push_str(&resource_tag(tag, host, root)?);
             out.push(' ');
             rest = skip_lws(after);
             if !rest.starts_with('(') {
@@ -840,11 +970,12 @@ fn if_list<'a>(s: &'a str, out: &mut String) -> Result<&'a str, Refusal> {
 }
 
 /// A resource tag as an absolute URL with a canonical path: dav-server
-/// ignores an `If` header whose tag is not an absolute URL.
-fn resource_tag(tag: &str, host: Option<&str>) -> Result<String, Refusal> {
+/// ignores an `If` header whose tag is not an absolute URL. A user's tags,
+/// whatever host they name, are paths under their root.
+fn resource_tag(tag: &str, host: Option<&str>, root: &[String]) -> Result<String, Refusal> {
     let bad = || Refusal::bad_request("If: a resource tag is a URL");
     if tag.starts_with('/') {
-        let path = CanonicalPath::parse(tag.split('?').next().unwrap_or_default())?;
+        let path = CanonicalPath::parse(tag.split('?').next().unwrap_or_default())?.under(root);
         let host = host.unwrap_or("localhost");
         return Ok(format!("<http://{host}{}>", path.encoded()));
     }
@@ -852,7 +983,7 @@ fn resource_tag(tag: &str, host: Option<&str>) -> Result<String, Refusal> {
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return Err(bad());
     };
-    let path = CanonicalPath::parse(uri.path())?;
+    let path = CanonicalPath::parse(uri.path())?.under(root);
     Ok(format!("<{scheme}://{authority}{}>", path.encoded()))
 }
 
@@ -936,7 +1067,7 @@ mod tests {
     fn check(method: &str, pairs: &[(&'static str, &str)]) -> Result<HeaderMap, StatusCode> {
         let mut map = headers(pairs);
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        check_headers(&method, &mut map, Some("127.0.0.1:80"))
+        check_headers(&method, &mut map, Some("127.0.0.1:80"), &[])
             .map(|()| map)
             .map_err(|r| r.status)
     }

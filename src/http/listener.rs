@@ -9,6 +9,10 @@
 //!     no request in progress and nothing sent or received for keep_alive_idle -> closed
 //! ```
 //!
+//! With TLS, the handshake happens in the connection's own task, within
+//! `header_read_timeout`, so a client that never finishes it holds one
+//! connection slot for that long and never delays accepting others.
+//!
 //! Accept errors never end the loop: running out of file descriptors
 //! (EMFILE, ENFILE) or kernel memory pauses accepting for a moment, and the
 //! connections wait in the listen backlog until descriptors are free again.
@@ -34,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::HttpConfig;
 
@@ -71,6 +76,10 @@ impl Default for Limits {
     }
 }
 
+/// The address a request's connection came from; in its extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
 /// Pause after an accept error that is not one connection's own failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -83,6 +92,20 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub async fn run<S, F>(
     listener: TcpListener,
     limits: Limits,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
+{
+    run_tls(listener, limits, None, service, shutdown).await;
+}
+
+/// [`run`], over TLS when `tls` is given.
+pub async fn run_tls<S, F>(
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -131,7 +154,7 @@ pub async fn run<S, F>(
                 }
                 backoff = FIRST_BACKOFF;
                 let service = service.clone();
-                tokio::spawn(connection(stream, peer, service, limits, permit));
+                tokio::spawn(connection(stream, peer, tls.clone(), service, limits, permit));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "a connection failed before it was accepted");
@@ -195,9 +218,10 @@ impl RateLimitedLog {
 async fn connection<S, F>(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     service: S,
     limits: Limits,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) where
     S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
@@ -208,6 +232,28 @@ async fn connection<S, F>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
+    let Some(tls) = tls else {
+        return serve_io(stream, peer, service, limits, permit).await;
+    };
+    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_io(stream, peer, service, limits, permit).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+    }
+}
+
+/// Serves HTTP/1.1 on one connection's (plain or TLS) stream.
+async fn serve_io<IO, S, F>(
+    stream: IO,
+    peer: SocketAddr,
+    service: S,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -217,7 +263,9 @@ async fn connection<S, F>(
     let body_idle_timeout = limits.body_idle_timeout;
     let service = service_fn(move |request: Request<Incoming>| {
         let in_flight = InFlight::begin(&requests);
-        let answer = service(request.map(|body| TimedBody::new(body, body_idle_timeout)));
+        let mut request = request.map(|body| TimedBody::new(body, body_idle_timeout));
+        request.extensions_mut().insert(ClientAddr(peer));
+        let answer = service(request);
         async move {
             let response = answer.await?;
             Ok::<_, Infallible>(AnswerBody::wrap(response, in_flight))
@@ -338,12 +386,12 @@ impl Drop for InFlight {
 }
 
 /// The socket, recording when bytes move.
-struct Watched {
-    inner: TcpStream,
+struct Watched<IO> {
+    inner: IO,
     activity: Arc<Activity>,
 }
 
-impl Watched {
+impl<IO> Watched<IO> {
     fn write_progress<T>(&self, poll: &Poll<io::Result<T>>) {
         match poll {
             Poll::Pending => {
@@ -363,7 +411,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -378,7 +426,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

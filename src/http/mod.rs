@@ -3,3 +3,5 @@
 pub mod guard;
 pub mod listener;
 pub mod range;
+pub mod roots;
+pub mod tls;
