@@ -744,6 +744,72 @@ mod tests {
     }
 
     #[test]
+    fn users_and_tls_are_checked() {
+        let phc = crate::auth::hash_password("pw").unwrap();
+        let user = |name: &str, root: &str| {
+            format!("[[users]]\nname = \"{name}\"\npassword_hash = \"{phc}\"\nroot = \"{root}\"\n")
+        };
+        let c = Config::parse(&format!("{}{}", user("a", "/a"), user("b", "/"))).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.users[0].root, "/a");
+        assert!(!format!("{c:?}").contains(&phc), "Debug hides the hashes");
+        for (text, key) in [
+            (user("a:b", "/"), "`users[0].name`"),
+            (user("", "/"), "`users[0].name`"),
+            (
+                format!("{}{}", user("a", "/"), user("a", "/b")),
+                "`users[1].name`",
+            ),
+            (user("a", "/../x"), "`users[0].root`"),
+            (user("a", "x"), "`users[0].root`"),
+            (
+                "[[users]]\nname = \"a\"\npassword_hash = \"secret\"\n".to_owned(),
+                "`users[0].password_hash`",
+            ),
+            ("[tls]\ncert = \"/c.pem\"\n".to_owned(), "`tls`"),
+            (
+                "[tls]\ncert = \"/c\"\nkey = \"/k\"\nself_signed = true\n".to_owned(),
+                "`tls`",
+            ),
+        ] {
+            let (msg, _) = error_of(&text);
+            assert!(msg.contains(key), "{text:?}: {msg}");
+            assert!(!msg.contains("secret"), "{msg}");
+        }
+    }
+
+    /// Only the decision: nothing is bound.
+    #[test]
+    fn a_listen_beyond_loopback_needs_users_and_tls() {
+        let phc = crate::auth::hash_password("pw").unwrap();
+        let users = format!("[[users]]\nname = \"a\"\npassword_hash = \"{phc}\"\n");
+        let tls = "[tls]\nself_signed = true\n";
+        for (listen, extra, ok) in [
+            ("127.0.0.1:1", String::new(), true),
+            ("[::1]:1", String::new(), true),
+            ("0.0.0.0:1", String::new(), false),
+            ("[::]:1", String::new(), false),
+            ("192.0.2.1:1", users.clone(), false),
+            ("192.0.2.1:1", tls.to_owned(), false),
+            ("192.0.2.1:1", format!("{users}{tls}"), true),
+            ("allow_insecure = true\n", String::new(), true),
+        ] {
+            let text = if listen.contains('=') {
+                format!("{listen}listen = \"0.0.0.0:1\"\n{extra}")
+            } else {
+                format!("listen = \"{listen}\"\n{extra}")
+            };
+            let c = Config::parse(&text).unwrap();
+            c.validate().unwrap();
+            let result = c.check_exposure();
+            assert_eq!(result.is_ok(), ok, "{text}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("griddav passwd"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_file_is_an_error_naming_it() {
         let err = Config::load(Some(Path::new("/nonexistent/griddav.toml"))).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));

@@ -87,8 +87,8 @@ pub struct Session(pub Arc<User>);
 /// Checks that `phc` is an argon2id PHC string, without saying anything
 /// about it in the reason (it goes to a log).
 pub fn check_phc(phc: &str) -> Result<(), &'static str> {
-    let hash = PasswordHash::new(phc)
-        .map_err(|_| "not a PHC string; `griddav passwd` prints one")?;
+    let hash =
+        PasswordHash::new(phc).map_err(|_| "not a PHC string; `griddav passwd` prints one")?;
     if hash.algorithm.as_str() != "argon2id" {
         return Err("must be an argon2id hash; `griddav passwd` prints one");
     }
@@ -102,7 +102,8 @@ pub fn check_phc(phc: &str) -> Result<(), &'static str> {
 /// letters, digits, `.`, `-` and `_` (so that it reads the same encoded
 /// and decoded in every URL), no `.` or `..`.
 pub fn root_names(root: &str) -> Result<Vec<String>, &'static str> {
-    let bad = "an absolute folder path such as \"/alice\", names of letters, digits, '.', '-' and '_'";
+    let bad =
+        "an absolute folder path such as \"/alice\", names of letters, digits, '.', '-' and '_'";
     let rest = root.strip_prefix('/').ok_or(bad)?;
     let mut names = Vec::new();
     for name in rest.split('/') {
@@ -183,7 +184,15 @@ impl Denied {
 pub fn changes_anything(method: &http::Method) -> bool {
     matches!(
         method.as_str(),
-        "PUT" | "DELETE" | "MKCOL" | "MOVE" | "COPY" | "PROPPATCH" | "LOCK" | "UNLOCK" | "PATCH"
+        "PUT"
+            | "DELETE"
+            | "MKCOL"
+            | "MOVE"
+            | "COPY"
+            | "PROPPATCH"
+            | "LOCK"
+            | "UNLOCK"
+            | "PATCH"
             | "POST"
     )
 }
@@ -400,7 +409,8 @@ mod tests {
     use super::*;
 
     fn basic(name: &str, password: &str) -> HeaderValue {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
         HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
     }
 
@@ -478,7 +488,8 @@ mod tests {
         let users = users(&[("alice", "pw1")]);
         let bad = basic("alice", "nope");
         let good = basic("alice", "pw1");
-        let one = Some(IpAddr::from([127, 0, 0, 1]));
+        let one_ip = IpAddr::from([127, 0, 0, 1]);
+        let one = Some(one_ip);
         let other = Some(IpAddr::from([127, 0, 0, 2]));
         for _ in 0..FAILURES_PER_MINUTE {
             assert_eq!(
@@ -499,7 +510,7 @@ mod tests {
             .failures
             .lock()
             .unwrap()
-            .get_mut(&one.unwrap())
+            .get_mut(&one_ip)
             .unwrap()
             .window_start -= FAILURE_WINDOW;
         assert!(users.authenticate(Some(&good), one).await.is_ok());

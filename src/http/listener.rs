@@ -154,7 +154,14 @@ pub async fn run_tls<S, F>(
                 }
                 backoff = FIRST_BACKOFF;
                 let service = service.clone();
-                tokio::spawn(connection(stream, peer, tls.clone(), service, limits, permit));
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    tls.clone(),
+                    service,
+                    limits,
+                    permit,
+                ));
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "a connection failed before it was accepted");

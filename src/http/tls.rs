@@ -111,8 +111,8 @@ fn self_signed(data_dir: &Path, listen: IpAddr) -> Result<(PathBuf, PathBuf), Tl
     if !listen.is_unspecified() && !listen.is_loopback() {
         names.push(listen.to_string());
     }
-    let made = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let made =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     let write_err = |source| TlsError::Write {
         path: dir.clone(),
         source,
@@ -162,7 +162,10 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(acceptor(&config).unwrap().is_some());
-        assert_eq!(std::fs::read(dir.path().join("tls/cert.pem")).unwrap(), cert);
+        assert_eq!(
+            std::fs::read(dir.path().join("tls/cert.pem")).unwrap(),
+            cert
+        );
     }
 
     #[test]

@@ -279,6 +279,7 @@ fn parse_url(url: &str) -> SocketAddr {
     let hostport = url
         .trim()
         .strip_prefix("http://")
+        .or_else(|| url.trim().strip_prefix("https://"))
         .and_then(|rest| rest.strip_suffix('/'))
         .unwrap_or_else(|| panic!("listening line has an unexpected URL {url:?}"));
     hostport
