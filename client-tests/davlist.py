@@ -11,8 +11,12 @@ followed by a tab and their getcontentlength:
     docs/a b.txt	1234
 
 Exits non-zero if a PROPFIND is not answered 207 or a response lacks its
-properties.
+properties. For an https BASE_URL, DAVLIST_CA names the certificate to
+trust; DAVLIST_AUTH=user:password sends HTTP Basic credentials.
 """
+import base64
+import os
+import ssl
 import http.client
 import sys
 import urllib.parse
@@ -23,9 +27,14 @@ BODY = (b'<?xml version="1.0" encoding="utf-8"?>'
         b'<propfind xmlns="DAV:"><prop><resourcetype/><getcontentlength/></prop></propfind>')
 
 
+AUTH = os.environ.get("DAVLIST_AUTH")
+
+
 def propfind(conn, path):
-    conn.request("PROPFIND", path, body=BODY,
-                 headers={"Depth": "1", "Content-Type": "application/xml"})
+    headers = {"Depth": "1", "Content-Type": "application/xml"}
+    if AUTH:
+        headers["Authorization"] = "Basic " + base64.b64encode(AUTH.encode()).decode()
+    conn.request("PROPFIND", path, body=BODY, headers=headers)
     r = conn.getresponse()
     data = r.read()
     if r.status != 207:
@@ -53,7 +62,11 @@ def main():
     start = root + urllib.parse.quote(sys.argv[2].strip("/")) if len(sys.argv) > 2 else root
     if not start.endswith("/"):
         start += "/"
-    conn = http.client.HTTPConnection(base.hostname, base.port, timeout=120)
+    if base.scheme == "https":
+        context = ssl.create_default_context(cafile=os.environ.get("DAVLIST_CA") or None)
+        conn = http.client.HTTPSConnection(base.hostname, base.port, timeout=120, context=context)
+    else:
+        conn = http.client.HTTPConnection(base.hostname, base.port, timeout=120)
     lines, todo, seen = [], [start], set()
     while todo:
         path = todo.pop()

@@ -4,8 +4,16 @@
 #   server_pid, gport (griddav's port), proxy_pid, port (the logging proxy's
 #   port: clients talk to it), url (http://127.0.0.1:$port/), reqlog (the
 #   proxy's request log, one line per exchange).
+#   base: griddav's own URL (for davlist.py and curl), curl_opts: what curl
+#   needs to reach it (credentials and CA over HTTPS).
 # Environment: GRIDDAV_BIN  the griddav binary (run.sh sets it; built here if unset)
 #              KEEP=1       keep $work; kept anyway when the test fails
+#              HTTPS=1      griddav serves HTTPS (`[tls] self_signed`) with a
+#                           user: clients talk to it directly, over TLS, with
+#                           that user's name and password ($dav_user,
+#                           $dav_password) and its certificate ($dav_cert);
+#                           no logging proxy (it cannot see inside TLS), so
+#                           the request log stays empty
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 name=${name:-$(basename "$0" .sh)}
@@ -67,9 +75,25 @@ free_port() {
 # proxy (e.g. --bodies).
 start_griddav() {
     gport=$(free_port)
-    say "starting $GRIDDAV_BIN serve on 127.0.0.1:$gport (data in $work/data)"
-    RUST_LOG=${RUST_LOG:-info} "$GRIDDAV_BIN" serve --data-dir "$work/data" \
-        --listen "127.0.0.1:$gport" >"$work/server.out" 2>"$work/server.log" &
+    local config=() scheme=http
+    base="http://127.0.0.1:$gport/"
+    curl_opts=()
+    if [[ "${HTTPS:-0}" == 1 ]]; then
+        dav_user=tester
+        dav_password="pw-$RANDOM$RANDOM"
+        local hash
+        hash=$(printf '%s\n' "$dav_password" | "$GRIDDAV_BIN" passwd)
+        printf '[[users]]\nname = "%s"\npassword_hash = "%s"\n[tls]\nself_signed = true\n' \
+            "$dav_user" "$hash" >"$work/griddav.toml"
+        config=(--config "$work/griddav.toml")
+        scheme=https
+        base="https://127.0.0.1:$gport/"
+        dav_cert=$work/data/tls/cert.pem
+        curl_opts=(-u "$dav_user:$dav_password" --cacert "$dav_cert")
+    fi
+    say "starting $GRIDDAV_BIN serve on 127.0.0.1:$gport (data in $work/data, $scheme)"
+    NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$GRIDDAV_BIN" serve --data-dir "$work/data" \
+        --listen "127.0.0.1:$gport" "${config[@]}" >"$work/server.out" 2>"$work/server.log" &
     server_pid=$!
     local ready=0
     for _ in $(seq 300); do
@@ -78,13 +102,20 @@ start_griddav() {
             server_pid=
             fail "griddav exited before answering"
         fi
-        if curl -s -o /dev/null -m 2 -X OPTIONS "http://127.0.0.1:$gport/"; then
+        if [[ -s "$work/server.out" ]] && curl -s -o /dev/null -m 2 "${curl_opts[@]}" -X OPTIONS "$base"; then
             ready=1
             break
         fi
         sleep 0.1
     done
     [[ $ready == 1 ]] || fail "griddav did not answer OPTIONS within 30 s"
+    if [[ "${HTTPS:-0}" == 1 ]]; then
+        reqlog=$work/requests.log
+        : >"$reqlog"
+        url=$base
+        say "griddav at $url (HTTPS, user $dav_user; $(grep -o 'sha256=[^ ]*' "$work/server.log" | head -1 || true))"
+        return
+    fi
 
     reqlog=$work/requests.log
     : >"$reqlog"
@@ -135,5 +166,6 @@ check_requests() {
 # the root, URL-decoded, collections end with /), recursively, by PROPFIND
 # Depth: 1 (griddav may refuse Depth: infinity).
 dav_list() {
-    python3 "$repo/client-tests/davlist.py" "http://127.0.0.1:$gport/" "$@"
+    DAVLIST_AUTH=${dav_user:+$dav_user:$dav_password} DAVLIST_CA=${dav_cert:-} \
+        python3 "$repo/client-tests/davlist.py" "$base" "$@"
 }

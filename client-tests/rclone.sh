@@ -12,6 +12,10 @@
 # griddav through the logging proxy: no exchange may be answered 412, 423 or
 # 5xx (409 is how a WebDAV server tells rclone a parent collection is
 # missing, so it is counted, not failed).
+#
+# HTTPS=1: the same over HTTPS to griddav's self-signed certificate
+# (rclone's --ca-cert), as a [[users]] user (the remote's user and pass);
+# no logging proxy (see lib.sh).
 set -euo pipefail
 name=rclone
 source "$(dirname "$0")/lib.sh"
@@ -30,6 +34,12 @@ export RCLONE_CONFIG_GD_TYPE=webdav
 export RCLONE_CONFIG_GD_URL=$url
 export RCLONE_CONFIG_GD_VENDOR=other
 rc=(rclone --transfers 4 --checkers 8 --low-level-retries 1 --retries 1 --stats 0)
+if [[ "${HTTPS:-0}" == 1 ]]; then
+    export RCLONE_CONFIG_GD_USER=$dav_user
+    RCLONE_CONFIG_GD_PASS=$(rclone obscure "$dav_password")
+    export RCLONE_CONFIG_GD_PASS
+    rc+=(--ca-cert "$dav_cert")
+fi
 
 src=$work/tree
 python3 "$repo/client-tests/tree.py" make "$src"
