@@ -16,9 +16,10 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::auth::User;
 
-/// The largest XML answer (other than PROPFIND's, rewritten whole where it
-/// is completed) read to take the root out of it; larger ones are refused.
-const MAX_ANSWER: usize = 16 << 20;
+/// The largest XML answer read to take the root out of it; larger ones
+/// are refused. As large as the largest PROPFIND answer griddav completes
+/// (`server::MAX_PROPFIND_ANSWER`), so a big folder lists for users too.
+const MAX_ANSWER: usize = 64 << 20;
 
 /// The root's URL form: `/a/b`; empty for `/`.
 pub fn encoded_root(user: &User) -> String {
