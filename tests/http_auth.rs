@@ -417,6 +417,14 @@ fn locks_belong_to_the_user_who_took_them() {
         Request::new("UNLOCK", theirs).header("Lock-Token", &format!("<{token}>")),
     );
     assert_eq!(response.status, 403, "{response:?}");
+    let response = send_as(
+        &client,
+        "root",
+        Request::new("LOCK", theirs)
+            .header("If", &if_token)
+            .header("Timeout", "Second-3600"),
+    );
+    assert_eq!(response.status, 403, "refresh by another user: {response:?}");
 
     // alice can.
     let response = send_as(
@@ -433,6 +441,17 @@ fn locks_belong_to_the_user_who_took_them() {
         Request::new("UNLOCK", "/doc.txt").header("Lock-Token", &format!("<{token}>")),
     );
     assert_eq!(response.status, 204, "{response:?}");
+    // A refresh of her own lock works; a new lock to refresh first.
+    let (response, token) = lock(&client, "alice", "/doc.txt");
+    assert_eq!(response.status, 200, "{response:?}");
+    let response = send_as(
+        &client,
+        "alice",
+        Request::new("LOCK", "/doc.txt")
+            .header("If", &format!("(<{token}>)"))
+            .header("Timeout", "Second-3600"),
+    );
+    assert_eq!(response.status, 200, "own refresh: {response:?}");
     let response = send_as(&client, "root", Request::new("GET", theirs));
     assert_eq!((response.status, response.text().as_str()), (200, "v2"));
 }

@@ -268,17 +268,23 @@ impl Guard {
             }
             user.set_root_ready();
         }
-        if method.as_str() == "UNLOCK" {
-            let token = single(headers, "lock-token")?
-                .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>'));
-            if let Some(token) = token {
-                if let Some(Some(owner)) = kinds.lock_principal(&path.decoded(), token).await {
-                    if owner != user.name {
-                        return Err(Refusal::new(
-                            StatusCode::FORBIDDEN,
-                            "this lock belongs to another user",
-                        ));
-                    }
+        // UNLOCK names its lock in Lock-Token; a refreshing LOCK in If.
+        let tokens: Vec<String> = match method.as_str() {
+            "UNLOCK" => single(headers, "lock-token")?
+                .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>'))
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            "LOCK" => single(headers, "if")?.map(state_tokens).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for token in &tokens {
+            if let Some(Some(owner)) = kinds.lock_principal(&path.decoded(), token).await {
+                if owner != user.name {
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "this lock belongs to another user",
+                    ));
                 }
             }
         }
@@ -870,6 +876,34 @@ fn check_absolute_uri(uri: &str) -> Result<(), Refusal> {
     }
 }
 
+/// The state tokens of an `If` header: the `<...>` inside its lists (a
+/// `<...>` outside them is a resource tag). At most 16: more is no
+/// client's.
+fn state_tokens(value: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut in_list = false;
+    let mut rest = value;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '(' => in_list = true,
+            ')' => in_list = false,
+            '<' => {
+                let Some((inner, after)) = angle(rest) else {
+                    break;
+                };
+                if in_list && tokens.len() < 16 {
+                    tokens.push(inner.to_owned());
+                }
+                rest = after;
+                continue;
+            }
+            _ => {}
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    tokens
+}
+
 /// The text between `<` and `>` at the start of `s`, and the rest.
 fn angle(s: &str) -> Option<(&str, &str)> {
     let inner = s.strip_prefix('<')?;
@@ -1153,6 +1187,16 @@ mod tests {
         ok("lock-token", "<opaquelocktoken:1234>");
         ok("timeout", "Infinite, Second-4100000000");
         ok("overwrite", "F");
+    }
+
+    #[test]
+    fn state_tokens_are_the_coded_urls_inside_lists() {
+        assert_eq!(
+            state_tokens("</a> (<urn:uuid:1> [\"e\"]) (Not <urn:uuid:2>) <http://h/b> (<x:3>)"),
+            ["urn:uuid:1", "urn:uuid:2", "x:3"]
+        );
+        assert!(state_tokens("([\"e\"])").is_empty());
+        assert!(state_tokens("(<unterminated").is_empty());
     }
 
     #[test]
