@@ -424,7 +424,10 @@ fn locks_belong_to_the_user_who_took_them() {
             .header("If", &if_token)
             .header("Timeout", "Second-3600"),
     );
-    assert_eq!(response.status, 403, "refresh by another user: {response:?}");
+    assert_eq!(
+        response.status, 403,
+        "refresh by another user: {response:?}"
+    );
 
     // alice can.
     let response = send_as(
