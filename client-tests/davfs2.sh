@@ -69,7 +69,9 @@ EOF
     if [[ "${HTTPS:-0}" == 1 ]]; then
         local secrets=$work/secrets-$mount_no
         (umask 077 && printf '%s %s %s\n' "$url" "$dav_user" "$dav_password" >"$secrets")
-        printf 'trust_server_cert %s\nsecrets %s\n' "$dav_cert" "$secrets" >>"$conf"
+        # mount.davfs reads it as the davfs2 user: not from the 0700 data dir.
+        install -m 644 "$dav_cert" "$work/server-cert.pem"
+        printf 'trust_server_cert %s\nsecrets %s\n' "$work/server-cert.pem" "$secrets" >>"$conf"
     fi
     # No credentials: ask_auth 0 stops the prompts (stdin is /dev/null too).
     mount -t davfs -o "conf=$conf" "$url" "$mnt" </dev/null ||
