@@ -98,6 +98,9 @@ pub struct TlsConfig {
     /// Make (once, under the data directory) and use a self-signed
     /// certificate for the listen address and `localhost`.
     pub self_signed: bool,
+    /// More host names or IP addresses for the self-signed certificate:
+    /// the ones other machines use to reach this one.
+    pub names: Vec<String>,
 }
 
 impl TlsConfig {
@@ -449,6 +452,19 @@ impl Config {
         let t = &self.tls;
         if t.cert.is_some() != t.key.is_some() {
             return Err(invalid("tls", "`cert` and `key` go together".into()));
+        }
+        for (i, name) in t.names.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    &format!("tls.names[{i}]"),
+                    "a host name or an IP address".into(),
+                ));
+            }
         }
         if t.self_signed && t.cert.is_some() {
             return Err(invalid(

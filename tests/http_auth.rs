@@ -637,6 +637,15 @@ fn tls_connect(
     addr: SocketAddr,
     cert: &std::path::Path,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    tls_connect_as(addr, cert, "localhost")
+}
+
+/// A TLS client that trusts only `cert` (PEM), naming the server `name`.
+fn tls_connect_as(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
@@ -648,7 +657,7 @@ fn tls_connect(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
     let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -669,8 +678,10 @@ fn tls_exchange(
 
 #[test]
 fn https_with_a_user_and_keep_alive() {
-    let mut server =
-        Server::start_with_config(&format!("{}[tls]\nself_signed = true\n", users_config()));
+    let mut server = Server::start_with_config(&format!(
+        "{}[tls]\nself_signed = true\nnames = [\"griddav.test\"]\n",
+        users_config()
+    ));
     let cert = server.data_dir().join("tls/cert.pem");
     let pem = std::fs::read(&cert).unwrap();
     let key_mode = {
@@ -717,6 +728,15 @@ fn https_with_a_user_and_keep_alive() {
     );
     assert_eq!(hrefs(&listing.text()), ["/", "/s.txt"]);
 
+    // The certificate names what [tls] names adds.
+    let mut other = BufReader::new(tls_connect_as(server.addr, &cert, "griddav.test"));
+    let get = tls_exchange(
+        &mut other,
+        &format!("GET /s.txt HTTP/1.1\r\nHost: griddav.test\r\nAuthorization: {auth}\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(get.status, 200);
+
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = Client::new(server.addr).exchange(Request::new("GET", "/s.txt"), None);
     assert!(
@@ -735,4 +755,33 @@ fn https_with_a_user_and_keep_alive() {
         b"",
     );
     assert_eq!((get.status, get.text().as_str()), (200, "secure"));
+}
+
+#[test]
+fn https_with_certificate_and_key_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let server = Server::start_with_config(&format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n"));
+    assert!(
+        !server.data_dir().join("tls").exists(),
+        "no certificate made"
+    );
+    let mut stream = BufReader::new(tls_connect(server.addr, &cert));
+    let host = format!("localhost:{}", server.addr.port());
+    let put = tls_exchange(
+        &mut stream,
+        &format!("PUT /f HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n"),
+        b"ok",
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let get = tls_exchange(
+        &mut stream,
+        &format!("GET /f HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        b"",
+    );
+    assert_eq!((get.status, get.text().as_str()), (200, "ok"));
 }

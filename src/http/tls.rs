@@ -4,7 +4,8 @@
 //! - `cert` and `key`: PEM files, parsed with rustls-pki-types.
 //! - `self_signed = true`: `<data_dir>/tls/cert.pem` and `key.pem` (0600),
 //!   made with rcgen on the first start for `localhost`, the loopback
-//!   addresses and the listen address, and kept across restarts so that a
+//!   addresses, the listen address, this machine's host name and
+//!   `[tls] names`, and kept across restarts so that a
 //!   client told to trust it once keeps trusting it. Its SHA-256
 //!   fingerprint is logged at every start, to compare with what a client
 //!   shows.
@@ -49,7 +50,7 @@ pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
     let tls = &config.tls;
     let (cert, key) = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ if tls.self_signed => self_signed(&config.data_dir, config.listen.ip())?,
+        _ if tls.self_signed => self_signed(&config.data_dir, config.listen.ip(), &tls.names)?,
         _ => return Ok(None),
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
@@ -96,7 +97,11 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 
 /// The self-signed certificate and key files under `data_dir`, made now
 /// if either is missing.
-fn self_signed(data_dir: &Path, listen: IpAddr) -> Result<(PathBuf, PathBuf), TlsError> {
+fn self_signed(
+    data_dir: &Path,
+    listen: IpAddr,
+    extra: &[String],
+) -> Result<(PathBuf, PathBuf), TlsError> {
     let dir = data_dir.join("tls");
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -110,6 +115,22 @@ fn self_signed(data_dir: &Path, listen: IpAddr) -> Result<(PathBuf, PathBuf), Tl
     ];
     if !listen.is_unspecified() && !listen.is_loopback() {
         names.push(listen.to_string());
+    }
+    // What other machines most likely call this one.
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+        {
+            names.push(host.to_owned());
+        }
+    }
+    for name in extra {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
     }
     let made =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
@@ -179,7 +200,7 @@ mod tests {
             tls: crate::config::TlsConfig {
                 cert: Some(cert.clone()),
                 key: Some(key),
-                self_signed: false,
+                ..Default::default()
             },
             ..Config::default()
         };
