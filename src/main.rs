@@ -57,6 +57,10 @@ enum Command {
     /// Read every byte of every share of a capability and report problems
     /// (capability from standard input when `-` or not given).
     Verify { cap: Option<String> },
+    /// Print the recovery key: the data directory's root secret in a form
+    /// to write down. Keep it away from this machine: with it and the
+    /// grid's configuration, `recover` rebuilds the namespace.
+    RecoveryKey,
     /// Print the NURL of a Tahoe-LAFS node directory, for a
     /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
     TahoeNurl { nodedir: PathBuf },
@@ -124,6 +128,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
+        Command::RecoveryKey => {
+            let data_dir = config.data_dir.clone();
+            let secret = tokio::task::spawn_blocking(move || {
+                griddav::snapshot::RootSecret::load_or_create(&data_dir)
+            })
+            .await??;
+            println!("{}", secret.to_words());
+        }
         // Answered above, before any configuration is loaded.
         Command::TahoeNurl { .. } => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,

@@ -40,6 +40,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Secret(#[from] crate::snapshot::SecretError),
 }
 
 /// What `griddav serve` runs besides the listener.
@@ -74,6 +76,16 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         path: data_dir.clone(),
         source,
     })?;
+    // Made on the first start: the key of the namespace copies in the grid.
+    let _secret = {
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::RootSecret::load_or_create(&data_dir))
+            .await
+            .map_err(|e| ServiceError::DataDir {
+                path: config.data_dir.clone(),
+                source: io::Error::other(e),
+            })??
+    };
     // In the background: a server that hangs must not delay serving.
     tokio::spawn({
         let grid = grid.clone();
