@@ -9,8 +9,11 @@
 //! Everything derives from the root secret in the data directory
 //! ([`secret`]); `docs/OPERATIONS.md` says how to keep it.
 
+pub mod copy;
 pub mod record;
+pub mod recover;
 pub mod secret;
 
+pub use copy::{CopyReport, SnapshotError, Snapshots};
 pub use record::{CopyEntry, RootRecord};
 pub use secret::{RootSecret, SecretError};
