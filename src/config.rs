@@ -43,6 +43,14 @@ pub struct Config {
     /// freed, in seconds: a grace period for reads that opened it just
     /// before.
     pub gc_grace_secs: u64,
+    /// Seconds after a change within which the namespace is copied into
+    /// the grid; 0: only at shutdown and on SIGUSR1.
+    pub snapshot_interval_secs: u64,
+    /// Namespace copies kept in the grid; older ones are freed.
+    pub snapshot_keep: usize,
+    /// Seconds requests in flight may take to finish after SIGTERM or
+    /// SIGINT before the uploads left are aborted.
+    pub shutdown_grace_secs: u64,
     pub encoding: EncodingConfig,
     pub grid: GridConfig,
     pub http: HttpConfig,
@@ -228,6 +236,9 @@ impl Default for Config {
             read_buf_size: 256 << 10,
             lock_max_timeout_secs: 3600,
             gc_grace_secs: 3600,
+            snapshot_interval_secs: 30,
+            snapshot_keep: 10,
+            shutdown_grace_secs: 30,
             encoding: EncodingConfig::default(),
             grid: GridConfig::default(),
             http: HttpConfig::default(),
@@ -356,6 +367,27 @@ impl Config {
                 "lock_max_timeout_secs",
                 "must be at least 1".into(),
             ));
+        }
+        if !(1..=crate::snapshot::record::MAX_COPIES).contains(&self.snapshot_keep) {
+            return Err(invalid(
+                "snapshot_keep",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    crate::snapshot::record::MAX_COPIES,
+                    self.snapshot_keep
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("snapshot_interval_secs", self.snapshot_interval_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+        ] {
+            if value > 86_400 {
+                return Err(invalid(
+                    key,
+                    format!("must be at most 86400 seconds, got {value}"),
+                ));
+            }
         }
         let h = &self.http;
         for (key, value) in [
@@ -525,6 +557,16 @@ impl Config {
         Duration::from_secs(self.gc_grace_secs)
     }
 
+    /// `shutdown_grace_secs` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// `snapshot_interval_secs` as a duration (zero: no periodic copies).
+    pub fn snapshot_interval(&self) -> Duration {
+        Duration::from_secs(self.snapshot_interval_secs)
+    }
+
     /// Where the namespace database lives.
     pub fn namespace_db(&self) -> PathBuf {
         self.data_dir.join("namespace.db")
@@ -614,6 +656,9 @@ mod tests {
         assert_eq!(c.http.keep_alive_idle_secs, 15);
         assert_eq!(c.http.body_idle_timeout_secs, 60);
         assert_eq!(c.http.max_connections, 256);
+        assert_eq!(c.snapshot_interval_secs, 30);
+        assert_eq!(c.snapshot_keep, 10);
+        assert_eq!(c.shutdown_grace_secs, 30);
     }
 
     #[test]
@@ -697,6 +742,13 @@ mod tests {
                 "`encoding.max_in_flight`",
             ),
             ("lock_max_timeout_secs = 0\n", "`lock_max_timeout_secs`"),
+            ("snapshot_keep = 0\n", "`snapshot_keep`"),
+            ("snapshot_keep = 65\n", "`snapshot_keep`"),
+            (
+                "snapshot_interval_secs = 86401\n",
+                "`snapshot_interval_secs`",
+            ),
+            ("shutdown_grace_secs = 100000\n", "`shutdown_grace_secs`"),
             ("read_buf_size = 0\n", "`read_buf_size`"),
             (
                 "[http]\nheader_read_timeout_secs = 0\n",

@@ -21,3 +21,4 @@ pub mod grid;
 pub mod http;
 pub mod namespace;
 pub mod server;
+pub mod snapshot;

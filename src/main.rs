@@ -57,6 +57,18 @@ enum Command {
     /// Read every byte of every share of a capability and report problems
     /// (capability from standard input when `-` or not given).
     Verify { cap: Option<String> },
+    /// Print the recovery key: the data directory's root secret in a form
+    /// to write down. Keep it away from this machine: with it and the
+    /// grid's configuration, `recover` rebuilds the namespace.
+    RecoveryKey,
+    /// Rebuild the data directory's namespace from the grid alone: the
+    /// recovery key is asked for on the terminal (not echoed) or read as
+    /// one line of standard input. Uses the servers of `--config`.
+    Recover {
+        /// Replace an existing namespace (it is renamed aside, not deleted).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the NURL of a Tahoe-LAFS node directory, for a
     /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
     TahoeNurl { nodedir: PathBuf },
@@ -132,6 +144,46 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
+        Command::Recover { force } => {
+            let key = tokio::task::spawn_blocking(read_recovery_key).await??;
+            let secret = griddav::snapshot::RootSecret::parse(&key)?;
+            let done = griddav::snapshot::recover::recover(
+                &grid,
+                &secret,
+                &config.data_dir,
+                &config.namespace_db(),
+                force,
+            )
+            .await?;
+            for problem in &done.problems {
+                eprintln!("griddav: warning: {problem}");
+            }
+            for path in &done.set_aside {
+                println!("set aside: {}", path.display());
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            println!(
+                "recovered namespace copy {} (taken {} s ago; root record {}, verified on {} \
+                 servers; {} bytes) into {} in {:.2} s",
+                done.copy_seq,
+                now_ms.saturating_sub(done.taken_at_ms) / 1000,
+                done.record_seq,
+                done.records_verified,
+                done.bytes,
+                config.namespace_db().display(),
+                done.elapsed.as_secs_f64()
+            );
+        }
+        Command::RecoveryKey => {
+            let data_dir = config.data_dir.clone();
+            let secret = tokio::task::spawn_blocking(move || {
+                griddav::snapshot::RootSecret::load_or_create(&data_dir)
+            })
+            .await??;
+            println!("{}", secret.to_words());
+        }
         // Answered above, before any configuration is loaded.
         Command::TahoeNurl { .. } | Command::Passwd => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
@@ -247,6 +299,33 @@ async fn put(
     Ok(())
 }
 
+/// The recovery key: from the terminal without echo, or the first line
+/// (at most 1 KiB) of standard input. Blocking.
+fn read_recovery_key() -> std::io::Result<String> {
+    use std::io::{BufRead, IsTerminal, Read, Write};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        eprint!("recovery key: ");
+        std::io::stderr().flush()?;
+        let fd = stdin.as_fd();
+        let saved = tcgetattr(fd).map_err(std::io::Error::from)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        tcsetattr(fd, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
+        let read = stdin.lock().take(1024).read_line(&mut line);
+        let restored = tcsetattr(fd, SetArg::TCSANOW, &saved);
+        read?;
+        restored.map_err(std::io::Error::from)?;
+    } else {
+        stdin.lock().take(1024).read_line(&mut line)?;
+    }
+    Ok(line.trim().to_owned())
+}
+
 /// `griddav cap PATH`: the capability the namespace holds for a file.
 async fn print_cap(config: &Config, path: &str) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let ns = Namespace::open(config.namespace_db()).await?;
@@ -324,16 +403,20 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
         stdout.flush()?;
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving WebDAV");
+    let limits = griddav::http::listener::Limits {
+        shutdown_grace: config.shutdown_grace(),
+        ..griddav::http::listener::Limits::from(&config.http)
+    };
     griddav::server::serve_tls(
         listener,
-        service.handler,
-        griddav::http::listener::Limits::from(&config.http),
+        service.handler.clone(),
+        limits,
         tls,
-        service.uploads,
+        std::sync::Arc::clone(&service.uploads),
         shutdown_signal(),
     )
     .await?;
-    service.collector.abort();
+    service.shut_down().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -351,8 +434,9 @@ async fn shutdown_signal() {
             }
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    let which = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    };
+    tracing::info!(signal = which, "shutting down");
 }

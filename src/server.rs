@@ -40,6 +40,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Secret(#[from] crate::snapshot::SecretError),
 }
 
 /// What `griddav serve` runs besides the listener.
@@ -49,6 +51,42 @@ pub struct Service {
     pub uploads: Arc<crate::dav::pending::PendingUploads>,
     /// The garbage collector; abort it when serving stops.
     pub collector: JoinHandle<()>,
+    /// Namespace copies into the grid, and the task that takes them.
+    pub snapshots: crate::snapshot::Snapshots,
+    pub copier: JoinHandle<()>,
+    pub ns: Namespace,
+}
+
+impl Service {
+    /// What follows the listener's drain on SIGTERM/SIGINT: waits (a
+    /// little) for the uploads whose connections were dropped to remove
+    /// their shares, takes the last namespace copy, and stops the
+    /// background tasks.
+    pub async fn shut_down(self) {
+        self.copier.abort();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match self.ns.pending_uploads().await {
+                    Ok(pending) if !pending.is_empty() => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                    }
+                    _ => break,
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => tracing::info!("no upload left: every unfinished one was aborted"),
+            Err(_) => {
+                tracing::warn!("uploads still being aborted; the next start removes their shares")
+            }
+        }
+        tracing::info!("taking the last namespace copy");
+        if self.snapshots.copy_logged(false).await {
+            tracing::info!("namespace copy up to date");
+        }
+        self.collector.abort();
+    }
 }
 
 /// Opens the namespace in the data directory, removes what uploads that a
@@ -74,6 +112,16 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         path: data_dir.clone(),
         source,
     })?;
+    // Made on the first start: the key of the namespace copies in the grid.
+    let secret = {
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::RootSecret::load_or_create(&data_dir))
+            .await
+            .map_err(|e| ServiceError::DataDir {
+                path: config.data_dir.clone(),
+                source: io::Error::other(e),
+            })??
+    };
     // In the background: a server that hangs must not delay serving.
     tokio::spawn({
         let grid = grid.clone();
@@ -90,10 +138,22 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             inline_threshold: config.inline_threshold,
         },
     );
+    let snapshots = crate::snapshot::Snapshots::new(
+        ns.clone(),
+        grid.clone(),
+        secret,
+        config.data_dir.clone(),
+        config.namespace_db(),
+        config.encoding_params(),
+        upload_options(config),
+        config.snapshot_keep,
+    )
+    .with_garbage_signal(fs.garbage_signal());
+    let copier = snapshots.spawn(config.snapshot_interval());
     let collector =
         crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
     let guard = Guard::new(Arc::new(ns.clone()));
-    let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
+    let locks = NamespaceLockSystem::new(ns.clone(), config.lock_max_timeout());
     let uploads = fs.pending_uploads();
     Ok(Service {
         uploads,
@@ -103,6 +163,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             users: crate::auth::Users::from_config(&config.users),
         },
         collector,
+        snapshots,
+        copier,
+        ns,
     })
 }
 

@@ -126,8 +126,8 @@ fn files_directories_properties_and_locks_survive_a_restart() {
     assert_content(&client, "/dir/locked.bin", &locked_old);
     assert_eq!(
         server.grid().shares.len(),
-        20,
-        "two grid files, 10 shares each"
+        30,
+        "two grid files and the namespace copy taken at shutdown, 10 shares each"
     );
 
     // Directories and their members.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::{GridError, ShareNum, ShareSecrets, ShareStore, StorageIndex};
+use super::{GridError, ShareNum, ShareSecrets, ShareStore, StorageIndex, MAX_RECORD_LEN};
 
 /// Runs every check of the contract.
 pub async fn run_all(store: &dyn ShareStore) {
@@ -24,6 +24,8 @@ pub async fn run_all(store: &dyn ShareStore) {
     drop_removes_everything(store).await;
     delete_removes_finished_shares(store).await;
     unknown_storage_index(store).await;
+    records_round_trip(store).await;
+    records_are_bounded(store).await;
 }
 
 pub fn random_si() -> StorageIndex {
@@ -394,4 +396,61 @@ pub async fn unknown_storage_index(store: &dyn ShareStore) {
         store.read(si, ShareNum(0), 0..0).await,
         "read of an unknown index",
     );
+}
+
+/// Root records: none until written, then exactly the last bytes written
+/// (longer or shorter than before), each slot on its own, apart from shares.
+pub async fn records_round_trip(store: &dyn ShareStore) {
+    let slot = random_si();
+    let other = random_si();
+    assert_eq!(store.get_record(slot).await.expect("get unwritten"), None);
+    let first = Bytes::from(pattern(4, 700));
+    store
+        .put_record(slot, first.clone(), &secrets())
+        .await
+        .expect("put");
+    assert_eq!(store.get_record(slot).await.expect("get"), Some(first));
+    let longer = Bytes::from(pattern(5, 3000));
+    store
+        .put_record(slot, longer.clone(), &secrets())
+        .await
+        .expect("replace with a longer record");
+    assert_eq!(store.get_record(slot).await.expect("get"), Some(longer));
+    let shorter = Bytes::from(pattern(6, 10));
+    store
+        .put_record(slot, shorter.clone(), &secrets())
+        .await
+        .expect("replace with a shorter record");
+    assert_eq!(
+        store.get_record(slot).await.expect("get"),
+        Some(shorter.clone()),
+        "a shorter record must not keep the old tail"
+    );
+    let full = Bytes::from(pattern(7, MAX_RECORD_LEN));
+    store
+        .put_record(other, full.clone(), &secrets())
+        .await
+        .expect("put a record of the largest length");
+    assert_eq!(store.get_record(other).await.expect("get"), Some(full));
+    assert_eq!(store.get_record(slot).await.expect("get"), Some(shorter));
+    // A record is not a share, and shares leave records alone.
+    assert_eq!(sorted_list(store, slot).await, vec![]);
+    assert_eq!(store.get_record(random_si()).await.expect("get"), None);
+}
+
+pub async fn records_are_bounded(store: &dyn ShareStore) {
+    let slot = random_si();
+    let kept = Bytes::from_static(b"kept");
+    store
+        .put_record(slot, kept.clone(), &secrets())
+        .await
+        .expect("put");
+    match store
+        .put_record(slot, Bytes::from(vec![1u8; MAX_RECORD_LEN + 1]), &secrets())
+        .await
+    {
+        Err(GridError::RecordTooLong { .. }) => {}
+        other => panic!("an over-long record: expected RecordTooLong, got {other:?}"),
+    }
+    assert_eq!(store.get_record(slot).await.expect("get"), Some(kept));
 }

@@ -32,6 +32,19 @@ impl ShareStore for FailingStore {
         self.inner.server_id()
     }
 
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        self.inner.put_record(slot, data, secrets).await
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        self.inner.get_record(slot).await
+    }
+
     async fn free_space(&self) -> Option<super::FreeSpace> {
         self.inner.free_space().await
     }
@@ -189,6 +202,21 @@ impl FaultyStore {
 impl ShareStore for FaultyStore {
     fn server_id(&self) -> &str {
         self.inner.server_id()
+    }
+
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        self.before().await?;
+        self.inner.put_record(slot, data, secrets).await
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        self.before().await?;
+        self.inner.get_record(slot).await
     }
 
     async fn free_space(&self) -> Option<super::FreeSpace> {

@@ -5,6 +5,7 @@
 //! ```text
 //!   shares/<si[..2]>/<si>/<share number>   finished shares (si in base32)
 //!   incoming/<si>.<share number>           shares under construction
+//!   records/<slot>                         root records (slot in base32)
 //! ```
 //!
 //! The two-character prefix level keeps directories small (at most 1024
@@ -93,7 +94,11 @@ impl LocalStore {
             dir: dir.into(),
             server_id: server_id.into(),
         };
-        for sub in [inner.shares_dir(), inner.incoming_dir()] {
+        for sub in [
+            inner.shares_dir(),
+            inner.incoming_dir(),
+            inner.records_dir(),
+        ] {
             fs::create_dir_all(&sub).map_err(|e| inner.io_error("open: create directory", e))?;
         }
         inner.remove_stale_incoming()?;
@@ -114,6 +119,53 @@ impl Inner {
 
     fn incoming_dir(&self) -> PathBuf {
         self.dir.join("incoming")
+    }
+
+    fn records_dir(&self) -> PathBuf {
+        self.dir.join("records")
+    }
+
+    fn record_path(&self, slot: StorageIndex) -> PathBuf {
+        self.records_dir().join(slot.to_base32())
+    }
+
+    /// Replaces a record: a temporary file written and synced, renamed
+    /// over the old one, the directory synced. A crash leaves the old
+    /// record or the new, and at worst a temporary file that the next
+    /// write of the slot replaces.
+    fn write_record(&self, slot: StorageIndex, data: &[u8]) -> GridResult<()> {
+        use std::io::Write;
+        let dir = self.records_dir();
+        let temp = dir.join(format!(".{}.tmp", slot.to_base32()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| self.io_error("put_record: create", e))?;
+        file.write_all(data)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.io_error("put_record: write", e))?;
+        drop(file);
+        fs::rename(&temp, self.record_path(slot))
+            .map_err(|e| self.io_error("put_record: rename", e))?;
+        sync_dir(&dir).map_err(|e| self.io_error("put_record: sync directory", e))
+    }
+
+    fn read_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        use std::io::Read;
+        let file = match File::open(self.record_path(slot)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("get_record: open", e)),
+        };
+        // One byte more than the limit tells an over-long record apart.
+        let mut data = Vec::new();
+        file.take(super::MAX_RECORD_LEN as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| self.io_error("get_record: read", e))?;
+        super::check_record_len(&self.server_id, data.len())?;
+        Ok(Some(Bytes::from(data)))
     }
 
     fn si_dir(&self, si: StorageIndex) -> PathBuf {
@@ -259,6 +311,25 @@ impl ShareStore for LocalStore {
 
     fn server_id(&self) -> &str {
         &self.inner.server_id
+    }
+
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        _secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        super::check_record_len(&self.inner.server_id, data.len())?;
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner, "put_record", move || {
+            inner.write_record(slot, &data)
+        })
+        .await
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner, "get_record", move || inner.read_record(slot)).await
     }
 
     async fn create(

@@ -52,6 +52,8 @@ struct State {
     /// and checked like Tahoe checks a slot's: so the engine's per-server
     /// secrets (and the fallback for older ones) are tested without Tahoe.
     enablers: HashMap<StorageIndex, [u8; 32]>,
+    /// Root records by slot, with the write enabler their first write set.
+    records: HashMap<StorageIndex, (Bytes, [u8; 32])>,
 }
 
 /// A finished share: its chunks and where each one starts.
@@ -198,6 +200,32 @@ impl Inner {
 impl ShareStore for MemoryStore {
     fn server_id(&self) -> &str {
         &self.inner.server_id
+    }
+
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        super::check_record_len(&self.inner.server_id, data.len())?;
+        let mut state = self.inner.lock();
+        if let Some((_, enabler)) = state.records.get(&slot) {
+            if *enabler != secrets.write_enabler {
+                return Err(self.inner.refused("put_record"));
+            }
+        }
+        state.records.insert(slot, (data, secrets.write_enabler));
+        Ok(())
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        Ok(self
+            .inner
+            .lock()
+            .records
+            .get(&slot)
+            .map(|(data, _)| data.clone()))
     }
 
     async fn create(
@@ -357,6 +385,29 @@ mod tests {
         conformance::run_all(&store).await;
         // Every writer was finished, aborted or dropped.
         assert!(store.inner.lock().partial.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_is_replaced_only_with_its_write_enabler() {
+        let store = MemoryStore::new("memory-0");
+        let slot = conformance::random_si();
+        let mine = conformance::secrets();
+        store
+            .put_record(slot, Bytes::from_static(b"one"), &mine)
+            .await
+            .unwrap();
+        let mut other = mine.clone();
+        other.write_enabler = [0x44; 32];
+        assert!(matches!(
+            store
+                .put_record(slot, Bytes::from_static(b"two"), &other)
+                .await,
+            Err(GridError::Refused { .. })
+        ));
+        assert_eq!(
+            store.get_record(slot).await.unwrap(),
+            Some(Bytes::from_static(b"one"))
+        );
     }
 
     fn secrets() -> ShareSecrets {

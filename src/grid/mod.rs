@@ -173,6 +173,19 @@ pub enum GridError {
     },
     #[error("{server}: {message}")]
     Server { server: String, message: String },
+    /// A root record longer than [`MAX_RECORD_LEN`], offered or found.
+    #[error("{server}: root record of {len} bytes is longer than the limit of {limit}")]
+    RecordTooLong {
+        server: String,
+        len: usize,
+        limit: usize,
+    },
+    /// The backend keeps no root records.
+    #[error("{server}: {operation} is not supported by this store")]
+    Unsupported {
+        server: String,
+        operation: &'static str,
+    },
     /// A backend's own error, converted once where it leaves the backend
     /// (the Tahoe backend's `TahoeError`): the server misbehaved or could
     /// not be reached, and the source says how.
@@ -202,6 +215,11 @@ pub type GridResult<T> = Result<T, GridError>;
 /// - `list` is unordered; a storage index with no shares lists as empty.
 /// - `delete` removes every finished share of the storage index; deleting
 ///   nothing is not an error.
+/// - Root records (`put_record` / `get_record`) live apart from shares,
+///   in slots named by a [`StorageIndex`] the caller derives: `put_record`
+///   replaces the whole record atomically (a reader sees the old bytes or
+///   the new, never a mix), `get_record` answers `None` for a slot never
+///   written, and no record is longer than [`MAX_RECORD_LEN`].
 #[async_trait]
 pub trait ShareStore: Send + Sync + fmt::Debug {
     /// A stable name for this server: used in errors and, hashed with the
@@ -235,6 +253,47 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     async fn free_space(&self) -> Option<FreeSpace> {
         None
     }
+
+    /// Replaces the root record in `slot` with `data` (at most
+    /// [`MAX_RECORD_LEN`] bytes), durably. `secrets` guard the slot on
+    /// servers with access control: the first write fixes them.
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        let _ = (slot, data, secrets);
+        Err(GridError::Unsupported {
+            server: self.server_id().to_owned(),
+            operation: "put_record",
+        })
+    }
+
+    /// The root record in `slot`; `None` if none was ever written.
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        let _ = slot;
+        Err(GridError::Unsupported {
+            server: self.server_id().to_owned(),
+            operation: "get_record",
+        })
+    }
+}
+
+/// The longest root record a store keeps (a record names a few namespace
+/// copies: a few hundred bytes each).
+pub const MAX_RECORD_LEN: usize = 16 << 10;
+
+/// Checks a record's length before it is stored.
+pub(crate) fn check_record_len(server: &str, len: usize) -> GridResult<()> {
+    if len > MAX_RECORD_LEN {
+        return Err(GridError::RecordTooLong {
+            server: server.to_owned(),
+            len,
+            limit: MAX_RECORD_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// Free room on a storage server.

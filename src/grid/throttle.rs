@@ -73,6 +73,19 @@ impl ShareStore for ThrottledStore {
         self.inner.server_id()
     }
 
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        self.inner.put_record(slot, data, secrets).await
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        self.inner.get_record(slot).await
+    }
+
     async fn free_space(&self) -> Option<super::FreeSpace> {
         self.inner.free_space().await
     }

@@ -57,6 +57,10 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Once `shutdown` completes: how long requests in flight may take to
+    /// finish before their connections are dropped (their uploads then
+    /// abort). Idle connections close at once.
+    pub shutdown_grace: Duration,
 }
 
 impl From<&HttpConfig> for Limits {
@@ -66,6 +70,8 @@ impl From<&HttpConfig> for Limits {
             keep_alive_idle: Duration::from_secs(c.keep_alive_idle_secs),
             body_idle_timeout: Duration::from_secs(c.body_idle_timeout_secs),
             max_connections: c.max_connections,
+            // A top-level key (`shutdown_grace_secs`): set by the caller.
+            shutdown_grace: Duration::ZERO,
         }
     }
 }
@@ -89,6 +95,11 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Accepts connections on `listener` and serves each with `service` until
 /// `shutdown` completes. Never fails: accept errors are logged (a few
 /// lines, however many there are) and accepting resumes after a pause.
+///
+/// After `shutdown`: the listening socket closes, idle connections close,
+/// requests in flight get [`Limits::shutdown_grace`] to finish, and the
+/// connections still open then are dropped; returns once every connection
+/// is gone.
 pub async fn run<S, F>(
     listener: TcpListener,
     limits: Limits,
@@ -121,7 +132,10 @@ pub async fn run_tls<S, F>(
     let mut at_cap = RateLimitedLog::default();
     let mut accept_errors = RateLimitedLog::default();
     let mut backoff = FIRST_BACKOFF;
+    let mut connections = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     loop {
+        while connections.try_join_next().is_some() {}
         let permit = match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -136,15 +150,15 @@ pub async fn run_tls<S, F>(
                     permit = Arc::clone(&permits).acquire_owned() => match permit {
                         Ok(permit) => permit,
                         // The semaphore is never closed.
-                        Err(_) => return,
+                        Err(_) => break,
                     },
-                    () = &mut shutdown => return,
+                    () = &mut shutdown => break,
                 }
             }
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -154,13 +168,14 @@ pub async fn run_tls<S, F>(
                 }
                 backoff = FIRST_BACKOFF;
                 let service = service.clone();
-                tokio::spawn(connection(
+                connections.spawn(connection(
                     stream,
                     peer,
                     tls.clone(),
                     service,
                     limits,
                     permit,
+                    stop_rx.clone(),
                 ));
             }
             Err(e) if is_connection_error(&e) => {
@@ -178,12 +193,45 @@ pub async fn run_tls<S, F>(
                 drop(permit);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => return,
+                    () = &mut shutdown => break,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+    drop(listener);
+    drain(connections, stop_tx, limits.shutdown_grace).await;
+}
+
+/// Closes idle connections, gives the others `grace` to finish their
+/// requests, then drops those left (an upload in one aborts).
+async fn drain(
+    mut connections: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+) {
+    while connections.try_join_next().is_some() {}
+    let open = connections.len();
+    tracing::info!(
+        connections = open,
+        grace_secs = grace.as_secs(),
+        "stopped accepting connections; letting requests in flight finish"
+    );
+    let _ = stop.send(true);
+    let finished = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_ok() {
+        tracing::info!("every connection finished");
+        return;
+    }
+    tracing::warn!(
+        connections = connections.len(),
+        "grace period over: dropping the connections still open"
+    );
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
 
 /// Errors that concern one connection only: accept the next at once.
@@ -229,6 +277,7 @@ async fn connection<S, F>(
     service: S,
     limits: Limits,
     permit: OwnedSemaphorePermit,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) where
     S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<DavBody>, Infallible>> + Send + 'static,
@@ -240,10 +289,10 @@ async fn connection<S, F>(
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let Some(tls) = tls else {
-        return serve_io(stream, peer, service, limits, permit).await;
+        return serve_io(stream, peer, service, limits, permit, stop).await;
     };
     match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_io(stream, peer, service, limits, permit).await,
+        Ok(Ok(stream)) => serve_io(stream, peer, service, limits, permit, stop).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
     }
@@ -256,6 +305,7 @@ async fn serve_io<IO, S, F>(
     service: S,
     limits: Limits,
     _permit: OwnedSemaphorePermit,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Fn(Request<TimedBody>) -> F + Clone + Send + Sync + 'static,
@@ -284,8 +334,16 @@ async fn serve_io<IO, S, F>(
         .keep_alive(true)
         .serve_connection(io, service));
     let mut check_at = Instant::now() + limits.keep_alive_idle;
+    let mut stopping = false;
     loop {
         tokio::select! {
+            changed = stop.changed(), if !stopping => {
+                // Shutting down (or the listener is gone): finish the
+                // request in flight, if any, then close.
+                stopping = true;
+                let _ = changed;
+                conn.as_mut().graceful_shutdown();
+            }
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");

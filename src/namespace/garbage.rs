@@ -163,6 +163,22 @@ impl Namespace {
         .await
     }
 
+    /// Puts a capability that no row refers to (an old namespace copy) on
+    /// the garbage list, so the collector frees its shares after the grace
+    /// period. Queueing one already there is not an error.
+    pub async fn queue_garbage(&self, cap: &str) -> Result<(), NamespaceError> {
+        let cap = cap.to_owned();
+        self.run("queueing garbage", true, move |tx, now| {
+            tx.execute(
+                "INSERT OR IGNORE INTO garbage (cap, queued_at) VALUES (?1, ?2)",
+                params![cap, now],
+            )
+            .ctx("queueing garbage")?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Every capability on the garbage list, claimed or not, sorted.
     pub async fn list_garbage(&self) -> Result<Vec<String>, NamespaceError> {
         self.run("listing garbage", false, |tx, _| {

@@ -72,7 +72,23 @@ struct Inner {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     sync: WalSync,
+    /// Committed changes a namespace copy must carry (see
+    /// [`Namespace::change_count`]).
+    changes: std::sync::atomic::AtomicU64,
 }
+
+/// Write transactions that change nothing a user sees: the collector's
+/// and the upload journal's bookkeeping. They do not count as changes for
+/// the namespace copies, or an idle server would copy itself for ever
+/// (each copy frees an old one, which is such a change).
+const BOOKKEEPING: &[&str] = &[
+    "taking garbage",
+    "finishing garbage",
+    "releasing garbage",
+    "queueing garbage",
+    "beginning an upload",
+    "ending an upload",
+];
 
 impl Namespace {
     /// Opens (creating and migrating if needed) the database at `path`, on
@@ -136,8 +152,18 @@ impl Namespace {
                 conn: Mutex::new(conn),
                 clock,
                 sync,
+                changes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// How many committed write transactions changed names, content,
+    /// properties or locks since the namespace was opened: a copy taken
+    /// after reading this holds at least those changes.
+    pub fn change_count(&self) -> u64 {
+        self.inner
+            .changes
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The clock this namespace uses.
@@ -195,6 +221,11 @@ impl Namespace {
                 // that write without counting a change (schema changes,
                 // pragmas) run only at open, which syncs everything.
                 let changed = conn.total_changes() != changes_before;
+                if write && changed && result.is_ok() && !BOOKKEEPING.contains(&context) {
+                    inner
+                        .changes
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 let seq = if write && changed && result.is_ok() {
                     inner.sync.note_commit()
                 } else {

@@ -27,6 +27,11 @@
 //!   so a share under construction stays invisible although the server
 //!   would serve its bytes.
 //!
+//! A root record ([`ShareStore::put_record`]) is share 0 of its own slot,
+//! holding the record's bytes and nothing else: one read-test-write with
+//! no test replaces the whole share (write at 0, new length), which the
+//! server applies at once; the write enabler the caller derives guards it.
+//!
 //! The secrets of [`ShareSecrets`] go into every write as the write enabler
 //! and lease secrets: only a holder of the file's key can change or delete
 //! its shares. The engine derives them per server from
@@ -71,6 +76,9 @@ const SLOT_HEADER_LEN: u64 = 24;
 /// request per block for griddav's 1 MiB segments, fewer requests for
 /// small ones.
 const FLUSH_AT: usize = 256 << 10;
+
+/// The share of a root record's slot that holds it.
+const RECORD_SHARE: ShareNum = ShareNum(0);
 
 /// Lengths of finished shares seen, at most this many (then forgotten).
 const MAX_KNOWN: usize = 100_000;
@@ -262,6 +270,8 @@ pub(crate) enum TahoeError {
         operation: &'static str,
         range: Range<u64>,
     },
+    #[error("put root record: the server refused the write")]
+    RecordRefused,
     #[error("delete of {si}: the server refused the write")]
     DeleteRefused { si: StorageIndex },
     /// Includes a certificate whose SPKI does not match the NURL's pin
@@ -494,6 +504,48 @@ impl ShareStore for TahoeStore {
 
     fn identity(&self) -> &[u8] {
         &self.inner.nurl.spki_hash
+    }
+
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        super::check_record_len(&self.inner.server_id, data.len())?;
+        let len = data.len() as u64;
+        let mut ops = BTreeMap::new();
+        ops.insert(
+            RECORD_SHARE.0,
+            ShareOps {
+                new_length: Some(len),
+                ..ShareOps::default()
+            }
+            .write(0, data),
+        );
+        let answer = self
+            .inner
+            .rtw(slot, secrets, ops, &[], "put root record")
+            .await?;
+        if !answer.success {
+            // No test vector: a refusal here is the server's own.
+            return Err(self.inner.error(TahoeError::RecordRefused));
+        }
+        Ok(())
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        // One byte past the limit tells an over-long record apart.
+        let range = 0..super::MAX_RECORD_LEN as u64 + 1;
+        let Some(bytes) = self
+            .inner
+            .get_range(slot, RECORD_SHARE, range, "get root record")
+            .await?
+        else {
+            return Ok(None);
+        };
+        super::check_record_len(&self.inner.server_id, bytes.len())?;
+        Ok((!bytes.is_empty()).then_some(bytes))
     }
 
     async fn create(
@@ -931,6 +983,32 @@ mod tests {
         let read = store.read(si, ShareNum(0), 0..4).await.unwrap();
         assert_eq!(&read[..], b"mine");
         store.delete(si, &conformance::secrets()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs the Tahoe-LAFS nodes of tests/tahoe/harness.sh: set GRIDDAV_TAHOE_CONFIG, run with --ignored"]
+    async fn a_record_is_replaced_only_with_its_write_enabler() {
+        let stores = harness_stores();
+        let store = &stores[3];
+        let slot = conformance::random_si();
+        let mine = conformance::secrets();
+        store
+            .put_record(slot, Bytes::from_static(b"one"), &mine)
+            .await
+            .unwrap();
+        let mut other = mine.clone();
+        other.write_enabler = [0x44; 32];
+        match store
+            .put_record(slot, Bytes::from_static(b"two"), &other)
+            .await
+        {
+            Err(GridError::Refused { .. }) => {}
+            r => panic!("a record write with another enabler: expected a refusal, got {r:?}"),
+        }
+        assert_eq!(
+            store.get_record(slot).await.unwrap(),
+            Some(Bytes::from_static(b"one"))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
