@@ -40,6 +40,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
@@ -150,6 +153,7 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
+        builder = builder.with_http_connector(RangeStatusConnector);
         let store = builder.build().map_err(|source| GridError::Backend {
             server: server_id.clone(),
             source: Box::new(source),
@@ -194,6 +198,42 @@ impl S3Store {
 /// by the embedding program is kept.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// reqwest, with one repair to the answers: a ranged GET answered `200`
+/// with a `Content-Range` header is taken as the `206` it is. rclone's
+/// `serve s3` (gofakes3) answers ranges that way, and object_store refuses
+/// such answers outright. The range itself is still checked against what
+/// was asked for (object_store parses `Content-Range`, and
+/// [`S3Store::read`] counts the bytes).
+#[derive(Debug)]
+struct RangeStatusConnector;
+
+impl HttpConnector for RangeStatusConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(RangeStatusService { inner }))
+    }
+}
+
+#[derive(Debug)]
+struct RangeStatusService {
+    inner: HttpClient,
+}
+
+#[async_trait]
+impl HttpService for RangeStatusService {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let ranged = request.headers().contains_key(http::header::RANGE);
+        let mut response = self.inner.execute(request).await?;
+        if ranged
+            && response.status() == http::StatusCode::OK
+            && response.headers().contains_key(http::header::CONTENT_RANGE)
+        {
+            *response.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+        }
+        Ok(response)
+    }
 }
 
 impl Inner {
