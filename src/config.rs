@@ -195,6 +195,162 @@ pub enum ServerConfig {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
+    /// An S3 bucket, or a prefix in one.
+    S3(S3ServerConfig),
+}
+
+/// `{ kind = "s3", endpoint = "http://127.0.0.1:9000", bucket = "b0", ... }`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3ServerConfig {
+    /// `http(s)://host:port` of an S3-compatible service; absent for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Prepended to every object name; a `/` is added when missing.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    /// The secret itself; or the name of an environment variable holding
+    /// it (`secret_access_key_env`); or a file whose first line it is
+    /// (`secret_access_key_file`). Exactly one of the three.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Plain-HTTP endpoints are refused unless this is true.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// The server id; default `s3-<bucket>` (and `/<prefix>` when there is
+    /// one). Keep it stable once files are stored.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Seconds one request may take, retries included (default 60).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// MiB gathered per part of a multipart upload (default and least 5).
+    #[serde(default)]
+    pub part_size_mib: Option<u64>,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+impl fmt::Debug for S3ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret never reaches a log, even at debug level.
+        f.debug_struct("S3ServerConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("secret_access_key_env", &self.secret_access_key_env)
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("allow_http", &self.allow_http)
+            .field("id", &self.id)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("part_size_mib", &self.part_size_mib)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3ServerConfig {
+    /// The values that parse but cannot work: the key and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.bucket.is_empty() {
+            return Err(("bucket", "must not be empty".into()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if endpoint.starts_with("http://") {
+                if !self.allow_http {
+                    return Err((
+                        "endpoint",
+                        "is plain http: add `allow_http = true` to send requests \
+                         (and their signatures) unencrypted"
+                            .into(),
+                    ));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return Err(("endpoint", "must start with http:// or https://".into()));
+            }
+        }
+        let sources = [
+            self.secret_access_key.is_some(),
+            self.secret_access_key_env.is_some(),
+            self.secret_access_key_file.is_some(),
+        ];
+        if sources.iter().filter(|given| **given).count() != 1 {
+            return Err((
+                "secret_access_key",
+                "give exactly one of secret_access_key, secret_access_key_env \
+                 and secret_access_key_file"
+                    .into(),
+            ));
+        }
+        if self.timeout_secs == Some(0) {
+            return Err(("timeout_secs", "must be at least 1".into()));
+        }
+        if let Some(mib) = self.part_size_mib {
+            if !(5..=5120).contains(&mib) {
+                return Err((
+                    "part_size_mib",
+                    format!("must be between 5 and 5120 (S3's part sizes), got {mib}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prefix as object names use it: empty, or ending in `/`.
+    pub fn normalized_prefix(&self) -> String {
+        let trimmed = self.prefix.trim_matches('/');
+        if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("{trimmed}/")
+        }
+    }
+
+    /// The secret access key from wherever the config says it is. The
+    /// error names the source, never the secret.
+    pub fn secret(&self) -> Result<String, String> {
+        match (
+            &self.secret_access_key,
+            &self.secret_access_key_env,
+            &self.secret_access_key_file,
+        ) {
+            (Some(secret), None, None) => Ok(secret.clone()),
+            (None, Some(var), None) => std::env::var(var).map_err(|_| {
+                format!("environment variable {var} (secret_access_key_env) is not set")
+            }),
+            (None, None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "cannot read {} (secret_access_key_file): {e}",
+                        path.display()
+                    )
+                })?;
+                let secret = text.lines().next().unwrap_or("").trim().to_owned();
+                if secret.is_empty() {
+                    return Err(format!(
+                        "{} (secret_access_key_file) is empty",
+                        path.display()
+                    ));
+                }
+                Ok(secret)
+            }
+            _ => Err(
+                "give exactly one of secret_access_key, secret_access_key_env \
+                 and secret_access_key_file"
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 /// An IP address and port, with a message that says what to write instead
@@ -428,6 +584,11 @@ impl Config {
                         ));
                     }
                 }
+                if let ServerConfig::S3(s3) = s {
+                    s3.check().map_err(|(key, reason)| {
+                        invalid(&format!("grid.servers[{i}].{key}"), reason)
+                    })?;
+                }
                 let id = s.id(i);
                 if !ids.insert(id.clone()) {
                     return Err(invalid(
@@ -583,6 +744,15 @@ impl ServerConfig {
             ServerConfig::Tahoe { id, nurl, .. } => id
                 .clone()
                 .unwrap_or_else(|| format!("tahoe-{}", nurl.spki_hash_text())),
+            ServerConfig::S3(s3) => s3.id.clone().unwrap_or_else(|| {
+                let prefix = s3.normalized_prefix();
+                let prefix = prefix.trim_end_matches('/');
+                if prefix.is_empty() {
+                    format!("s3-{}", s3.bucket)
+                } else {
+                    format!("s3-{}/{prefix}", s3.bucket)
+                }
+            }),
         }
     }
 }
@@ -710,8 +880,83 @@ mod tests {
             assert!(msg.contains(&path.display().to_string()), "{msg}");
             assert!(msg.contains("unknown"), "{msg}");
         }
+        let (msg, _) = error_of("[grid]\nservers = [{ kind = \"s4\", path = \"/a\" }]\n");
+        assert!(msg.contains("s4"), "{msg}");
         let (msg, _) = error_of("[grid]\nservers = [{ kind = \"s3\", path = \"/a\" }]\n");
-        assert!(msg.contains("s3"), "{msg}");
+        assert!(msg.contains("path"), "{msg}");
+    }
+
+    const S3: &str =
+        "kind = \"s3\", endpoint = \"http://127.0.0.1:9000\", bucket = \"griddav-0\", \
+                      access_key_id = \"AKID\"";
+
+    #[test]
+    fn s3_servers_take_their_secret_from_one_place() {
+        let c = Config::parse(&format!(
+            "[grid]\nservers = [{{ {S3}, secret_access_key = \"sekrit\", allow_http = true, \
+             prefix = \"/griddav\" }}]\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let ServerConfig::S3(s3) = &c.grid.servers.as_ref().unwrap()[0] else {
+            panic!("an s3 server");
+        };
+        assert_eq!(s3.secret().unwrap(), "sekrit");
+        assert_eq!(s3.normalized_prefix(), "griddav/");
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(
+            c.grid.servers.as_ref().unwrap()[0].id(0),
+            "s3-griddav-0/griddav"
+        );
+        assert!(
+            !format!("{c:?}").contains("sekrit"),
+            "the secret never reaches a log"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file\nignored\n").unwrap();
+        let c = Config::parse(&format!(
+            "[grid]\nservers = [{{ {S3}, secret_access_key_file = \"{}\", allow_http = true }}]\n",
+            file.display()
+        ))
+        .unwrap();
+        let ServerConfig::S3(s3) = &c.grid.servers.as_ref().unwrap()[0] else {
+            panic!("an s3 server");
+        };
+        assert_eq!(s3.secret().unwrap(), "from-a-file");
+        assert_eq!(c.grid.servers.as_ref().unwrap()[0].id(0), "s3-griddav-0");
+    }
+
+    #[test]
+    fn bad_s3_servers_are_errors_naming_the_key() {
+        for (extra, key, why) in [
+            ("secret_access_key = \"s\"", "endpoint", "allow_http"),
+            (
+                "secret_access_key = \"s\", secret_access_key_env = \"V\", allow_http = true",
+                "secret_access_key",
+                "exactly one",
+            ),
+            ("allow_http = true", "secret_access_key", "exactly one"),
+            (
+                "secret_access_key = \"s\", allow_http = true, part_size_mib = 4",
+                "part_size_mib",
+                "between 5 and 5120",
+            ),
+            (
+                "secret_access_key = \"s\", allow_http = true, timeout_secs = 0",
+                "timeout_secs",
+                "at least 1",
+            ),
+        ] {
+            let (msg, _) = error_of(&format!("[grid]\nservers = [{{ {S3}, {extra} }}]\n"));
+            assert!(
+                msg.contains(&format!("grid.servers[0].{key}")),
+                "{extra}: {msg}"
+            );
+            assert!(msg.contains(why), "{extra}: {msg}");
+            assert!(!msg.contains("\"s\""), "{msg}");
+        }
     }
 
     #[test]

@@ -248,13 +248,8 @@ async fn put(
         Box::new(tokio::fs::File::open(file).await?)
     };
     let grid_for_cleanup = grid.clone();
-    let mut uploader = Uploader::new(
-        grid,
-        config.encoding_params(),
-        griddav::server::upload_options(config),
-        None,
-    )
-    .await?;
+    let options = griddav::server::upload_options(config, &grid);
+    let mut uploader = Uploader::new(grid, config.encoding_params(), options, None).await?;
     let journal = match &namespace {
         Some(ns) => Some(ns.begin_upload(&uploader.recovery_token()).await?),
         None => None,

@@ -20,11 +20,14 @@ use http_body_util::{BodyExt, Limited};
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ServerConfig, DEFAULT_LOCAL_SERVERS};
+use crate::config::{Config, S3ServerConfig, ServerConfig, DEFAULT_LOCAL_SERVERS};
 use crate::dav::{propstat, GridFs, GridFsOptions, NamespaceLockSystem};
 use crate::engine::{MemoryBudget, UploadOptions};
 use crate::grid::tahoe::Timeouts;
-use crate::grid::{grid_of_dirs, Grid, GridError, LocalStore, ShareStore, TahoeStore};
+use crate::grid::{
+    grid_of_dirs, BufferPool, Grid, GridError, LocalStore, S3Options, S3Store, ShareStore,
+    TahoeStore, MIN_PART_SIZE,
+};
 use crate::http::guard::{self, Guard};
 use crate::http::listener::{Limits, TimedBody};
 use crate::namespace::{Namespace, NamespaceError};
@@ -134,7 +137,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         grid.clone(),
         GridFsOptions {
             params: config.encoding_params(),
-            upload: upload_options(config),
+            upload: upload_options(config, &grid),
             inline_threshold: config.inline_threshold,
         },
     );
@@ -145,7 +148,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         config.data_dir.clone(),
         config.namespace_db(),
         config.encoding_params(),
-        upload_options(config),
+        upload_options(config, &grid),
         config.snapshot_keep,
     )
     .with_garbage_signal(fs.garbage_signal());
@@ -172,6 +175,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
 /// Opens (creating directories as needed) the storage servers of
 /// `config`. Blocking: call it at start-up or from a blocking task.
 pub fn build_grid(config: &Config) -> Result<Grid, GridError> {
+    // One pool for the whole grid: S3 part buffers and, through
+    // `upload_options`, the coded segments of every upload.
+    let pool = BufferPool::with_bytes(config.encoding.upload_memory_mib.saturating_mul(1 << 20));
     let servers = match &config.grid.servers {
         None => grid_of_dirs(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?,
         Some(list) => list
@@ -192,21 +198,51 @@ pub fn build_grid(config: &Config) -> Result<Grid, GridError> {
                     let store = TahoeStore::new(nurl.clone(), Some(s.id(i)), timeouts)?;
                     Ok(Arc::new(store) as Arc<dyn ShareStore>)
                 }
+                ServerConfig::S3(s3) => {
+                    let store =
+                        S3Store::new(s3_options(s3, &s.id(i))?, s.id(i), Some(pool.clone()))?;
+                    Ok(Arc::new(store) as Arc<dyn ShareStore>)
+                }
             })
             .collect::<Result<Vec<_>, GridError>>()?,
     };
-    Ok(Grid::new(servers))
+    Ok(Grid::with_upload_memory(servers, pool))
+}
+
+/// The S3 store's options from its config entry, the secret read from
+/// wherever the entry says it is.
+fn s3_options(s3: &S3ServerConfig, server_id: &str) -> Result<S3Options, GridError> {
+    let secret_access_key = s3.secret().map_err(|reason| GridError::Backend {
+        server: server_id.to_owned(),
+        source: reason.into(),
+    })?;
+    let part_mib = s3.part_size_mib.unwrap_or(5);
+    Ok(S3Options {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        prefix: s3.normalized_prefix(),
+        region: s3.region.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key,
+        allow_http: s3.allow_http,
+        part_size: usize::try_from(part_mib.saturating_mul(1 << 20)).unwrap_or(MIN_PART_SIZE),
+        timeout: std::time::Duration::from_secs(s3.timeout_secs.unwrap_or(60)),
+    })
 }
 
 /// Upload tuning: `max_in_flight`, and a memory budget of
-/// `upload_memory_mib` that every upload made with these options shares:
-/// call this once per server, not once per upload.
-pub fn upload_options(config: &Config) -> UploadOptions {
+/// `upload_memory_mib` that every upload made with these options shares,
+/// with the part buffers of `grid`'s stores when they have a pool: call
+/// this once per server, not once per upload.
+pub fn upload_options(config: &Config, grid: &Grid) -> UploadOptions {
     let params = config.encoding_params();
-    let budget = MemoryBudget::bytes(
-        config.encoding.upload_memory_mib.saturating_mul(1 << 20),
-        &params,
-    );
+    let budget = match grid.upload_memory() {
+        Some(pool) => MemoryBudget::in_pool(pool.clone(), &params),
+        None => MemoryBudget::bytes(
+            config.encoding.upload_memory_mib.saturating_mul(1 << 20),
+            &params,
+        ),
+    };
     UploadOptions {
         max_in_flight: config.encoding.max_in_flight,
         budget: Some(budget),

@@ -9,61 +9,74 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use crate::grid::{BufferLease, BufferPool};
 
 use super::EncodingParams;
 
+/// Room for coded segments in a [`BufferPool`]: the pool may be shared
+/// with stores that buffer bytes of their own (S3 parts), so that one
+/// figure bounds all the memory uploads hold.
 #[derive(Clone, Debug)]
 pub struct MemoryBudget {
-    permits: Arc<Semaphore>,
-    segments: usize,
+    pool: BufferPool,
+    per_segment: u64,
 }
 
 /// Held by every block of a coded segment; the segment's place in the
 /// budget comes back when the last block is written and drops it.
-pub(crate) type SegmentPermit = Arc<OwnedSemaphorePermit>;
+pub(crate) type SegmentPermit = Arc<BufferLease>;
+
+/// The bytes one coded segment holds: its N blocks, segment size * N / k.
+fn coded_segment_bytes(params: &EncodingParams) -> u64 {
+    (u64::from(params.segment_size) * u64::from(params.n))
+        .div_ceil(u64::from(params.k.max(1)))
+        .max(1)
+}
 
 impl MemoryBudget {
-    /// A budget of `segments` coded segments (at least one).
+    /// A budget of `segments` coded segments (at least one) of 1 KiB each,
+    /// in a pool of its own: for tests that count segments.
     pub fn segments(segments: usize) -> Self {
-        let segments = segments.max(1);
+        let per_segment = 1024;
+        let segments = u64::try_from(segments.max(1)).unwrap_or(u64::MAX);
         Self {
-            permits: Arc::new(Semaphore::new(segments)),
-            segments,
+            pool: BufferPool::with_bytes(segments.saturating_mul(per_segment)),
+            per_segment,
         }
     }
 
-    /// As many coded segments as fit in `bytes`: a coded segment holds its
-    /// N blocks, segment size * N / k bytes.
+    /// As many coded segments as fit in `bytes`, in a pool of its own.
     pub fn bytes(bytes: u64, params: &EncodingParams) -> Self {
-        let per_segment = (u64::from(params.segment_size) * u64::from(params.n))
-            .div_ceil(u64::from(params.k.max(1)))
-            .max(1);
-        Self::segments(usize::try_from(bytes / per_segment).unwrap_or(usize::MAX))
+        Self::in_pool(BufferPool::with_bytes(bytes), params)
     }
 
-    /// The budget's size in segments.
+    /// Coded segments of `params` leased from `pool`, which others may
+    /// share.
+    pub fn in_pool(pool: BufferPool, params: &EncodingParams) -> Self {
+        Self {
+            pool,
+            per_segment: coded_segment_bytes(params),
+        }
+    }
+
+    /// The budget's size in segments (at least one: a segment larger than
+    /// the pool takes all of it).
     pub fn total(&self) -> usize {
-        self.segments
+        usize::try_from(self.pool.total_bytes() / self.per_segment)
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 
     /// Segments free right now.
     pub fn available(&self) -> usize {
-        self.permits.available_permits()
+        usize::try_from(self.pool.available_bytes() / self.per_segment).unwrap_or(usize::MAX)
     }
 
     pub(crate) fn try_take(&self) -> Option<SegmentPermit> {
-        Arc::clone(&self.permits)
-            .try_acquire_owned()
-            .ok()
-            .map(Arc::new)
+        self.pool.try_lease(self.per_segment).map(Arc::new)
     }
 
     pub(crate) async fn take(&self) -> Option<SegmentPermit> {
-        Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .ok()
-            .map(Arc::new)
+        self.pool.lease(self.per_segment).await.map(Arc::new)
     }
 }

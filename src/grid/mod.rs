@@ -13,13 +13,17 @@ mod conformance;
 mod fault;
 mod local;
 mod memory;
+mod pool;
 pub mod probe;
+mod s3;
 pub mod tahoe;
 mod throttle;
 
 pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
 pub use local::{grid_of_dirs, LocalStore};
 pub use memory::MemoryStore;
+pub use pool::{BufferLease, BufferPool};
+pub use s3::{S3Options, S3Store, MIN_PART_SIZE};
 pub use tahoe::TahoeStore;
 pub use throttle::{Link, ThrottledStore};
 
@@ -323,11 +327,30 @@ pub trait ShareWriter: Send + fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct Grid {
     servers: Vec<Arc<dyn ShareStore>>,
+    upload_memory: Option<BufferPool>,
 }
 
 impl Grid {
     pub fn new(servers: Vec<Arc<dyn ShareStore>>) -> Self {
-        Self { servers }
+        Self {
+            servers,
+            upload_memory: None,
+        }
+    }
+
+    /// A grid whose stores lease their buffers from `pool`, which uploads
+    /// to it should use for their coded segments too
+    /// ([`Grid::upload_memory`]), so that one figure bounds both.
+    pub fn with_upload_memory(servers: Vec<Arc<dyn ShareStore>>, pool: BufferPool) -> Self {
+        Self {
+            servers,
+            upload_memory: Some(pool),
+        }
+    }
+
+    /// The memory pool the stores of this grid buffer in, if they share one.
+    pub fn upload_memory(&self) -> Option<&BufferPool> {
+        self.upload_memory.as_ref()
     }
 
     pub fn servers(&self) -> &[Arc<dyn ShareStore>] {
