@@ -19,4 +19,5 @@ pub mod gc;
 pub mod grid;
 pub mod http;
 pub mod namespace;
+pub mod repair;
 pub mod server;

@@ -108,14 +108,31 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
 /// Opens (creating directories as needed) the storage servers of
 /// `config`. Blocking: call it at start-up or from a blocking task.
 pub fn build_grid(config: &Config) -> Result<Grid, GridError> {
+    build_grid_with(config, false)
+}
+
+/// [`build_grid`] for a process beside a running server (`griddav
+/// check`): local stores keep the server's uploads in progress.
+pub fn build_grid_beside_server(config: &Config) -> Result<Grid, GridError> {
+    build_grid_with(config, true)
+}
+
+fn build_grid_with(config: &Config, beside: bool) -> Result<Grid, GridError> {
     let servers = match &config.grid.servers {
+        None if beside => {
+            crate::grid::grid_of_dirs_beside(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?
+        }
         None => grid_of_dirs(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?,
         Some(list) => list
             .iter()
             .enumerate()
             .map(|(i, s)| match s {
                 ServerConfig::Local { path, .. } => {
-                    let store = LocalStore::open(path.clone(), s.id(i))?;
+                    let store = if beside {
+                        LocalStore::open_beside(path.clone(), s.id(i))?
+                    } else {
+                        LocalStore::open(path.clone(), s.id(i))?
+                    };
                     Ok(Arc::new(store) as Arc<dyn ShareStore>)
                 }
                 ServerConfig::Tahoe {

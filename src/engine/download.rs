@@ -300,6 +300,16 @@ impl Downloader {
         self.layout.segment_size
     }
 
+    /// The verified trailer: what repair re-encodes the file with.
+    pub(crate) fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    /// Where everything lies in each share of this file.
+    pub(crate) fn layout(&self) -> &ShareLayout {
+        &self.layout
+    }
+
     /// The first share problems seen (at most a few dozen): missing,
     /// unreachable or corrupt.
     pub fn problems(&self) -> Vec<ShareProblem> {

@@ -21,6 +21,7 @@ pub mod download;
 mod format_vectors;
 pub mod hashtree;
 pub mod layout;
+pub mod repair;
 pub mod upload;
 
 pub use budget::MemoryBudget;

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::grid::{Grid, GridError, ShareNum, ShareWriter, StorageIndex};
 
-enum ShareCommand {
+pub(super) enum ShareCommand {
     /// Append a block; the permit, if any, is dropped once it is written.
     Append(Bytes, Option<SegmentPermit>),
     /// Append the tail, then finish the share at `len` bytes.
@@ -569,7 +569,7 @@ async fn join(task: JoinHandle<EncodedSegment>) -> EngineResult<EncodedSegment> 
 
 /// Appends what it is sent; finishes on `Finish`; aborts when the channel
 /// closes first or an append fails.
-async fn run_share(
+pub(super) async fn run_share(
     mut writer: Box<dyn ShareWriter>,
     mut commands: mpsc::Receiver<ShareCommand>,
 ) -> Result<(), GridError> {
@@ -597,7 +597,7 @@ async fn run_share(
 
 /// The trailer and, for every share, the bytes after its blocks together
 /// with the share's total length.
-fn build_tails(
+pub(super) fn build_tails(
     params: EncodingParams,
     size: u64,
     block_hashes: &[Vec<Hash>],

@@ -74,10 +74,23 @@ struct Inner {
 /// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
 /// `local-00`, `local-01`, ...: the embedded default grid.
 pub fn grid_of_dirs(root: &Path, count: usize) -> GridResult<Vec<Arc<dyn ShareStore>>> {
+    grid_of_dirs_with(root, count, LocalStore::open)
+}
+
+/// [`grid_of_dirs`] opened with [`LocalStore::open_beside`]: for a second
+/// process beside the server (`griddav check`).
+pub fn grid_of_dirs_beside(root: &Path, count: usize) -> GridResult<Vec<Arc<dyn ShareStore>>> {
+    grid_of_dirs_with(root, count, LocalStore::open_beside)
+}
+
+fn grid_of_dirs_with(
+    root: &Path,
+    count: usize,
+    open: fn(PathBuf, String) -> GridResult<LocalStore>,
+) -> GridResult<Vec<Arc<dyn ShareStore>>> {
     (0..count)
         .map(|i| {
-            let store =
-                LocalStore::open(root.join(format!("server-{i:02}")), format!("local-{i:02}"))?;
+            let store = open(root.join(format!("server-{i:02}")), format!("local-{i:02}"))?;
             Ok(Arc::new(store) as Arc<dyn ShareStore>)
         })
         .collect()
@@ -89,6 +102,17 @@ impl LocalStore {
     ///
     /// Blocking: call it at start-up or from a blocking task.
     pub fn open(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
+        let store = Self::open_beside(dir, server_id)?;
+        store.inner.remove_stale_incoming()?;
+        Ok(store)
+    }
+
+    /// Opens the store without touching `incoming/`: for a process that
+    /// runs beside the one serving this directory (`griddav check`), whose
+    /// uploads in progress live there. Creates and finishes shares safely
+    /// beside it: a partial name is taken with `create_new`, and a finished
+    /// share is linked, never renamed over another.
+    pub fn open_beside(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
         let inner = Inner {
             dir: dir.into(),
             server_id: server_id.into(),
@@ -96,7 +120,6 @@ impl LocalStore {
         for sub in [inner.shares_dir(), inner.incoming_dir()] {
             fs::create_dir_all(&sub).map_err(|e| inner.io_error("open: create directory", e))?;
         }
-        inner.remove_stale_incoming()?;
         Ok(Self {
             inner: Arc::new(inner),
         })

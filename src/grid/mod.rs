@@ -18,7 +18,7 @@ pub mod tahoe;
 mod throttle;
 
 pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
-pub use local::{grid_of_dirs, LocalStore};
+pub use local::{grid_of_dirs, grid_of_dirs_beside, LocalStore};
 pub use memory::MemoryStore;
 pub use tahoe::TahoeStore;
 pub use throttle::{Link, ThrottledStore};
@@ -234,6 +234,13 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     /// clients show (WebDAV quota); `None` when it does not say.
     async fn free_space(&self) -> Option<FreeSpace> {
         None
+    }
+
+    /// Renews this client's lease on the shares of `si`, on servers that
+    /// expire shares nobody renews (Tahoe). `Ok(false)`: this server keeps
+    /// shares without leases, nothing to do.
+    async fn renew_lease(&self, _si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<bool> {
+        Ok(false)
     }
 }
 

@@ -37,6 +37,7 @@
 mod clock;
 mod durable;
 mod error;
+mod files;
 mod garbage;
 mod locks;
 mod path;
@@ -47,6 +48,7 @@ mod tree;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durable::SyncStats;
 pub use error::NamespaceError;
+pub use files::GridFile;
 pub use garbage::{PendingUpload, UploadId};
 pub use locks::Lock;
 pub use path::{validate_name, NsPath};
@@ -135,6 +137,45 @@ impl Namespace {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 clock,
+                sync,
+            }),
+        })
+    }
+
+    /// Opens an existing database for reading only, beside a `griddav
+    /// serve` that writes it (`griddav check`): no migration, no release of
+    /// the collector's claims, no change of any kind.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Namespace, NamespaceError> {
+        let path = path.as_ref().to_owned();
+        let sync = WalSync::new(&path);
+        let conn = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx("opening the namespace database read-only")?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .ctx("setting busy timeout")?;
+            let found: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .ctx("reading the schema version")?;
+            if found != schema::SCHEMA_VERSION {
+                return Err(NamespaceError::UnsupportedSchema {
+                    found,
+                    supported: schema::SCHEMA_VERSION,
+                });
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| NamespaceError::Internal {
+            context: "opening the namespace database read-only",
+            reason: e.to_string(),
+        })??;
+        Ok(Namespace {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                clock: Arc::new(SystemClock),
                 sync,
             }),
         })
