@@ -46,6 +46,24 @@ pub struct Config {
     pub encoding: EncodingConfig,
     pub grid: GridConfig,
     pub http: HttpConfig,
+    pub repair: RepairConfig,
+}
+
+/// `[repair]`: the check-and-repair pass `serve` runs in the background.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairConfig {
+    /// Seconds between two passes over every file (the first one this
+    /// long after start); 0: never.
+    pub interval_secs: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 86_400,
+        }
+    }
 }
 
 /// `[encoding]`: how files are cut and coded.
@@ -169,6 +187,7 @@ impl Default for Config {
             encoding: EncodingConfig::default(),
             grid: GridConfig::default(),
             http: HttpConfig::default(),
+            repair: RepairConfig::default(),
         }
     }
 }
@@ -313,6 +332,15 @@ impl Config {
                 format!("must be between 1 and 1000000, got {}", h.max_connections),
             ));
         }
+        if self.repair.interval_secs > 366 * 86_400 {
+            return Err(invalid(
+                "repair.interval_secs",
+                format!(
+                    "at most a year (31622400 seconds), or 0 for never; got {}",
+                    self.repair.interval_secs
+                ),
+            ));
+        }
         if let Some(servers) = &self.grid.servers {
             if servers.is_empty() {
                 return Err(invalid(
@@ -372,6 +400,11 @@ impl Config {
     /// `gc_grace_secs` as a duration.
     pub fn gc_grace(&self) -> Duration {
         Duration::from_secs(self.gc_grace_secs)
+    }
+
+    /// How often `serve` checks and repairs every file; `None`: never.
+    pub fn repair_interval(&self) -> Option<Duration> {
+        (self.repair.interval_secs > 0).then(|| Duration::from_secs(self.repair.interval_secs))
     }
 
     /// Where the namespace database lives.
@@ -560,6 +593,10 @@ mod tests {
                 "`http.body_idle_timeout_secs`",
             ),
             ("[http]\nmax_connections = 0\n", "`http.max_connections`"),
+            (
+                "[repair]\ninterval_secs = 99999999\n",
+                "`repair.interval_secs`",
+            ),
             ("[grid]\nservers = []\n", "`grid.servers`"),
             (
                 "[grid]\nservers = [{ kind = \"local\", path = \"/a\", id = \"x\" }, \

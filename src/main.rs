@@ -342,6 +342,9 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
     )
     .await?;
     service.collector.abort();
+    if let Some(repairer) = service.repairer {
+        repairer.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

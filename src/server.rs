@@ -49,6 +49,8 @@ pub struct Service {
     pub uploads: Arc<crate::dav::pending::PendingUploads>,
     /// The garbage collector; abort it when serving stops.
     pub collector: JoinHandle<()>,
+    /// The background repair (`[repair]`), if on; abort it likewise.
+    pub repairer: Option<JoinHandle<()>>,
 }
 
 /// Opens the namespace in the data directory, removes what uploads that a
@@ -90,6 +92,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             inline_threshold: config.inline_threshold,
         },
     );
+    let repairer = config
+        .repair_interval()
+        .map(|every| crate::repair::spawn_repairer(ns.clone(), grid.clone(), every));
     let collector =
         crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
     let guard = Guard::new(Arc::new(ns.clone()));
@@ -102,6 +107,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             guard,
         },
         collector,
+        repairer,
     })
 }
 

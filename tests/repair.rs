@@ -218,3 +218,41 @@ fn check_of_a_path_and_a_file_deleted_meanwhile() {
     );
     assert!(text.contains("1 files: 1 healthy, 0 repaired"), "{text}");
 }
+
+#[test]
+fn serve_repairs_in_the_background_and_logs_it() {
+    let server = Server::start_with_config("[repair]\ninterval_secs = 1\n");
+    let client = server.client();
+    let content = Content::new(5, 200_000);
+    assert_eq!(client.put("/bg.bin", content.bytes()).status, 201);
+    let dirs = server.share_dirs();
+    let count = |dir: &Path| server_share_count(dir);
+    assert_eq!(count(&dirs[6]), 1);
+    empty(&dirs[6]);
+    assert_eq!(count(&dirs[6]), 0);
+    assert!(
+        support::server::wait_until(std::time::Duration::from_secs(60), || count(&dirs[6]) == 1),
+        "no share re-created within 60 s; log:\n{}",
+        server.log_tail()
+    );
+    assert!(
+        support::server::wait_until(std::time::Duration::from_secs(10), || server
+            .log_tail()
+            .contains("repaired")),
+        "{}",
+        server.log_tail()
+    );
+    let (output, document) = check(&server, &[]);
+    assert!(output.status.success(), "{document}");
+}
+
+/// Finished shares under one server's `shares/`.
+fn server_share_count(shares: &Path) -> usize {
+    let mut count = 0;
+    for prefix in fs::read_dir(shares).expect("shares dir").flatten() {
+        for si in fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+            count += fs::read_dir(si.path()).into_iter().flatten().count();
+        }
+    }
+    count
+}
