@@ -95,8 +95,14 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
     let repairer = config
         .repair_interval()
         .map(|every| crate::repair::spawn_repairer(ns.clone(), grid.clone(), every));
-    let collector =
-        crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
+    let collector = crate::gc::spawn_collector(
+        ns.clone(),
+        grid,
+        fs.garbage_signal(),
+        config.gc_grace(),
+        fs.space_pressure(),
+        fs.in_use(),
+    );
     let guard = Guard::new(Arc::new(ns.clone()));
     let locks = NamespaceLockSystem::new(ns, config.lock_max_timeout());
     let uploads = fs.pending_uploads();

@@ -106,6 +106,10 @@ impl WriteHandle {
             }
             Some(_) => {}
         }
+        if fs.ns.space_is_short().await {
+            // The room left is kept for removals (see namespace/reserve.rs).
+            return Err(fs.note(FsError::InsufficientStorage));
+        }
         let pending = fs.uploads.begin(&path);
         let partial = !options.truncate;
         if node.is_none() && partial {
@@ -421,11 +425,15 @@ impl DavFile for WriteHandle {
 
     fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
         let data = buf.copy_to_bytes(buf.remaining());
-        self.write(data).boxed()
+        self.write_bytes(data)
     }
 
     fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        self.write(buf).boxed()
+        async move {
+            let result = self.write(buf).await;
+            result.map_err(|e| self.fs.note(e))
+        }
+        .boxed()
     }
 
     fn read_bytes(&mut self, _count: usize) -> FsFuture<'_, Bytes> {
@@ -462,7 +470,7 @@ impl DavFile for WriteHandle {
         async move {
             let result = self.commit().await;
             self.pending.release();
-            result
+            result.map_err(|e| self.fs.note(e))
         }
         .boxed()
     }

@@ -555,7 +555,7 @@ async fn rebuild(
                     n: params.n,
                     segment_size: params.segment_size,
                 };
-                let task = tokio::spawn(run_share(writer, receiver));
+                let task = tokio::spawn(run_share(writer, receiver, None));
                 let header = Bytes::copy_from_slice(&header.encode());
                 let alive = sender
                     .send(ShareCommand::Append(header, None))

@@ -26,6 +26,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -57,6 +58,12 @@ use super::{
 /// syncs in flight, starting write-back early with `POSIX_FADV_DONTNEED` on
 /// the newest interval and syncing every 32 MiB.
 const WRITEBACK_INTERVAL: u64 = 8 << 20;
+
+/// Any one append, finish or create of a share gives up after this long: a
+/// hung disk or NFS mount fails the share (the upload goes on with the
+/// others) rather than holding the upload for ever. The blocking call
+/// itself cannot be cancelled; the writer refuses to go on after it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A [`ShareStore`] keeping its shares in one local directory. Cheap to
 /// clone; clones are the same store.
@@ -254,9 +261,16 @@ where
     T: Send + 'static,
     F: FnOnce() -> GridResult<T> + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| inner.io_error(operation, io::Error::other(e)))?
+    match tokio::time::timeout(WRITE_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(joined) => joined.map_err(|e| inner.io_error(operation, io::Error::other(e)))?,
+        Err(_) => Err(inner.io_error(
+            operation,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+            ),
+        )),
+    }
 }
 
 #[async_trait]
@@ -466,7 +480,13 @@ impl LocalWriter {
     /// share and dirty pages stay bounded.
     async fn wait_writeback(&mut self, operation: &'static str) -> GridResult<()> {
         if let Some(pending) = self.writeback.take() {
-            let synced = pending.await.map_err(io::Error::other).and_then(|r| r);
+            let synced = match tokio::time::timeout(WRITE_TIMEOUT, pending).await {
+                Ok(joined) => joined.map_err(io::Error::other).and_then(|r| r),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("write-back not done within {WRITE_TIMEOUT:?}"),
+                )),
+            };
             if let Err(e) = synced {
                 // The kernel reports a write-back error once: a later fsync
                 // may succeed although pages were lost, so never finish.
@@ -537,15 +557,27 @@ impl ShareWriter for LocalWriter {
         let offset = self.written;
         let end = offset + data.len() as u64;
         let start_writeback = end - self.writeback_from >= WRITEBACK_INTERVAL;
-        let (file, result) = tokio::task::spawn_blocking(move || {
+        let append = tokio::task::spawn_blocking(move || {
             let result = file.write_all_at(&data, offset).and_then(|()| {
                 // A second handle lets the write-back run while appends go on.
                 start_writeback.then(|| file.try_clone()).transpose()
             });
             (file, result)
-        })
-        .await
-        .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
+        });
+        // On a timeout the file stays with the stuck call: `self.file`
+        // remains `None` and the writer refuses to go on.
+        let (file, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
+            .await
+            .map_err(|_| {
+                self.store.io_error(
+                    "append",
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+                    ),
+                )
+            })?
+            .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
         let sync_handle = result.map_err(|e| self.store.io_error("append", e))?;
         self.file = Some(file);
         self.written = end;

@@ -11,6 +11,7 @@
 #[cfg(test)]
 mod conformance;
 mod fault;
+pub mod health;
 mod local;
 mod memory;
 pub mod probe;
@@ -186,6 +187,27 @@ pub enum GridError {
 
 pub type GridResult<T> = Result<T, GridError>;
 
+impl GridError {
+    /// The server is out of room (ENOSPC, EDQUOT): a full disk, not a fault.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            GridError::Io { source, .. } => io_out_of_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means a full file system or quota.
+pub fn io_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(
+            e.raw_os_error(),
+            Some(code) if code == nix::errno::Errno::ENOSPC as i32
+                || code == nix::errno::Errno::EDQUOT as i32
+        )
+}
+
 /// One storage server.
 ///
 /// Contract, shared by every backend and checked by the conformance tests:
@@ -271,11 +293,31 @@ pub trait ShareWriter: Send + fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct Grid {
     servers: Vec<Arc<dyn ShareStore>>,
+    health: Arc<health::ServerHealth>,
 }
 
 impl Grid {
     pub fn new(servers: Vec<Arc<dyn ShareStore>>) -> Self {
-        Self { servers }
+        Self {
+            servers,
+            health: Arc::default(),
+        }
+    }
+
+    /// What the servers have been like lately (shared by clones).
+    pub fn health(&self) -> &Arc<health::ServerHealth> {
+        &self.health
+    }
+
+    /// Where a new upload puts its shares: [`Grid::permuted`], with the
+    /// servers that had trouble lately moved to the end (in the same
+    /// order), so that the data shares land on healthy ones.
+    pub fn placement(&self, si: StorageIndex) -> Vec<Arc<dyn ShareStore>> {
+        let (healthy, suspect): (Vec<_>, Vec<_>) = self
+            .permuted(si)
+            .into_iter()
+            .partition(|s| !self.health.is_suspect(s.server_id()));
+        healthy.into_iter().chain(suspect).collect()
     }
 
     pub fn servers(&self) -> &[Arc<dyn ShareStore>] {

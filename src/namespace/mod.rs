@@ -42,6 +42,7 @@ mod garbage;
 mod locks;
 mod path;
 mod props;
+mod reserve;
 mod schema;
 mod tree;
 
@@ -74,6 +75,8 @@ struct Inner {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     sync: WalSync,
+    /// `None` for a read-only handle.
+    reserve: Option<reserve::Reserve>,
 }
 
 impl Namespace {
@@ -92,52 +95,55 @@ impl Namespace {
         let path = path.as_ref().to_owned();
         let now = clock::to_ms(clock.now());
         let sync = WalSync::new(&path);
-        let (conn, sync) = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
-            // It holds every capability: readable by its owner only (SQLite
-            // gives its -wal and -shm files the same mode). Created here,
-            // or tightened if an older version left it group-readable.
-            {
-                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-                let internal = |e: std::io::Error| NamespaceError::Internal {
-                    context: "creating the namespace database owner-only",
-                    reason: e.to_string(),
-                };
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(internal)?;
-                let mode = file.metadata().map_err(internal)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        let (conn, sync, reserve) =
+            tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+                // It holds every capability: readable by its owner only (SQLite
+                // gives its -wal and -shm files the same mode). Created here,
+                // or tightened if an older version left it group-readable.
+                {
+                    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                    let internal = |e: std::io::Error| NamespaceError::Internal {
+                        context: "creating the namespace database owner-only",
+                        reason: e.to_string(),
+                    };
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(&path)
                         .map_err(internal)?;
+                    let mode = file.metadata().map_err(internal)?.permissions().mode();
+                    if mode & 0o077 != 0 {
+                        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                            .map_err(internal)?;
+                    }
                 }
-            }
-            let mut conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .ctx("opening the namespace database")?;
-            schema::prepare(&mut conn, now)?;
-            // Claims belong to collectors of a previous run, which are gone:
-            // their entries must be taken again.
-            garbage::release_all_claims(&conn)?;
-            sync.sync_at_open(&path)?;
-            Ok((conn, sync))
-        })
-        .await
-        .map_err(|e| NamespaceError::Internal {
-            context: "opening the namespace database",
-            reason: e.to_string(),
-        })??;
+                let mut conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .ctx("opening the namespace database")?;
+                schema::prepare(&mut conn, now)?;
+                // Claims belong to collectors of a previous run, which are gone:
+                // their entries must be taken again.
+                garbage::release_all_claims(&conn)?;
+                sync.sync_at_open(&path)?;
+                let reserve = reserve::Reserve::open(&path);
+                Ok((conn, sync, reserve))
+            })
+            .await
+            .map_err(|e| NamespaceError::Internal {
+                context: "opening the namespace database",
+                reason: e.to_string(),
+            })??;
         Ok(Namespace {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 clock,
                 sync,
+                reserve: Some(reserve),
             }),
         })
     }
@@ -177,8 +183,18 @@ impl Namespace {
                 conn: Mutex::new(conn),
                 clock: Arc::new(SystemClock),
                 sync,
+                reserve: None,
             }),
         })
+    }
+
+    /// Whether the database's disk is so full that new content must be
+    /// refused, keeping the room left for removals (see `reserve.rs`).
+    pub async fn space_is_short(&self) -> bool {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.reserve.as_ref().is_some_and(|r| r.short()))
+            .await
+            .unwrap_or(false)
     }
 
     /// The clock this namespace uses.
@@ -208,6 +224,11 @@ impl Namespace {
         }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            if write {
+                if let Some(reserve) = &inner.reserve {
+                    reserve.adjust();
+                }
+            }
             let (result, seq) = {
                 // A panic inside `f` rolled its transaction back as it
                 // unwound (Transaction's Drop), so the connection is
