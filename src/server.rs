@@ -92,9 +92,9 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             inline_threshold: config.inline_threshold,
         },
     );
-    let repairer = config
-        .repair_interval()
-        .map(|every| crate::repair::spawn_repairer(ns.clone(), grid.clone(), every));
+    let repairer = config.repair_interval().map(|every| {
+        crate::repair::spawn_repairer(ns.clone(), grid.clone(), every, fs.short_files_signal())
+    });
     let collector = crate::gc::spawn_collector(
         ns.clone(),
         grid,

@@ -256,3 +256,42 @@ fn server_share_count(shares: &Path) -> usize {
     }
     count
 }
+
+#[test]
+fn a_file_stored_short_of_shares_is_recorded_and_completed() {
+    let server = Server::start_with_config("[repair]\ninterval_secs = 5\n");
+    let client = server.client();
+    let dirs = server.share_dirs();
+    // Server 3 cannot take new shares: its incoming/ is not a directory.
+    let incoming = dirs[3].parent().expect("server dir").join("incoming");
+    fs::remove_dir(&incoming).expect("remove incoming");
+    fs::write(&incoming, b"not a directory").expect("block incoming");
+    let content = Content::new(11, 300_000);
+    assert_eq!(client.put("/short.bin", content.bytes()).status, 201);
+    let recorded = || {
+        let db = server.data_dir().join("namespace.db");
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open the namespace");
+        conn.query_row("SELECT COUNT(*) FROM short_files", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("count short files")
+    };
+    assert_eq!(recorded(), 1, "the upload with 9 of 10 shares is recorded");
+    assert_eq!(server_share_count(&dirs[3]), 0);
+
+    fs::remove_file(&incoming).expect("unblock incoming");
+    fs::create_dir(&incoming).expect("restore incoming");
+    assert!(
+        support::server::wait_until(std::time::Duration::from_secs(60), || {
+            server_share_count(&dirs[3]) == 1 && recorded() == 0
+        }),
+        "not completed: {} shares on server 3, {} recorded; log:\n{}",
+        server_share_count(&dirs[3]),
+        recorded(),
+        server.log_tail()
+    );
+    let (output, document) = check(&server, &[]);
+    assert!(output.status.success(), "{document}");
+}

@@ -62,6 +62,8 @@ pub(crate) struct FsInner {
     /// Set when a write runs out of space: the collector then frees
     /// garbage at once, but for content being read (`reading`).
     pub pressure: crate::gc::SpacePressure,
+    /// Notified when a file is stored with fewer than n shares.
+    pub short_files: Arc<Notify>,
     /// Every reader handed out, by capability, for [`GridFs::in_use`].
     reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Downloader>>>,
 }
@@ -182,6 +184,7 @@ impl GridFs {
                 quota: tokio::sync::Mutex::new(None),
                 used: Arc::default(),
                 pressure: crate::gc::SpacePressure::default(),
+                short_files: Arc::new(Notify::new()),
                 reading: Default::default(),
             }),
         }
@@ -218,6 +221,12 @@ impl GridFs {
     /// it arrives, before the handler's checks and `open`.
     pub fn pending_uploads(&self) -> Arc<PendingUploads> {
         Arc::clone(&self.inner.uploads)
+    }
+
+    /// Notified when a file is stored short of shares: hand it to the
+    /// background repair.
+    pub fn short_files_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.short_files)
     }
 
     /// Reported when a write runs out of space: hand it to the collector.

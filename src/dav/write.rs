@@ -308,10 +308,14 @@ impl WriteHandle {
             self.copy_base(after, base_size).await?;
         }
         let size = self.fed;
+        let mut complete = true;
         let (content, journal) = match self.sink.take() {
             Some(Sink::Buffer(buffer)) => (Content::Inline(buffer.to_vec()), None),
-            Some(Sink::Upload { uploader, journal }) => match uploader.finish().await {
-                Ok(cap) => (Content::Cap(cap.to_string()), Some(journal)),
+            Some(Sink::Upload { uploader, journal }) => match uploader.finish_counted().await {
+                Ok(finished) => {
+                    complete = finished.complete;
+                    (Content::Cap(finished.cap.to_string()), Some(journal))
+                }
                 Err(e) => {
                     self.state = State::Failed;
                     self.end_journal(journal).await;
@@ -332,6 +336,15 @@ impl WriteHandle {
         {
             Ok(outcome) => {
                 self.fs.wake_collector(outcome.garbage_queued.is_some());
+                if let (false, Some(cap)) = (complete, &cap) {
+                    // Stored with fewer than n shares: repair completes it.
+                    match self.fs.ns.record_short(cap).await {
+                        Ok(()) => self.fs.short_files.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot record a file short of shares")
+                        }
+                    }
+                }
                 self.committed = Some(outcome.node);
                 self.state = State::Committed;
                 Ok(())

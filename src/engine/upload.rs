@@ -58,6 +58,15 @@ enum State {
     Finished,
 }
 
+/// A finished upload.
+#[derive(Debug)]
+pub struct Finished {
+    pub cap: FileCap,
+    /// All n shares stored, on as many distinct servers as the grid has
+    /// (up to n). When not, repair has work to do.
+    pub complete: bool,
+}
+
 /// Streams one file version into the grid. See the module docs.
 pub struct Uploader {
     key: FileKey,
@@ -272,7 +281,14 @@ impl Uploader {
     /// Completes the upload: codes the last segment, writes the trees and
     /// trailers, and finishes the shares. Succeeds only if at least `happy`
     /// shares are stored; otherwise removes them all.
-    pub async fn finish(mut self) -> EngineResult<FileCap> {
+    pub async fn finish(self) -> EngineResult<FileCap> {
+        self.finish_counted().await.map(|finished| finished.cap)
+    }
+
+    /// [`Uploader::finish`], also telling how many shares were stored: a
+    /// file stored with fewer than n (on fewer distinct servers than the
+    /// grid could give it) is one for repair to complete.
+    pub async fn finish_counted(mut self) -> EngineResult<Finished> {
         self.check_open()?;
         if let Some(expected) = self.expected_size {
             if expected != self.written {
@@ -283,9 +299,9 @@ impl Uploader {
         }
         self.state = State::Broken;
         match self.finish_inner().await {
-            Ok(cap) => {
+            Ok(finished) => {
                 self.state = State::Finished;
-                Ok(cap)
+                Ok(finished)
             }
             Err(e) => {
                 self.abort().await;
@@ -294,7 +310,7 @@ impl Uploader {
         }
     }
 
-    async fn finish_inner(&mut self) -> EngineResult<FileCap> {
+    async fn finish_inner(&mut self) -> EngineResult<Finished> {
         if !self.buffer.is_empty() {
             self.submit_segment().await?;
         }
@@ -353,12 +369,17 @@ impl Uploader {
             return Err(not_happy(stored, self.params.happy, self.problems.clone()));
         }
         tracing::debug!(si = %self.si, size = self.written, stored, "upload finished");
-        Ok(FileCap {
-            key: self.key.clone(),
-            trailer_hash: trailer.hash(),
-            k: self.params.k,
-            n: self.params.n,
-            size: self.written,
+        let servers = self.grid.servers().len();
+        Ok(Finished {
+            cap: FileCap {
+                key: self.key.clone(),
+                trailer_hash: trailer.hash(),
+                k: self.params.k,
+                n: self.params.n,
+                size: self.written,
+            },
+            complete: stored_on.len() >= usize::from(self.params.n)
+                && stored >= usize::from(self.params.n).min(servers),
         })
     }
 

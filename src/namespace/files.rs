@@ -60,6 +60,61 @@ impl Namespace {
         .await
     }
 
+    /// Records that `cap` was stored with fewer than n shares.
+    pub async fn record_short(&self, cap: &str) -> Result<(), NamespaceError> {
+        let cap = cap.to_owned();
+        self.run("recording a file short of shares", true, move |tx, now| {
+            tx.execute(
+                "INSERT OR IGNORE INTO short_files (cap, recorded_at) VALUES (?1, ?2)",
+                params![cap, now],
+            )
+            .ctx("recording a file short of shares")?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The files recorded short of shares that still exist (one path each),
+    /// oldest record first; records of files gone are dropped.
+    pub async fn short_files(&self) -> Result<Vec<GridFile>, NamespaceError> {
+        self.run("listing files short of shares", true, |tx, _| {
+            tx.execute(
+                "DELETE FROM short_files WHERE cap NOT IN
+                     (SELECT cap FROM nodes WHERE cap IS NOT NULL)",
+                [],
+            )
+            .ctx("dropping records of files gone")?;
+            let caps: Vec<(String, i64)> = tx
+                .prepare(
+                    "SELECT s.cap, MIN(n.size) FROM short_files s
+                     JOIN nodes n ON n.cap = s.cap
+                     GROUP BY s.cap ORDER BY MIN(s.recorded_at)",
+                )
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .ctx("listing files short of shares")?;
+            Ok(caps
+                .into_iter()
+                .map(|(cap, size)| GridFile {
+                    path: String::new(),
+                    cap,
+                    size: size.max(0) as u64,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Forgets that `cap` was short of shares (repair completed it).
+    pub async fn short_done(&self, cap: &str) -> Result<(), NamespaceError> {
+        let cap = cap.to_owned();
+        self.run("completing a file short of shares", true, move |tx, _| {
+            tx.execute("DELETE FROM short_files WHERE cap = ?1", [cap])
+                .ctx("completing a file short of shares")?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Whether any file still refers to `cap`.
     pub async fn cap_referenced(&self, cap: &str) -> Result<bool, NamespaceError> {
         let cap = cap.to_owned();

@@ -146,12 +146,72 @@ async fn check_one(
     }
 }
 
+/// How often files recorded short of shares are tried again (or sooner,
+/// after the interval when that is shorter).
+const SHORT_RETRY: Duration = Duration::from_secs(60);
+
+/// Repairs the files recorded as stored with fewer than n shares; forgets
+/// each once it is whole.
+pub async fn repair_short_files(ns: &Namespace, grid: &Grid) {
+    let files = match ns.short_files().await {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the files short of shares");
+            return;
+        }
+    };
+    let options = CheckOptions {
+        deep: false,
+        repair: true,
+        renew_leases: false,
+    };
+    for file in files {
+        let Some(report) = check_one(ns, grid, &file, options).await else {
+            continue;
+        };
+        match report.status {
+            FileStatus::Healthy | FileStatus::Repaired => {
+                if report.status == FileStatus::Repaired {
+                    tracing::info!(
+                        shares_written = report.written.len(),
+                        "repaired a file stored with fewer than n shares"
+                    );
+                }
+                if let Err(e) = ns.short_done(&file.cap).await {
+                    tracing::warn!(error = %e, "cannot forget a file short of shares");
+                }
+            }
+            FileStatus::Degraded | FileStatus::Unrecoverable => {}
+        }
+    }
+}
+
 /// Runs a repairing walk of the whole tree every `interval` until the
-/// runtime stops, logging what it repaired and what it could not.
-pub fn spawn_repairer(ns: Namespace, grid: Grid, interval: Duration) -> JoinHandle<()> {
+/// runtime stops, logging what it repaired and what it could not; files
+/// recorded short of shares (`short` is notified) are completed sooner,
+/// once servers have room again.
+pub fn spawn_repairer(
+    ns: Namespace,
+    grid: Grid,
+    interval: Duration,
+    short: std::sync::Arc<tokio::sync::Notify>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut next_pass = tokio::time::Instant::now() + interval;
         loop {
-            tokio::time::sleep(interval).await;
+            let retry = tokio::time::Instant::now() + SHORT_RETRY.min(interval);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_pass.min(retry)) => {}
+                _ = short.notified() => {
+                    // Let the servers that were full make room first.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            repair_short_files(&ns, &grid).await;
+            if tokio::time::Instant::now() < next_pass {
+                continue;
+            }
+            next_pass = tokio::time::Instant::now() + interval;
             let options = CheckOptions {
                 deep: false,
                 repair: true,
