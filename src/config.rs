@@ -59,6 +59,7 @@ pub struct Config {
     /// `[[users]]`: when any is given, every request needs one's password.
     pub users: Vec<UserConfig>,
     pub tls: TlsConfig,
+    pub repair: RepairConfig,
 }
 
 /// One `[[users]]` entry.
@@ -115,6 +116,23 @@ impl TlsConfig {
     /// Whether HTTPS is served.
     pub fn enabled(&self) -> bool {
         self.self_signed || self.cert.is_some()
+    }
+}
+
+/// `[repair]`: the check-and-repair pass `serve` runs in the background.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairConfig {
+    /// Seconds between two passes over every file (the first one this
+    /// long after start); 0: never.
+    pub interval_secs: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 86_400,
+        }
     }
 }
 
@@ -401,6 +419,7 @@ impl Default for Config {
             allow_insecure: false,
             users: Vec::new(),
             tls: TlsConfig::default(),
+            repair: RepairConfig::default(),
         }
     }
 }
@@ -567,6 +586,15 @@ impl Config {
             ));
         }
         self.validate_users_and_tls(&invalid)?;
+        if self.repair.interval_secs > 366 * 86_400 {
+            return Err(invalid(
+                "repair.interval_secs",
+                format!(
+                    "at most a year (31622400 seconds), or 0 for never; got {}",
+                    self.repair.interval_secs
+                ),
+            ));
+        }
         if let Some(servers) = &self.grid.servers {
             if servers.is_empty() {
                 return Err(invalid(
@@ -726,6 +754,11 @@ impl Config {
     /// `snapshot_interval_secs` as a duration (zero: no periodic copies).
     pub fn snapshot_interval(&self) -> Duration {
         Duration::from_secs(self.snapshot_interval_secs)
+    }
+
+    /// How often `serve` checks and repairs every file; `None`: never.
+    pub fn repair_interval(&self) -> Option<Duration> {
+        (self.repair.interval_secs > 0).then(|| Duration::from_secs(self.repair.interval_secs))
     }
 
     /// Where the namespace database lives.
@@ -1008,6 +1041,10 @@ mod tests {
                 "`http.body_idle_timeout_secs`",
             ),
             ("[http]\nmax_connections = 0\n", "`http.max_connections`"),
+            (
+                "[repair]\ninterval_secs = 99999999\n",
+                "`repair.interval_secs`",
+            ),
             ("[grid]\nservers = []\n", "`grid.servers`"),
             (
                 "[grid]\nservers = [{ kind = \"local\", path = \"/a\", id = \"x\" }, \

@@ -6,8 +6,8 @@
 //! its shares in the background, and resumes after a restart because the
 //! garbage list lives in the namespace database.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -20,6 +20,43 @@ use crate::namespace::Namespace;
 const BATCH: usize = 64;
 /// How often the collector looks even when nobody woke it.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How long after the last write that ran out of space the collector
+/// frees garbage at once rather than after the grace period.
+const PRESSURE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Whether space ran out lately. While it did, the collector frees garbage
+/// as soon as it is queued, skipping only content a running download still
+/// reads, so that a DELETE makes room for the next PUT. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct SpacePressure {
+    inner: Arc<PressureInner>,
+}
+
+#[derive(Debug, Default)]
+struct PressureInner {
+    wake: Notify,
+    until: Mutex<Option<Instant>>,
+}
+
+impl SpacePressure {
+    /// A write ran out of space: free what can be freed now.
+    pub fn report(&self) {
+        *self.until() = Some(Instant::now() + PRESSURE_WINDOW);
+        self.inner.wake.notify_one();
+    }
+
+    pub fn active(&self) -> bool {
+        self.until().is_some_and(|until| Instant::now() < until)
+    }
+
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.inner.until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a running download still reads the content of a capability.
+pub type InUse = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Deletes the shares of uploads that were under way when the last process
 /// stopped, and forgets them.
@@ -78,14 +115,52 @@ pub async fn collect_once(ns: &Namespace, grid: &Grid, grace: Duration) -> usize
     }
 }
 
+/// One pass under space pressure: frees all garbage, however recent, but
+/// what `in_use` says a download still reads. Returns how many were freed.
+pub async fn collect_under_pressure(ns: &Namespace, grid: &Grid, in_use: &InUse) -> usize {
+    let mut freed = 0;
+    loop {
+        let batch = match ns.take_garbage(BATCH, Duration::ZERO).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the garbage list");
+                return freed;
+            }
+        };
+        if batch.is_empty() {
+            return freed;
+        }
+        let mut progress = false;
+        for cap in batch {
+            let done = if !in_use(&cap) && free_capability(grid, &cap).await {
+                freed += 1;
+                progress = true;
+                ns.garbage_done(&cap).await.map(|_| ())
+            } else {
+                ns.garbage_release(&cap).await
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "cannot update the garbage list");
+            }
+        }
+        if !progress {
+            return freed;
+        }
+    }
+}
+
 /// Runs the collector until the runtime stops. `wake` makes it look now.
 /// Call [`recover_interrupted_uploads`] before serving, not concurrently:
 /// it would take the journal entries of new uploads for interrupted ones.
+/// Under [`SpacePressure`], garbage is freed at once but for what
+/// `in_use` names.
 pub fn spawn_collector(
     ns: Namespace,
     grid: Grid,
     wake: Arc<Notify>,
     grace: Duration,
+    pressure: SpacePressure,
+    in_use: InUse,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let sleep = if grace.is_zero() {
@@ -98,11 +173,23 @@ pub fn spawn_collector(
             if freed > 0 {
                 tracing::debug!(freed, "garbage collected");
             }
+            if pressure.active() {
+                let freed = collect_under_pressure(&ns, &grid, &in_use).await;
+                if freed > 0 {
+                    tracing::info!(
+                        freed,
+                        "space is short: garbage freed before its grace period"
+                    );
+                }
+            }
             tokio::select! {
                 _ = wake.notified() => {
-                    // Let the grace period of what was just queued run out.
-                    tokio::time::sleep(grace.min(MAX_SLEEP)).await;
+                    if !pressure.active() {
+                        // Let the grace period of what was just queued run out.
+                        tokio::time::sleep(grace.min(MAX_SLEEP)).await;
+                    }
                 }
+                _ = pressure.inner.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }

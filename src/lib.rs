@@ -20,5 +20,6 @@ pub mod gc;
 pub mod grid;
 pub mod http;
 pub mod namespace;
+pub mod repair;
 pub mod server;
 pub mod snapshot;

@@ -69,6 +69,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check the files under PATH (default all): which servers hold their
+    /// shares; with --deep, every byte verified; with --repair, missing or
+    /// corrupt shares re-created. Safe while `serve` runs on the same data
+    /// directory. Exit status 0 only if every file is healthy afterwards.
+    Check {
+        /// Read and verify every byte of every share.
+        #[arg(long)]
+        deep: bool,
+        /// Re-create missing or corrupt shares from k good ones.
+        #[arg(long)]
+        repair: bool,
+        /// One JSON document on standard output, for machines.
+        #[arg(long)]
+        json: bool,
+        path: Option<String>,
+    },
     /// Print the NURL of a Tahoe-LAFS node directory, for a
     /// `{ kind = "tahoe", nurl = "..." }` server (it holds a secret).
     TahoeNurl { nodedir: PathBuf },
@@ -138,9 +154,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         config.listen = *listen;
     }
     config.validate()?;
+    let beside_server = matches!(cli.command, Command::Check { .. });
     let grid = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || griddav::server::build_grid(&config)).await??
+        tokio::task::spawn_blocking(move || {
+            if beside_server {
+                griddav::server::build_grid_beside_server(&config)
+            } else {
+                griddav::server::build_grid(&config)
+            }
+        })
+        .await??
     };
     match cli.command {
         Command::Serve { .. } => serve(config, grid).await?,
@@ -188,6 +212,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::TahoeNurl { .. } | Command::Passwd => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
         Command::Cap { path } => return print_cap(&config, &path).await,
+        Command::Check {
+            deep,
+            repair,
+            json,
+            path,
+        } => {
+            let ns = Namespace::open_read_only(config.namespace_db()).await?;
+            let options = griddav::engine::repair::CheckOptions {
+                deep,
+                repair,
+                renew_leases: true,
+            };
+            let path = path.as_deref().unwrap_or("/");
+            let healthy = griddav::repair::cli::run(&ns, &grid, path, options, json).await?;
+            return Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Get { cap } => {
             let cap = capability(cap).await?;
             let downloader = std::sync::Arc::new(Downloader::open(&grid, &cap).await?);

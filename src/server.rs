@@ -58,6 +58,8 @@ pub struct Service {
     pub snapshots: crate::snapshot::Snapshots,
     pub copier: JoinHandle<()>,
     pub ns: Namespace,
+    /// The background repair (`[repair]`), if on; abort it likewise.
+    pub repairer: Option<JoinHandle<()>>,
 }
 
 impl Service {
@@ -89,6 +91,9 @@ impl Service {
             tracing::info!("namespace copy up to date");
         }
         self.collector.abort();
+        if let Some(repairer) = self.repairer {
+            repairer.abort();
+        }
     }
 }
 
@@ -153,8 +158,17 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
     )
     .with_garbage_signal(fs.garbage_signal());
     let copier = snapshots.spawn(config.snapshot_interval());
-    let collector =
-        crate::gc::spawn_collector(ns.clone(), grid, fs.garbage_signal(), config.gc_grace());
+    let repairer = config.repair_interval().map(|every| {
+        crate::repair::spawn_repairer(ns.clone(), grid.clone(), every, fs.short_files_signal())
+    });
+    let collector = crate::gc::spawn_collector(
+        ns.clone(),
+        grid,
+        fs.garbage_signal(),
+        config.gc_grace(),
+        fs.space_pressure(),
+        fs.in_use(),
+    );
     let guard = Guard::new(Arc::new(ns.clone()));
     let locks = NamespaceLockSystem::new(ns.clone(), config.lock_max_timeout());
     let uploads = fs.pending_uploads();
@@ -169,6 +183,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         snapshots,
         copier,
         ns,
+        repairer,
     })
 }
 
@@ -177,15 +192,34 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
 pub fn build_grid(config: &Config) -> Result<Grid, GridError> {
     // One pool for the whole grid: S3 part buffers and, through
     // `upload_options`, the coded segments of every upload.
+    build_grid_with(config, false)
+}
+
+/// [`build_grid`] for a process beside a running server (`griddav
+/// check`): local stores keep the server's uploads in progress.
+pub fn build_grid_beside_server(config: &Config) -> Result<Grid, GridError> {
+    build_grid_with(config, true)
+}
+
+fn build_grid_with(config: &Config, beside: bool) -> Result<Grid, GridError> {
+    // One pool for the whole grid: S3 part buffers and, through
+    // `upload_options`, the coded segments of every upload.
     let pool = BufferPool::with_bytes(config.encoding.upload_memory_mib.saturating_mul(1 << 20));
     let servers = match &config.grid.servers {
+        None if beside => {
+            crate::grid::grid_of_dirs_beside(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?
+        }
         None => grid_of_dirs(&config.data_dir.join("grid"), DEFAULT_LOCAL_SERVERS)?,
         Some(list) => list
             .iter()
             .enumerate()
             .map(|(i, s)| match s {
                 ServerConfig::Local { path, .. } => {
-                    let store = LocalStore::open(path.clone(), s.id(i))?;
+                    let store = if beside {
+                        LocalStore::open_beside(path.clone(), s.id(i))?
+                    } else {
+                        LocalStore::open(path.clone(), s.id(i))?
+                    };
                     Ok(Arc::new(store) as Arc<dyn ShareStore>)
                 }
                 ServerConfig::Tahoe {

@@ -59,6 +59,13 @@ pub(crate) struct FsInner {
     quota: tokio::sync::Mutex<Option<(Instant, u64, Option<u64>)>>,
     /// Bytes stored, as last counted: folders report it (GridMeta::with_usage).
     used: Arc<AtomicU64>,
+    /// Set when a write runs out of space: the collector then frees
+    /// garbage at once, but for content being read (`reading`).
+    pub pressure: crate::gc::SpacePressure,
+    /// Notified when a file is stored with fewer than n shares.
+    pub short_files: Arc<Notify>,
+    /// Every reader handed out, by capability, for [`GridFs::in_use`].
+    reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Downloader>>>,
 }
 
 /// How long quota figures are reused: counting them scans the namespace
@@ -68,6 +75,34 @@ const QUOTA_TTL: Duration = Duration::from_secs(5);
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
     pub async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+        let reader = self.open_downloader(cap).await?;
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if reading.len() >= 1024 {
+            reading.retain(|_, weak| weak.strong_count() > 0);
+        }
+        reading.insert(cap.to_owned(), Arc::downgrade(&reader));
+        Ok(reader)
+    }
+
+    /// Whether a request still holds a reader of `cap` (the reader cache's
+    /// own reference aside).
+    fn in_use(&self, cap: &str) -> bool {
+        let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = usize::from(self.readers.contains(cap));
+        reading
+            .get(cap)
+            .is_some_and(|weak| weak.strong_count() > cached)
+    }
+
+    /// Passes `e` on, noting space pressure when it is a 507.
+    pub fn note(&self, e: FsError) -> FsError {
+        if matches!(e, FsError::InsufficientStorage) {
+            self.pressure.report();
+        }
+        e
+    }
+
+    async fn open_downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
         if let Some(reader) = self.readers.get(cap) {
             return Ok(reader);
         }
@@ -148,6 +183,9 @@ impl GridFs {
                 uploads: Arc::default(),
                 quota: tokio::sync::Mutex::new(None),
                 used: Arc::default(),
+                pressure: crate::gc::SpacePressure::default(),
+                short_files: Arc::new(Notify::new()),
+                reading: Default::default(),
             }),
         }
     }
@@ -185,6 +223,24 @@ impl GridFs {
         Arc::clone(&self.inner.uploads)
     }
 
+    /// Notified when a file is stored short of shares: hand it to the
+    /// background repair.
+    pub fn short_files_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.short_files)
+    }
+
+    /// Reported when a write runs out of space: hand it to the collector.
+    pub fn space_pressure(&self) -> crate::gc::SpacePressure {
+        self.inner.pressure.clone()
+    }
+
+    /// Whether a request still reads a capability's content: the
+    /// collector keeps it under space pressure.
+    pub fn in_use(&self) -> crate::gc::InUse {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |cap: &str| inner.upgrade().is_some_and(|inner| inner.in_use(cap)))
+    }
+
     /// Notified whenever content becomes garbage: hand it to the collector.
     pub fn garbage_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.garbage)
@@ -220,6 +276,10 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
             tracing::debug!(operation, error = %e, "refused");
             FsError::InsufficientStorage
         }
+        ref full if full.is_out_of_space() => {
+            tracing::warn!(operation, error = %e, "the namespace's disk is full");
+            FsError::InsufficientStorage
+        }
         other => {
             tracing::error!(operation, error = %other, "namespace failure");
             FsError::GeneralFailure
@@ -241,6 +301,8 @@ pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
         | EngineError::Internal(_)
         | EngineError::InvalidCap(_)
         | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
+        EngineError::NoSpace { .. } => FsError::InsufficientStorage,
+        EngineError::Grid(e) if e.is_out_of_space() => FsError::InsufficientStorage,
         EngineError::NotEnoughShares { problems, .. } if only_corrupt(problems) => {
             FsError::GeneralFailure
         }

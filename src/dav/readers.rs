@@ -61,6 +61,10 @@ impl ReaderCache {
         entries.get(cap).map(|entry| Arc::clone(&entry.reader))
     }
 
+    pub fn contains(&self, cap: &str) -> bool {
+        self.lock().contains(cap)
+    }
+
     pub fn insert(&self, cap: &str, reader: Arc<Downloader>) {
         self.lock().put(
             cap.to_owned(),

@@ -106,6 +106,10 @@ impl WriteHandle {
             }
             Some(_) => {}
         }
+        if fs.ns.space_is_short().await {
+            // The room left is kept for removals (see namespace/reserve.rs).
+            return Err(fs.note(FsError::InsufficientStorage));
+        }
         let pending = fs.uploads.begin(&path);
         let partial = !options.truncate;
         if node.is_none() && partial {
@@ -304,10 +308,14 @@ impl WriteHandle {
             self.copy_base(after, base_size).await?;
         }
         let size = self.fed;
+        let mut complete = true;
         let (content, journal) = match self.sink.take() {
             Some(Sink::Buffer(buffer)) => (Content::Inline(buffer.to_vec()), None),
-            Some(Sink::Upload { uploader, journal }) => match uploader.finish().await {
-                Ok(cap) => (Content::Cap(cap.to_string()), Some(journal)),
+            Some(Sink::Upload { uploader, journal }) => match uploader.finish_counted().await {
+                Ok(finished) => {
+                    complete = finished.complete;
+                    (Content::Cap(finished.cap.to_string()), Some(journal))
+                }
                 Err(e) => {
                     self.state = State::Failed;
                     self.end_journal(journal).await;
@@ -328,6 +336,15 @@ impl WriteHandle {
         {
             Ok(outcome) => {
                 self.fs.wake_collector(outcome.garbage_queued.is_some());
+                if let (false, Some(cap)) = (complete, &cap) {
+                    // Stored with fewer than n shares: repair completes it.
+                    match self.fs.ns.record_short(cap).await {
+                        Ok(()) => self.fs.short_files.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot record a file short of shares")
+                        }
+                    }
+                }
                 self.committed = Some(outcome.node);
                 self.state = State::Committed;
                 Ok(())
@@ -421,11 +438,15 @@ impl DavFile for WriteHandle {
 
     fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
         let data = buf.copy_to_bytes(buf.remaining());
-        self.write(data).boxed()
+        self.write_bytes(data)
     }
 
     fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        self.write(buf).boxed()
+        async move {
+            let result = self.write(buf).await;
+            result.map_err(|e| self.fs.note(e))
+        }
+        .boxed()
     }
 
     fn read_bytes(&mut self, _count: usize) -> FsFuture<'_, Bytes> {
@@ -462,7 +483,7 @@ impl DavFile for WriteHandle {
         async move {
             let result = self.commit().await;
             self.pending.release();
-            result
+            result.map_err(|e| self.fs.note(e))
         }
         .boxed()
     }

@@ -106,6 +106,8 @@ pub struct Downloader {
     coder: Arc<SegmentCoder>,
     state: Mutex<ReadState>,
     cache: Mutex<VecDeque<(u64, Bytes)>>,
+    /// Where failures and demotions of servers are recorded.
+    health: Arc<crate::grid::health::ServerHealth>,
 }
 
 impl std::fmt::Debug for Downloader {
@@ -287,6 +289,7 @@ impl Downloader {
                 problems: problems.into_iter().take(MAX_PROBLEMS).collect(),
             }),
             cache: Mutex::new(VecDeque::new()),
+            health: Arc::clone(grid.health()),
             trailer,
             layout,
         })
@@ -298,6 +301,16 @@ impl Downloader {
 
     pub fn segment_size(&self) -> u64 {
         self.layout.segment_size
+    }
+
+    /// The verified trailer: what repair re-encodes the file with.
+    pub(crate) fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    /// Where everything lies in each share of this file.
+    pub(crate) fn layout(&self) -> &ShareLayout {
+        &self.layout
     }
 
     /// The first share problems seen (at most a few dozen): missing,
@@ -554,18 +567,22 @@ impl Downloader {
                 c.corrupt = true;
                 kind
             }
-            BlockFailure::Share(kind @ ProblemKind::Unavailable(_)) => {
+            BlockFailure::Share(kind @ (ProblemKind::Unavailable(_) | ProblemKind::NoSpace(_))) => {
                 c.failures = c.failures.saturating_add(1);
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << c.failures.min(8).saturating_sub(1))
                     .min(MAX_BACKOFF);
                 c.retry_at = Some(Instant::now() + backoff);
+                self.health.error(c.server.server_id());
                 kind
             }
             BlockFailure::Block(kind) => {
                 // A server whose blocks fail their hashes is tried last
                 // for the rest of the read, not first for every segment.
                 c.bad_blocks.insert(s);
+                if !c.demoted {
+                    self.health.demotion(c.server.server_id());
+                }
                 c.demoted = true;
                 kind
             }

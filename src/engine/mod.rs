@@ -21,6 +21,7 @@ pub mod download;
 mod format_vectors;
 pub mod hashtree;
 pub mod layout;
+pub mod repair;
 pub mod upload;
 
 pub use budget::MemoryBudget;
@@ -135,6 +136,19 @@ pub enum ProblemKind {
     Unavailable(String),
     /// The server returned bytes that failed verification.
     Corrupt(String),
+    /// The server is out of room (a full disk or quota).
+    NoSpace(String),
+}
+
+impl ProblemKind {
+    /// What a failed server request says about the share.
+    pub fn of(e: &GridError) -> Self {
+        if e.is_out_of_space() {
+            ProblemKind::NoSpace(e.to_string())
+        } else {
+            ProblemKind::Unavailable(e.to_string())
+        }
+    }
 }
 
 impl fmt::Display for ShareProblem {
@@ -146,6 +160,7 @@ impl fmt::Display for ShareProblem {
         match &self.kind {
             ProblemKind::Unavailable(why) => write!(f, "unavailable: {why}"),
             ProblemKind::Corrupt(why) => write!(f, "corrupt: {why}"),
+            ProblemKind::NoSpace(why) => write!(f, "out of space: {why}"),
         }
     }
 }
@@ -179,6 +194,14 @@ pub enum EngineError {
     SizeMismatch { expected: u64, written: u64 },
     #[error("upload failed: only {live} distinct servers hold writable shares, {happy} needed (`happy`) ({})", Problems(.problems))]
     NotHappy {
+        live: usize,
+        happy: u16,
+        problems: Vec<ShareProblem>,
+    },
+    /// Too many servers are out of room for the upload to be stored on
+    /// `happy` of them: a full grid, not an outage.
+    #[error("upload failed: out of space on the grid: only {live} distinct servers had room, {happy} needed (`happy`) ({})", Problems(.problems))]
+    NoSpace {
         live: usize,
         happy: u16,
         problems: Vec<ShareProblem>,

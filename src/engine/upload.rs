@@ -28,9 +28,12 @@ use super::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
     UploadOptions,
 };
-use crate::grid::{Grid, GridError, ShareNum, ShareWriter, StorageIndex};
+use std::time::{Duration, Instant};
 
-enum ShareCommand {
+use crate::grid::health::ServerHealth;
+use crate::grid::{Grid, GridError, ShareNum, ShareStore, ShareWriter, StorageIndex};
+
+pub(super) enum ShareCommand {
     /// Append a block; the permit, if any, is dropped once it is written.
     Append(Bytes, Option<SegmentPermit>),
     /// Append the tail, then finish the share at `len` bytes.
@@ -53,6 +56,15 @@ enum State {
     /// may be inconsistent, so nothing may be published.
     Broken,
     Finished,
+}
+
+/// A finished upload.
+#[derive(Debug)]
+pub struct Finished {
+    pub cap: FileCap,
+    /// All n shares stored, on as many distinct servers as the grid has
+    /// (up to n). When not, repair has work to do.
+    pub complete: bool,
 }
 
 /// Streams one file version into the grid. See the module docs.
@@ -119,7 +131,7 @@ impl Uploader {
         }
         let coder = Arc::new(SegmentCoder::new(&params)?);
         let si = key.storage_index();
-        let servers = grid.permuted(si);
+        let servers = servers_with_room(&grid, si, &params, expected_size).await;
         let n = usize::from(params.n);
 
         let creates = (0..n).map(|i| {
@@ -160,7 +172,8 @@ impl Uploader {
             match result {
                 Ok(writer) => {
                     let (sender, receiver) = mpsc::channel(options.share_queue.max(1));
-                    let task = tokio::spawn(run_share(writer, receiver));
+                    let health = Some((Arc::clone(uploader.grid.health()), server_id.clone()));
+                    let task = tokio::spawn(run_share(writer, receiver, health));
                     uploader.slots.push(ShareSlot {
                         share,
                         server: server_id,
@@ -173,7 +186,7 @@ impl Uploader {
                     uploader.problems.push(ShareProblem {
                         share: Some(share),
                         server: server_id.clone(),
-                        kind: ProblemKind::Unavailable(e.to_string()),
+                        kind: ProblemKind::of(&e),
                     });
                     uploader.slots.push(ShareSlot {
                         share,
@@ -268,7 +281,14 @@ impl Uploader {
     /// Completes the upload: codes the last segment, writes the trees and
     /// trailers, and finishes the shares. Succeeds only if at least `happy`
     /// shares are stored; otherwise removes them all.
-    pub async fn finish(mut self) -> EngineResult<FileCap> {
+    pub async fn finish(self) -> EngineResult<FileCap> {
+        self.finish_counted().await.map(|finished| finished.cap)
+    }
+
+    /// [`Uploader::finish`], also telling how many shares were stored: a
+    /// file stored with fewer than n (on fewer distinct servers than the
+    /// grid could give it) is one for repair to complete.
+    pub async fn finish_counted(mut self) -> EngineResult<Finished> {
         self.check_open()?;
         if let Some(expected) = self.expected_size {
             if expected != self.written {
@@ -279,9 +299,9 @@ impl Uploader {
         }
         self.state = State::Broken;
         match self.finish_inner().await {
-            Ok(cap) => {
+            Ok(finished) => {
                 self.state = State::Finished;
-                Ok(cap)
+                Ok(finished)
             }
             Err(e) => {
                 self.abort().await;
@@ -290,7 +310,7 @@ impl Uploader {
         }
     }
 
-    async fn finish_inner(&mut self) -> EngineResult<FileCap> {
+    async fn finish_inner(&mut self) -> EngineResult<Finished> {
         if !self.buffer.is_empty() {
             self.submit_segment().await?;
         }
@@ -328,29 +348,38 @@ impl Uploader {
             match slot.task.take() {
                 Some(task) => match task.await {
                     Ok(Ok(())) => stored_on.push(server),
-                    Ok(Err(e)) => self.lose_share(share, server, e.to_string()),
-                    Err(e) => self.lose_share(share, server, format!("share task failed: {e}")),
+                    Ok(Err(e)) => self.lose_share(share, server, ProblemKind::of(&e)),
+                    Err(e) => self.lose_share(
+                        share,
+                        server,
+                        ProblemKind::Unavailable(format!("share task failed: {e}")),
+                    ),
                 },
-                None => self.lose_share(share, server, "share task already gone".into()),
+                None => self.lose_share(
+                    share,
+                    server,
+                    ProblemKind::Unavailable("share task already gone".into()),
+                ),
             }
         }
         let stored = distinct_servers(stored_on.iter().map(String::as_str));
         if stored < usize::from(self.params.happy) {
             // Finished shares are visible; delete them so nothing is left.
             self.delete_everywhere().await;
-            return Err(EngineError::NotHappy {
-                live: stored,
-                happy: self.params.happy,
-                problems: self.problems.clone(),
-            });
+            return Err(not_happy(stored, self.params.happy, self.problems.clone()));
         }
         tracing::debug!(si = %self.si, size = self.written, stored, "upload finished");
-        Ok(FileCap {
-            key: self.key.clone(),
-            trailer_hash: trailer.hash(),
-            k: self.params.k,
-            n: self.params.n,
-            size: self.written,
+        let servers = self.grid.servers().len();
+        Ok(Finished {
+            cap: FileCap {
+                key: self.key.clone(),
+                trailer_hash: trailer.hash(),
+                k: self.params.k,
+                n: self.params.n,
+                size: self.written,
+            },
+            complete: stored_on.len() >= usize::from(self.params.n)
+                && stored >= usize::from(self.params.n).min(servers),
         })
     }
 
@@ -489,19 +518,19 @@ impl Uploader {
                 slot.sender = None;
                 let error = slot_error(slot).await;
                 let (share, server) = (slot.share, slot.server.clone());
-                self.lose_share(share, server, error.to_string());
+                self.lose_share(share, server, ProblemKind::of(&error));
                 self.check_happy()?;
             }
         }
         Ok(())
     }
 
-    fn lose_share(&mut self, share: ShareNum, server: String, why: String) {
-        tracing::warn!(si = %self.si, %share, %server, error = %why, "share lost during upload");
+    fn lose_share(&mut self, share: ShareNum, server: String, kind: ProblemKind) {
+        tracing::warn!(si = %self.si, %share, %server, error = ?kind, "share lost during upload");
         self.problems.push(ShareProblem {
             share: Some(share),
             server,
-            kind: ProblemKind::Unavailable(why),
+            kind,
         });
     }
 
@@ -515,13 +544,30 @@ impl Uploader {
                 .map(|s| s.server.as_str()),
         );
         if live < usize::from(self.params.happy) {
-            return Err(EngineError::NotHappy {
-                live,
-                happy: self.params.happy,
-                problems: self.problems.clone(),
-            });
+            return Err(not_happy(live, self.params.happy, self.problems.clone()));
         }
         Ok(())
+    }
+}
+
+/// An upload short of `happy` servers: out of space when a server said
+/// it was full, otherwise not happy.
+fn not_happy(live: usize, happy: u16, problems: Vec<ShareProblem>) -> EngineError {
+    if problems
+        .iter()
+        .any(|p| matches!(p.kind, ProblemKind::NoSpace(_)))
+    {
+        EngineError::NoSpace {
+            live,
+            happy,
+            problems,
+        }
+    } else {
+        EngineError::NotHappy {
+            live,
+            happy,
+            problems,
+        }
     }
 }
 
@@ -569,35 +615,101 @@ async fn join(task: JoinHandle<EncodedSegment>) -> EngineResult<EncodedSegment> 
 
 /// Appends what it is sent; finishes on `Finish`; aborts when the channel
 /// closes first or an append fails.
-async fn run_share(
+///
+/// With `health`, each write's latency or failure goes into that server's
+/// record (see [`crate::grid::health`]).
+pub(super) async fn run_share(
     mut writer: Box<dyn ShareWriter>,
     mut commands: mpsc::Receiver<ShareCommand>,
+    health: Option<(Arc<ServerHealth>, String)>,
 ) -> Result<(), GridError> {
+    let note = |started: Instant, result: &Result<(), GridError>| {
+        if let Some((health, server)) = &health {
+            match result {
+                Ok(()) => health.write_ok(server, started.elapsed()),
+                Err(e) if e.is_out_of_space() => {}
+                Err(_) => health.error(server),
+            }
+        }
+    };
     while let Some(command) = commands.recv().await {
+        let started = Instant::now();
         match command {
             ShareCommand::Append(data, _permit) => {
-                if let Err(e) = writer.append(data).await {
+                let appended = writer.append(data).await;
+                note(started, &appended);
+                if let Err(e) = appended {
                     let _ = writer.abort().await;
                     return Err(e);
                 }
             }
             ShareCommand::Finish { tail, len } => {
-                return match writer.append(tail).await {
+                let finished = match writer.append(tail).await {
                     Ok(()) => writer.finish(len).await,
                     Err(e) => {
                         let _ = writer.abort().await;
                         Err(e)
                     }
                 };
+                note(started, &finished);
+                return finished;
             }
         }
     }
     writer.abort().await
 }
 
+/// Below this much free space a server is left out of a new upload of
+/// unknown size (while `happy` servers remain).
+const MIN_SERVER_FREE: u64 = 16 << 20;
+/// How long a server may take to say how much room it has.
+const FREE_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The servers a new upload uses, in [`Grid::placement`] order: those
+/// that say they lack room for one share of it (or, the size unknown, for
+/// [`MIN_SERVER_FREE`]) are left out, as long as `happy` distinct servers
+/// remain. Shares then wrap onto the others, and repair moves them back
+/// once the full servers have room.
+async fn servers_with_room(
+    grid: &Grid,
+    si: StorageIndex,
+    params: &EncodingParams,
+    expected_size: Option<u64>,
+) -> Vec<Arc<dyn ShareStore>> {
+    let order = grid.placement(si);
+    let need = expected_size
+        .map(|size| {
+            size.div_ceil(u64::from(params.k.max(1)))
+                .saturating_add(1 << 20)
+        })
+        .unwrap_or(0)
+        .max(MIN_SERVER_FREE);
+    let spaces = futures::future::join_all(
+        order
+            .iter()
+            .map(|server| tokio::time::timeout(FREE_SPACE_TIMEOUT, server.free_space())),
+    )
+    .await;
+    let full: Vec<bool> = spaces
+        .iter()
+        .map(|space| matches!(space, Ok(Some(space)) if space.bytes < need))
+        .collect();
+    let room = full.iter().filter(|f| !**f).count();
+    if room == order.len() || room < usize::from(params.happy) {
+        return order;
+    }
+    tracing::info!(%si, skipped = order.len() - room, need, "servers without room left out of an upload");
+    order
+        .into_iter()
+        .zip(full)
+        .filter(|(_, full)| !full)
+        .map(|(server, _)| server)
+        .collect()
+}
+
 /// The trailer and, for every share, the bytes after its blocks together
 /// with the share's total length.
-fn build_tails(
+pub(super) fn build_tails(
     params: EncodingParams,
     size: u64,
     block_hashes: &[Vec<Hash>],
@@ -645,4 +757,128 @@ fn build_tails(
         })
         .collect();
     Ok((trailer, tails))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::grid::{FreeSpace, MemoryStore, ShareInfo, ShareSecrets};
+    use async_trait::async_trait;
+
+    /// A memory store that reports `free` bytes of room.
+    #[derive(Debug)]
+    struct Sized {
+        inner: MemoryStore,
+        free: u64,
+    }
+
+    #[async_trait]
+    impl ShareStore for Sized {
+        fn server_id(&self) -> &str {
+            self.inner.server_id()
+        }
+        async fn create(
+            &self,
+            si: StorageIndex,
+            share: ShareNum,
+            secrets: &ShareSecrets,
+        ) -> crate::grid::GridResult<Box<dyn ShareWriter>> {
+            self.inner.create(si, share, secrets).await
+        }
+        async fn read(
+            &self,
+            si: StorageIndex,
+            share: ShareNum,
+            range: std::ops::Range<u64>,
+        ) -> crate::grid::GridResult<Bytes> {
+            self.inner.read(si, share, range).await
+        }
+        async fn list(&self, si: StorageIndex) -> crate::grid::GridResult<Vec<ShareInfo>> {
+            self.inner.list(si).await
+        }
+        async fn delete(
+            &self,
+            si: StorageIndex,
+            secrets: &ShareSecrets,
+        ) -> crate::grid::GridResult<()> {
+            self.inner.delete(si, secrets).await
+        }
+        async fn free_space(&self) -> Option<FreeSpace> {
+            Some(FreeSpace {
+                bytes: self.free,
+                volume: None,
+            })
+        }
+    }
+
+    fn grid(free: impl Fn(usize) -> u64) -> Grid {
+        Grid::new(
+            (0..10)
+                .map(|i| {
+                    Arc::new(Sized {
+                        inner: MemoryStore::new(format!("m{i}")),
+                        free: free(i),
+                    }) as Arc<dyn ShareStore>
+                })
+                .collect(),
+        )
+    }
+
+    async fn holders(grid: &Grid, si: StorageIndex) -> Vec<String> {
+        let mut holders = Vec::new();
+        for server in grid.servers() {
+            for _ in server.list(si).await.unwrap() {
+                holders.push(server.server_id().to_owned());
+            }
+        }
+        holders
+    }
+
+    #[tokio::test]
+    async fn a_full_server_is_skipped_while_happy_can_be_met() {
+        let grid = grid(|i| if i == 4 { 1000 } else { 1 << 40 });
+        let mut up = Uploader::new(
+            grid.clone(),
+            EncodingParams::default(),
+            UploadOptions::default(),
+            Some(50_000),
+        )
+        .await
+        .unwrap();
+        up.write(Bytes::from(vec![7u8; 50_000])).await.unwrap();
+        let cap = up.finish().await.unwrap();
+        let held = holders(&grid, cap.key.storage_index()).await;
+        assert_eq!(held.len(), 10, "all n shares stored: {held:?}");
+        assert!(!held.contains(&"m4".to_owned()), "{held:?}");
+
+        // Every server full: none is skipped (happy could not be met).
+        let grid = self::grid(|_| 1000);
+        let mut up = Uploader::new(
+            grid.clone(),
+            EncodingParams::default(),
+            UploadOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        up.write(Bytes::from(vec![7u8; 50_000])).await.unwrap();
+        let cap = up.finish().await.unwrap();
+        let mut servers = holders(&grid, cap.key.storage_index()).await;
+        servers.dedup();
+        assert_eq!(servers.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn servers_with_recent_trouble_get_the_last_shares() {
+        let grid = grid(|_| 1 << 40);
+        let si = StorageIndex::from_bytes([3; 16]);
+        let first = grid.permuted(si)[0].server_id().to_owned();
+        grid.health().error(&first);
+        let placement = grid.placement(si);
+        assert_eq!(placement.last().unwrap().server_id(), first);
+        assert_eq!(placement.len(), 10);
+        assert!(grid.health().is_suspect(&first));
+        assert_eq!(grid.health().report()[0].1.errors, 1);
+    }
 }

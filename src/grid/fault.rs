@@ -49,6 +49,14 @@ impl ShareStore for FailingStore {
         self.inner.free_space().await
     }
 
+    async fn renew_lease(
+        &self,
+        si: super::StorageIndex,
+        secrets: &super::ShareSecrets,
+    ) -> super::GridResult<bool> {
+        self.inner.renew_lease(si, secrets).await
+    }
+
     fn identity(&self) -> &[u8] {
         self.inner.identity()
     }
@@ -221,6 +229,14 @@ impl ShareStore for FaultyStore {
 
     async fn free_space(&self) -> Option<super::FreeSpace> {
         self.inner.free_space().await
+    }
+
+    async fn renew_lease(
+        &self,
+        si: super::StorageIndex,
+        secrets: &super::ShareSecrets,
+    ) -> super::GridResult<bool> {
+        self.inner.renew_lease(si, secrets).await
     }
 
     fn identity(&self) -> &[u8] {

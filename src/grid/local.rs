@@ -27,6 +27,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,6 +60,12 @@ use super::{
 /// the newest interval and syncing every 32 MiB.
 const WRITEBACK_INTERVAL: u64 = 8 << 20;
 
+/// Any one append, finish or create of a share gives up after this long: a
+/// hung disk or NFS mount fails the share (the upload goes on with the
+/// others) rather than holding the upload for ever. The blocking call
+/// itself cannot be cancelled; the writer refuses to go on after it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A [`ShareStore`] keeping its shares in one local directory. Cheap to
 /// clone; clones are the same store.
 #[derive(Clone, Debug)]
@@ -75,10 +82,23 @@ struct Inner {
 /// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
 /// `local-00`, `local-01`, ...: the embedded default grid.
 pub fn grid_of_dirs(root: &Path, count: usize) -> GridResult<Vec<Arc<dyn ShareStore>>> {
+    grid_of_dirs_with(root, count, LocalStore::open)
+}
+
+/// [`grid_of_dirs`] opened with [`LocalStore::open_beside`]: for a second
+/// process beside the server (`griddav check`).
+pub fn grid_of_dirs_beside(root: &Path, count: usize) -> GridResult<Vec<Arc<dyn ShareStore>>> {
+    grid_of_dirs_with(root, count, LocalStore::open_beside)
+}
+
+fn grid_of_dirs_with(
+    root: &Path,
+    count: usize,
+    open: fn(PathBuf, String) -> GridResult<LocalStore>,
+) -> GridResult<Vec<Arc<dyn ShareStore>>> {
     (0..count)
         .map(|i| {
-            let store =
-                LocalStore::open(root.join(format!("server-{i:02}")), format!("local-{i:02}"))?;
+            let store = open(root.join(format!("server-{i:02}")), format!("local-{i:02}"))?;
             Ok(Arc::new(store) as Arc<dyn ShareStore>)
         })
         .collect()
@@ -90,6 +110,17 @@ impl LocalStore {
     ///
     /// Blocking: call it at start-up or from a blocking task.
     pub fn open(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
+        let store = Self::open_beside(dir, server_id)?;
+        store.inner.remove_stale_incoming()?;
+        Ok(store)
+    }
+
+    /// Opens the store without touching `incoming/`: for a process that
+    /// runs beside the one serving this directory (`griddav check`), whose
+    /// uploads in progress live there. Creates and finishes shares safely
+    /// beside it: a partial name is taken with `create_new`, and a finished
+    /// share is linked, never renamed over another.
+    pub fn open_beside(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
         let inner = Inner {
             dir: dir.into(),
             server_id: server_id.into(),
@@ -101,7 +132,6 @@ impl LocalStore {
         ] {
             fs::create_dir_all(&sub).map_err(|e| inner.io_error("open: create directory", e))?;
         }
-        inner.remove_stale_incoming()?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -283,9 +313,16 @@ where
     T: Send + 'static,
     F: FnOnce() -> GridResult<T> + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| inner.io_error(operation, io::Error::other(e)))?
+    match tokio::time::timeout(WRITE_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(joined) => joined.map_err(|e| inner.io_error(operation, io::Error::other(e)))?,
+        Err(_) => Err(inner.io_error(
+            operation,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+            ),
+        )),
+    }
 }
 
 #[async_trait]
@@ -514,7 +551,13 @@ impl LocalWriter {
     /// share and dirty pages stay bounded.
     async fn wait_writeback(&mut self, operation: &'static str) -> GridResult<()> {
         if let Some(pending) = self.writeback.take() {
-            let synced = pending.await.map_err(io::Error::other).and_then(|r| r);
+            let synced = match tokio::time::timeout(WRITE_TIMEOUT, pending).await {
+                Ok(joined) => joined.map_err(io::Error::other).and_then(|r| r),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("write-back not done within {WRITE_TIMEOUT:?}"),
+                )),
+            };
             if let Err(e) = synced {
                 // The kernel reports a write-back error once: a later fsync
                 // may succeed although pages were lost, so never finish.
@@ -585,15 +628,27 @@ impl ShareWriter for LocalWriter {
         let offset = self.written;
         let end = offset + data.len() as u64;
         let start_writeback = end - self.writeback_from >= WRITEBACK_INTERVAL;
-        let (file, result) = tokio::task::spawn_blocking(move || {
+        let append = tokio::task::spawn_blocking(move || {
             let result = file.write_all_at(&data, offset).and_then(|()| {
                 // A second handle lets the write-back run while appends go on.
                 start_writeback.then(|| file.try_clone()).transpose()
             });
             (file, result)
-        })
-        .await
-        .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
+        });
+        // On a timeout the file stays with the stuck call: `self.file`
+        // remains `None` and the writer refuses to go on.
+        let (file, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
+            .await
+            .map_err(|_| {
+                self.store.io_error(
+                    "append",
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+                    ),
+                )
+            })?
+            .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
         let sync_handle = result.map_err(|e| self.store.io_error("append", e))?;
         self.file = Some(file);
         self.written = end;

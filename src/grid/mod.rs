@@ -11,6 +11,7 @@
 #[cfg(test)]
 mod conformance;
 mod fault;
+pub mod health;
 mod local;
 mod memory;
 mod pool;
@@ -20,7 +21,7 @@ pub mod tahoe;
 mod throttle;
 
 pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
-pub use local::{grid_of_dirs, LocalStore};
+pub use local::{grid_of_dirs, grid_of_dirs_beside, LocalStore};
 pub use memory::MemoryStore;
 pub use pool::{BufferLease, BufferPool};
 pub use s3::{S3Options, S3Store, MIN_PART_SIZE};
@@ -203,6 +204,27 @@ pub enum GridError {
 
 pub type GridResult<T> = Result<T, GridError>;
 
+impl GridError {
+    /// The server is out of room (ENOSPC, EDQUOT): a full disk, not a fault.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            GridError::Io { source, .. } => io_out_of_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means a full file system or quota.
+pub fn io_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(
+            e.raw_os_error(),
+            Some(code) if code == nix::errno::Errno::ENOSPC as i32
+                || code == nix::errno::Errno::EDQUOT as i32
+        )
+}
+
 /// One storage server.
 ///
 /// Contract, shared by every backend and checked by the conformance tests:
@@ -282,6 +304,13 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
             operation: "get_record",
         })
     }
+
+    /// Renews this client's lease on the shares of `si`, on servers that
+    /// expire shares nobody renews (Tahoe). `Ok(false)`: this server keeps
+    /// shares without leases, nothing to do.
+    async fn renew_lease(&self, _si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<bool> {
+        Ok(false)
+    }
 }
 
 /// The longest root record a store keeps (a record names a few namespace
@@ -328,6 +357,7 @@ pub trait ShareWriter: Send + fmt::Debug {
 pub struct Grid {
     servers: Vec<Arc<dyn ShareStore>>,
     upload_memory: Option<BufferPool>,
+    health: Arc<health::ServerHealth>,
 }
 
 impl Grid {
@@ -335,6 +365,7 @@ impl Grid {
         Self {
             servers,
             upload_memory: None,
+            health: Arc::default(),
         }
     }
 
@@ -345,12 +376,29 @@ impl Grid {
         Self {
             servers,
             upload_memory: Some(pool),
+            health: Arc::default(),
         }
     }
 
     /// The memory pool the stores of this grid buffer in, if they share one.
     pub fn upload_memory(&self) -> Option<&BufferPool> {
         self.upload_memory.as_ref()
+    }
+
+    /// What the servers have been like lately (shared by clones).
+    pub fn health(&self) -> &Arc<health::ServerHealth> {
+        &self.health
+    }
+
+    /// Where a new upload puts its shares: [`Grid::permuted`], with the
+    /// servers that had trouble lately moved to the end (in the same
+    /// order), so that the data shares land on healthy ones.
+    pub fn placement(&self, si: StorageIndex) -> Vec<Arc<dyn ShareStore>> {
+        let (healthy, suspect): (Vec<_>, Vec<_>) = self
+            .permuted(si)
+            .into_iter()
+            .partition(|s| !self.health.is_suspect(s.server_id()));
+        healthy.into_iter().chain(suspect).collect()
     }
 
     pub fn servers(&self) -> &[Arc<dyn ShareStore>] {

@@ -90,6 +90,14 @@ impl ShareStore for ThrottledStore {
         self.inner.free_space().await
     }
 
+    async fn renew_lease(
+        &self,
+        si: super::StorageIndex,
+        secrets: &super::ShareSecrets,
+    ) -> super::GridResult<bool> {
+        self.inner.renew_lease(si, secrets).await
+    }
+
     fn identity(&self) -> &[u8] {
         self.inner.identity()
     }

@@ -109,3 +109,17 @@ impl<T> DbContext<T> for rusqlite::Result<T> {
         self.map_err(|source| NamespaceError::Db { context, source })
     }
 }
+
+impl NamespaceError {
+    /// The database's disk (or quota) is full.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            NamespaceError::Db { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull)
+            ),
+            NamespaceError::Sync { source, .. } => crate::grid::io_out_of_space(source),
+            _ => false,
+        }
+    }
+}

@@ -37,16 +37,19 @@
 mod clock;
 mod durable;
 mod error;
+mod files;
 mod garbage;
 mod locks;
 mod path;
 mod props;
+mod reserve;
 mod schema;
 mod tree;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durable::SyncStats;
 pub use error::NamespaceError;
+pub use files::GridFile;
 pub use garbage::{PendingUpload, UploadId};
 pub use locks::Lock;
 pub use path::{validate_name, NsPath};
@@ -75,6 +78,8 @@ struct Inner {
     /// Committed changes a namespace copy must carry (see
     /// [`Namespace::change_count`]).
     changes: std::sync::atomic::AtomicU64,
+    /// `None` for a read-only handle.
+    reserve: Option<reserve::Reserve>,
 }
 
 /// Write transactions that change nothing a user sees: the collector's
@@ -106,53 +111,56 @@ impl Namespace {
         let path = path.as_ref().to_owned();
         let now = clock::to_ms(clock.now());
         let sync = WalSync::new(&path);
-        let (conn, sync) = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
-            // It holds every capability: readable by its owner only (SQLite
-            // gives its -wal and -shm files the same mode). Created here,
-            // or tightened if an older version left it group-readable.
-            {
-                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-                let internal = |e: std::io::Error| NamespaceError::Internal {
-                    context: "creating the namespace database owner-only",
-                    reason: e.to_string(),
-                };
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(internal)?;
-                let mode = file.metadata().map_err(internal)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        let (conn, sync, reserve) =
+            tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+                // It holds every capability: readable by its owner only (SQLite
+                // gives its -wal and -shm files the same mode). Created here,
+                // or tightened if an older version left it group-readable.
+                {
+                    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                    let internal = |e: std::io::Error| NamespaceError::Internal {
+                        context: "creating the namespace database owner-only",
+                        reason: e.to_string(),
+                    };
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(&path)
                         .map_err(internal)?;
+                    let mode = file.metadata().map_err(internal)?.permissions().mode();
+                    if mode & 0o077 != 0 {
+                        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                            .map_err(internal)?;
+                    }
                 }
-            }
-            let mut conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .ctx("opening the namespace database")?;
-            schema::prepare(&mut conn, now)?;
-            // Claims belong to collectors of a previous run, which are gone:
-            // their entries must be taken again.
-            garbage::release_all_claims(&conn)?;
-            sync.sync_at_open(&path)?;
-            Ok((conn, sync))
-        })
-        .await
-        .map_err(|e| NamespaceError::Internal {
-            context: "opening the namespace database",
-            reason: e.to_string(),
-        })??;
+                let mut conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .ctx("opening the namespace database")?;
+                schema::prepare(&mut conn, now)?;
+                // Claims belong to collectors of a previous run, which are gone:
+                // their entries must be taken again.
+                garbage::release_all_claims(&conn)?;
+                sync.sync_at_open(&path)?;
+                let reserve = reserve::Reserve::open(&path);
+                Ok((conn, sync, reserve))
+            })
+            .await
+            .map_err(|e| NamespaceError::Internal {
+                context: "opening the namespace database",
+                reason: e.to_string(),
+            })??;
         Ok(Namespace {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 clock,
                 sync,
                 changes: std::sync::atomic::AtomicU64::new(0),
+                reserve: Some(reserve),
             }),
         })
     }
@@ -164,6 +172,56 @@ impl Namespace {
         self.inner
             .changes
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Opens an existing database for reading only, beside a `griddav
+    /// serve` that writes it (`griddav check`): no migration, no release of
+    /// the collector's claims, no change of any kind.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Namespace, NamespaceError> {
+        let path = path.as_ref().to_owned();
+        let sync = WalSync::new(&path);
+        let conn = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx("opening the namespace database read-only")?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .ctx("setting busy timeout")?;
+            let found: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .ctx("reading the schema version")?;
+            if found != schema::SCHEMA_VERSION {
+                return Err(NamespaceError::UnsupportedSchema {
+                    found,
+                    supported: schema::SCHEMA_VERSION,
+                });
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| NamespaceError::Internal {
+            context: "opening the namespace database read-only",
+            reason: e.to_string(),
+        })??;
+        Ok(Namespace {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                clock: Arc::new(SystemClock),
+                sync,
+                changes: std::sync::atomic::AtomicU64::new(0),
+                reserve: None,
+            }),
+        })
+    }
+
+    /// Whether the database's disk is so full that new content must be
+    /// refused, keeping the room left for removals (see `reserve.rs`).
+    pub async fn space_is_short(&self) -> bool {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.reserve.as_ref().is_some_and(|r| r.short()))
+            .await
+            .unwrap_or(false)
     }
 
     /// The clock this namespace uses.
@@ -193,6 +251,11 @@ impl Namespace {
         }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            if write {
+                if let Some(reserve) = &inner.reserve {
+                    reserve.adjust();
+                }
+            }
             let (result, seq) = {
                 // A panic inside `f` rolled its transaction back as it
                 // unwound (Transaction's Drop), so the connection is

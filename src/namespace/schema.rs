@@ -87,7 +87,17 @@ pub(crate) fn prepare(conn: &mut Connection, now_ms: i64) -> Result<(), Namespac
         .ctx("enabling foreign keys")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .ctx("setting busy timeout")?;
-    migrate(conn, now_ms)
+    migrate(conn, now_ms)?;
+    // Files stored with fewer than n shares, for repair to complete first
+    // (files.rs). Outside the numbered steps: a table an older griddav
+    // ignores, which a newer one may create at any version.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS short_files (
+             cap         TEXT PRIMARY KEY,
+             recorded_at INTEGER NOT NULL
+         );",
+    )
+    .ctx("creating the table of files short of shares")
 }
 
 /// Migrates to [`SCHEMA_VERSION`].

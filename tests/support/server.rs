@@ -44,11 +44,25 @@ impl Server {
         Server::start_inner_with(None, Some(fd_limit))
     }
 
+    /// A server whose data directory `setup` prepares first (a test
+    /// mounts a small tmpfs there), with `config` as its config file.
+    pub fn start_with_setup(config: &str, setup: impl FnOnce(&std::path::Path)) -> Server {
+        Server::start_inner_full(Some(config), None, setup)
+    }
+
     fn start_inner(config: Option<&str>) -> Server {
         Server::start_inner_with(config, None)
     }
 
     fn start_inner_with(config: Option<&str>, fd_limit: Option<u64>) -> Server {
+        Server::start_inner_full(config, fd_limit, |_| {})
+    }
+
+    fn start_inner_full(
+        config: Option<&str>,
+        fd_limit: Option<u64>,
+        setup: impl FnOnce(&std::path::Path),
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("griddav-http-")
             .tempdir()
@@ -75,6 +89,7 @@ impl Server {
             starts: 0,
             fd_limit,
         };
+        setup(&server.data_dir());
         server.launch();
         server
     }

@@ -684,6 +684,36 @@ impl ShareStore for TahoeStore {
         self.inner.forget(si, None);
         Ok(())
     }
+
+    /// `PUT /storage/v1/lease/:storage_index`: Tahoe expires shares whose
+    /// leases all ran out, so `griddav check` renews ours. 404: the server
+    /// holds no share of it.
+    async fn renew_lease(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
+        let headers: Vec<_> = secret_headers(secrets)?
+            .into_iter()
+            .filter(|(_, value)| !value.as_bytes().starts_with(b"write-enabler"))
+            .collect();
+        let reply = self
+            .inner
+            .send(
+                Method::PUT,
+                &format!("/storage/v1/lease/{si}"),
+                &headers,
+                Bytes::new(),
+                CBOR_LIMIT,
+                "renew lease",
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.inner.expect_status(
+            &reply,
+            &[StatusCode::NO_CONTENT, StatusCode::OK],
+            "renew lease",
+        )?;
+        Ok(true)
+    }
 }
 
 /// A share being written into a slot share.

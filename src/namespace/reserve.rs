@@ -1,0 +1,99 @@
+//! Room kept for the namespace on a full disk.
+//!
+//! SQLite needs a little space for any write, a DELETE's included. A file
+//! of [`RESERVE_BYTES`] beside the database holds that room: when the disk
+//! has less free than that, the file is removed before the next write, so
+//! DELETE, MOVE and UNLOCK (which free space or need next to none) still
+//! commit, and it is put back once the disk has room again. New content is
+//! refused below the same mark ([`Namespace::space_is_short`]), so that
+//! uploads do not eat the room freed for removals.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Do not raise carelessly: it is taken from the user's disk for good.
+pub(crate) const RESERVE_BYTES: u64 = 8 << 20;
+
+#[derive(Debug)]
+pub(crate) struct Reserve {
+    path: PathBuf,
+    dir: PathBuf,
+    present: AtomicBool,
+}
+
+impl Reserve {
+    /// Creates the reserve file beside `db` if there is room for it.
+    pub(crate) fn open(db: &Path) -> Reserve {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".reserve");
+        let reserve = Reserve {
+            path: PathBuf::from(name),
+            dir: db
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned(),
+            present: AtomicBool::new(false),
+        };
+        let present = std::fs::metadata(&reserve.path).is_ok_and(|m| m.len() >= RESERVE_BYTES);
+        reserve.present.store(present, Ordering::Release);
+        reserve.adjust();
+        reserve
+    }
+
+    /// Free bytes on the database's file system, if it says.
+    pub(crate) fn free(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        // fsblkcnt_t and c_ulong are u64 on 64-bit Linux only.
+        #[allow(clippy::useless_conversion)]
+        u64::from(stat.blocks_available()).checked_mul(u64::from(stat.fragment_size()))
+    }
+
+    /// Before a write: gives the reserve up when the disk is nearly full,
+    /// takes it back when there is room again. Blocking (a statvfs, rarely
+    /// a file write).
+    pub(crate) fn adjust(&self) {
+        let Some(free) = self.free() else { return };
+        let present = self.present.load(Ordering::Acquire);
+        if present && free < RESERVE_BYTES {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => {
+                    self.present.store(false, Ordering::Release);
+                    tracing::warn!(free, "the namespace's disk is full: its reserve is released so that removals still work; new content is refused until space is freed");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot release the namespace's reserve"),
+            }
+        } else if !present && free > 4 * RESERVE_BYTES {
+            match self.create() {
+                Ok(()) => self.present.store(true, Ordering::Release),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&self.path);
+                    tracing::warn!(error = %e, "cannot create the namespace's reserve");
+                }
+            }
+        }
+    }
+
+    fn create(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&self.path)?;
+        // Written, not sparse: the blocks must really be taken.
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..RESERVE_BYTES / chunk.len() as u64 {
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()
+    }
+
+    /// Whether the disk is below the mark where new content is refused.
+    pub(crate) fn short(&self) -> bool {
+        // Once released, the reserve's room is in `free` but not for new
+        // content.
+        let mark = if self.present.load(Ordering::Acquire) {
+            RESERVE_BYTES
+        } else {
+            2 * RESERVE_BYTES
+        };
+        self.free().is_some_and(|free| free < mark)
+    }
+}
