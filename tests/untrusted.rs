@@ -226,6 +226,31 @@ async fn slow_servers_get_backup_reads() {
     );
 }
 
+/// A server with recent trouble on the grid's record (errors or failed
+/// hashes in earlier reads or writes) is read only when the healthy ones
+/// do not suffice: here its bad blocks (its trees pass) are never even
+/// asked for.
+#[tokio::test]
+async fn servers_with_recent_trouble_are_read_last() {
+    let (grid, _, switches) = faulty_grid(10);
+    let data = content(20_000, 8);
+    let cap = upload(&grid, SMALL, &data, &[4096]).await;
+    let permuted = grid.permuted(cap.key.storage_index());
+    for share in [0, 1] {
+        grid.health().error(permuted[share].server_id());
+    }
+    for switch in switches_of(&grid, &switches, &cap, &[0, 1]) {
+        switch.set(Fault::GarbageFrom(300));
+    }
+    let downloader = Downloader::open(&grid, &cap).await.expect("open");
+    assert_eq!(downloader.read(0, cap.size).await.expect("read"), data);
+    assert_eq!(
+        downloader.problems(),
+        vec![],
+        "the data shares on suspect servers were read before healthy parity"
+    );
+}
+
 #[tokio::test]
 async fn shares_listed_twice_count_once() {
     let (grid, _, switches) = faulty_grid(10);

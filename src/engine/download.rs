@@ -517,10 +517,10 @@ impl Downloader {
         Ok(plain)
     }
 
-    /// Up to `count` usable candidates for shares not yet in `good`, data shares first.
     /// Up to `count` usable candidates for shares neither in `good` nor
-    /// being fetched (`busy`): healthy servers before slow ones before
-    /// demoted ones, then data shares first, then the servers' order.
+    /// being fetched (`busy`): healthy servers before slow ones (in this
+    /// read, or with recent trouble on the grid's record) before demoted
+    /// ones, then data shares first, then the servers' order.
     fn pick(
         &self,
         s: u64,
@@ -542,7 +542,10 @@ impl Downloader {
                 let waiting = c.retry_at.is_some_and(|at| at > now);
                 !c.corrupt && !waiting && !c.bad_blocks.contains(&s) && !taken
             })
-            .map(|(index, c)| (u8::from(c.demoted) * 2 + u8::from(c.slow), index))
+            .map(|(index, c)| {
+                let suspect = c.slow || self.health.is_suspect(c.server.server_id());
+                (u8::from(c.demoted) * 2 + u8::from(suspect), index)
+            })
             .collect();
         // Stable: candidates are already in (share, server rank) order.
         usable.sort_by_key(|(rank, _)| *rank);

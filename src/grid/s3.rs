@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!   shares/<si>/<share number>   finished shares (si in base32)
+//!   records/<slot>               root records (the namespace copies' index)
 //! ```
 //!
 //! A share becomes an object only when it is finished, so readers never see
@@ -241,6 +242,10 @@ impl Inner {
         ObjectPath::from(format!("{}shares/{si}/", self.prefix))
     }
 
+    fn record_path(&self, slot: StorageIndex) -> ObjectPath {
+        ObjectPath::from(format!("{}records/{slot}", self.prefix))
+    }
+
     fn share_path(&self, si: StorageIndex, share: ShareNum) -> ObjectPath {
         ObjectPath::from(format!("{}shares/{si}/{}", self.prefix, share.0))
     }
@@ -458,6 +463,57 @@ impl ShareStore for S3Store {
             .timed("list", listing)
             .await?
             .map_err(|e| inner.error(e))
+    }
+
+    /// A record is one object, `<prefix>records/<slot>`, replaced by one
+    /// PUT: S3 makes a PUT visible whole or not at all.
+    async fn put_record(
+        &self,
+        slot: StorageIndex,
+        data: Bytes,
+        _secrets: &ShareSecrets,
+    ) -> GridResult<()> {
+        let inner = &self.inner;
+        super::check_record_len(&inner.server_id, data.len())?;
+        inner
+            .timed(
+                "put_record",
+                inner
+                    .store
+                    .put(&inner.record_path(slot), PutPayload::from(data)),
+            )
+            .await?
+            .map(|_| ())
+            .map_err(|e| inner.error(e))
+    }
+
+    async fn get_record(&self, slot: StorageIndex) -> GridResult<Option<Bytes>> {
+        let inner = &self.inner;
+        let fetch = async {
+            let answer = match inner.store.get(&inner.record_path(slot)).await {
+                Ok(answer) => answer,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(inner.error(e)),
+            };
+            // Read no more than a record can hold: a longer answer is the
+            // server's fault, not an allocation.
+            let mut stream = answer.into_stream();
+            let mut record = Vec::new();
+            while let Some(chunk) = stream.try_next().await.map_err(|e| inner.error(e))? {
+                if record.len() + chunk.len() > super::MAX_RECORD_LEN {
+                    return Err(GridError::RecordTooLong {
+                        server: inner.server_id.clone(),
+                        len: record.len() + chunk.len(),
+                        limit: super::MAX_RECORD_LEN,
+                    });
+                }
+                record.extend_from_slice(&chunk);
+            }
+            Ok(Some(Bytes::from(record)))
+        };
+        tokio::time::timeout(inner.timeout, fetch)
+            .await
+            .map_err(|_| inner.timed_out("get_record"))?
     }
 
     async fn delete(&self, si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<()> {
@@ -707,7 +763,8 @@ mod tests {
             server
                 .objects("bucket-0")
                 .iter()
-                .all(|key| key.starts_with("griddav/a/shares/")),
+                .all(|key| key.starts_with("griddav/a/shares/")
+                    || key.starts_with("griddav/a/records/")),
             "{:?}",
             server.objects("bucket-0")
         );
