@@ -3,6 +3,7 @@
 # griddav on a fresh data directory and a free loopback port.
 #
 #   bash litmus-tests/run.sh
+#   AUTH=1 bash litmus-tests/run.sh     # plain HTTP, with a user and password
 #   HTTPS=1 bash litmus-tests/run.sh    # over TLS, with a user and password
 #
 # Builds griddav in release mode (or uses $GRIDDAV_BIN if set), starts
@@ -16,6 +17,9 @@
 # Environment: GRIDDAV_BIN   a griddav binary to test instead of building one
 #              KEEP=1        keep the temporary directory (data, logs); kept
 #                            anyway when a test fails
+#              AUTH=1        a [[users]] entry, and litmus runs with that
+#                            user's name and password, over plain HTTP (all
+#                            104 tests: over TLS litmus skips expect100)
 #              HTTPS=1       serve HTTPS with `[tls] self_signed = true` and a
 #                            [[users]] entry, and run litmus with that user's
 #                            name and password. litmus (neon) checks the
@@ -52,6 +56,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/griddav-litmus.XXXXXX")
 server_pid=
 https=${HTTPS:-0}
+auth=${AUTH:-$https}
 sudo=
 if [[ "$(id -u)" != 0 ]]; then
     sudo=sudo
@@ -87,8 +92,7 @@ url="http://127.0.0.1:$port/"
 config=()
 credentials=()
 curl_auth=()
-if [[ $https == 1 ]]; then
-    url="https://localhost:$port/"
+if [[ $auth == 1 ]]; then
     user=litmus
     password="litmus-$RANDOM$RANDOM"
     hash=$(printf '%s\n' "$password" | "$bin" passwd)
@@ -96,12 +100,18 @@ if [[ $https == 1 ]]; then
 [[users]]
 name = "$user"
 password_hash = "$hash"
+TOML
+    config=(--config "$work/griddav.toml")
+    credentials=("$user" "$password")
+    curl_auth=(-u "$user:$password")
+fi
+if [[ $https == 1 ]]; then
+    url="https://localhost:$port/"
+    cat >>"$work/griddav.toml" <<TOML
 
 [tls]
 self_signed = true
 TOML
-    config=(--config "$work/griddav.toml")
-    credentials=("$user" "$password")
     # -k only for the readiness probe, before the certificate is trusted.
     curl_auth=(-k -u "$user:$password")
 fi

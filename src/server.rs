@@ -448,7 +448,13 @@ async fn handle_admitted(
             bad: flag,
         })
     });
-    let mut response = guard::catching(&handler, request).await;
+    let serving = (method.as_str() == "MOVE")
+        .then(|| {
+            let destination = request.headers().get("destination")?.to_str().ok()?;
+            crate::dav::moving::Move::of(request.uri().path(), destination)
+        })
+        .flatten();
+    let mut response = crate::dav::moving::serve(serving, guard::catching(&handler, request)).await;
     if let Some(uri) = options {
         crate::dav::allow::correct(&uri, response.headers_mut());
     }

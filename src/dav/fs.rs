@@ -172,6 +172,23 @@ pub struct GridFs {
 }
 
 impl GridFs {
+    /// Whether `path` is the destination file of the MOVE this task serves,
+    /// with a file as its source: then the rename replaces it, in one
+    /// transaction with the move, and removing it first is left out (see
+    /// [`super::moving`]).
+    async fn removal_left_to_the_move(&self, path: &str) -> bool {
+        let Some(serving) = super::moving::current() else {
+            return false;
+        };
+        if serving.destination != path {
+            return false;
+        }
+        matches!(
+            self.inner.ns.lookup(&serving.source).await,
+            Ok(Some(node)) if node.kind == crate::namespace::NodeKind::File
+        )
+    }
+
     pub fn new(ns: Namespace, grid: Grid, options: GridFsOptions) -> Self {
         Self {
             inner: Arc::new(FsInner {
@@ -419,6 +436,9 @@ impl DavFileSystem for GridFs {
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let path = ns_path(path)?;
+            if self.removal_left_to_the_move(&path).await {
+                return Ok(());
+            }
             self.removed("remove_file", self.inner.ns.remove_file(&path).await)
         }
         .boxed()
@@ -427,8 +447,10 @@ impl DavFileSystem for GridFs {
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let (from, to) = (ns_path(from)?, ns_path(to)?);
-            // The handler has already removed an existing destination when
-            // Overwrite allowed it; replacing here too keeps MOVE atomic.
+            // An existing destination file is replaced here, in the same
+            // transaction (its removal was left to this, see
+            // `removal_left_to_the_move`); a destination folder the handler
+            // removed already.
             let outcome = self
                 .inner
                 .ns

@@ -5,6 +5,7 @@ pub mod allow;
 mod fs;
 mod locks;
 mod meta;
+pub mod moving;
 pub mod pending;
 pub mod propstat;
 mod read;
