@@ -25,8 +25,20 @@ struct Cli {
     /// (default ./griddav-data; the default grid is ten directories under `grid/`).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// How log lines are written to standard error: `text` for people,
+    /// `json` (one object per line) for log shippers. `RUST_LOG` chooses
+    /// what is logged (default `info`: one line per request and the
+    /// server's events).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -114,14 +126,16 @@ fn main() -> ExitCode {
 }
 
 async fn async_main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -235,17 +249,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Get { cap } => {
             let cap = capability(cap).await?;
             let downloader = std::sync::Arc::new(Downloader::open(&grid, &cap).await?);
+            let bar = progress_bar(Some(cap.size));
             let mut stream = std::pin::pin!(downloader.stream(0));
             let mut out = tokio::io::stdout();
             while let Some(piece) = stream.next().await {
-                out.write_all(&piece?).await?;
+                let piece = piece?;
+                out.write_all(&piece).await?;
+                bar.inc(piece.len() as u64);
             }
             out.flush().await?;
+            bar.finish_and_clear();
         }
         Command::Verify { cap } => {
             let cap = capability(cap).await?;
             let downloader = Downloader::open(&grid, &cap).await?;
-            let problems = downloader.verify_all_shares().await;
+            let bar = progress_bar(Some(cap.size));
+            let problems = downloader
+                .verify_all_shares_with_progress(|bytes| bar.inc(bytes))
+                .await;
+            bar.finish_and_clear();
             if problems.is_empty() {
                 println!("all {} shares are intact", cap.n);
             } else {
@@ -257,6 +279,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar with rate and ETA on standard error (a byte counter
+/// with its rate when the total is unknown). indicatif draws nothing when
+/// standard error is not a terminal, so scripts and logs see no bars.
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => (
+            indicatif::ProgressBar::new(total),
+            "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{elapsed_precise} {spinner} {bytes} {bytes_per_sec}",
+        ),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// `griddav put`: uploads, prints the capability and, with `--to`, links
@@ -298,6 +340,12 @@ async fn put(
         Some(ns) => Some(ns.begin_upload(&uploader.recovery_token()).await?),
         None => None,
     };
+    let expected = if file.as_os_str() == "-" {
+        None
+    } else {
+        tokio::fs::metadata(file).await.ok().map(|m| m.len())
+    };
+    let bar = progress_bar(expected);
     let mut buffer = vec![0u8; 256 << 10];
     let mut size: u64 = 0;
     loop {
@@ -307,7 +355,9 @@ async fn put(
         }
         size = size.saturating_add(n as u64);
         uploader.write(Bytes::copy_from_slice(&buffer[..n])).await?;
+        bar.inc(n as u64);
     }
+    bar.finish_and_clear();
     let token = uploader.recovery_token();
     let cap = uploader.finish().await?;
     if let (Some(ns), Some(path)) = (&namespace, to) {

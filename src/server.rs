@@ -367,7 +367,14 @@ pub async fn serve_tls(
                 Err(refusal) => return Ok(refusal),
             };
             let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
-            tracking.around(handle(front, request, user)).await
+            let name = user.as_ref().map(|user| user.name.clone());
+            let mut response = tracking.around(handle(front, request, user)).await?;
+            if let Some(name) = name {
+                response
+                    .extensions_mut()
+                    .insert(crate::http::listener::AccessUser(name));
+            }
+            Ok(response)
         }
     };
     crate::http::listener::run_tls(listener, limits, tls, service, shutdown).await;

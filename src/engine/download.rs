@@ -747,6 +747,16 @@ impl Downloader {
     /// Returns the problems found (empty when all is well), including
     /// shares of this file that are missing altogether.
     pub async fn verify_all_shares(&self) -> Vec<ShareProblem> {
+        self.verify_all_shares_with_progress(|_| {}).await
+    }
+
+    /// [`Downloader::verify_all_shares`], calling `progress` with the
+    /// plaintext bytes each segment covers once its blocks are checked (a
+    /// progress bar's steps).
+    pub async fn verify_all_shares_with_progress(
+        &self,
+        mut progress: impl FnMut(u64),
+    ) -> Vec<ShareProblem> {
         let candidates: Vec<(ShareNum, Arc<dyn ShareStore>)> = {
             let state = lock(&self.state);
             state
@@ -784,9 +794,12 @@ impl Downloader {
                 disagrees: None,
             });
         }
+        let segment_size = u64::from(self.trailer.segment_size);
         for s in 0..self.layout.segment_count {
             self.verify_segment(s, &mut checks, segment_leaves.as_deref())
                 .await;
+            let start = s.saturating_mul(segment_size);
+            progress(segment_size.min(self.trailer.size.saturating_sub(start)));
         }
         for mut check in checks {
             let kind = match (check.failed.take(), check.disagrees) {

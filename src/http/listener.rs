@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dav_server::body::{Body as DavBody, BodyType};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -320,12 +320,24 @@ async fn serve_io<IO, S, F>(
     let body_idle_timeout = limits.body_idle_timeout;
     let service = service_fn(move |request: Request<Incoming>| {
         let in_flight = InFlight::begin(&requests);
-        let mut request = request.map(|body| TimedBody::new(body, body_idle_timeout));
+        let received = Arc::new(AtomicU64::new(0));
+        let access = Access {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            client: peer,
+            started: Instant::now(),
+            received: Arc::clone(&received),
+            status: StatusCode::OK,
+            user: None,
+            sent: 0,
+            complete: false,
+        };
+        let mut request = request.map(|body| TimedBody::new(body, body_idle_timeout, received));
         request.extensions_mut().insert(ClientAddr(peer));
         let answer = service(request);
         async move {
             let response = answer.await?;
-            Ok::<_, Infallible>(AnswerBody::wrap(response, in_flight))
+            Ok::<_, Infallible>(AnswerBody::wrap(response, in_flight, access))
         }
     });
     let mut conn = pin!(hyper::server::conn::http1::Builder::new()
@@ -531,6 +543,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 /// never looks like a stalled client.
 pub struct TimedBody {
     inner: Incoming,
+    /// Body bytes received so far, for the request's log line.
+    received: Arc<AtomicU64>,
     limit: Duration,
     /// Armed on the first poll that has to wait; `None` until then.
     timer: Option<Pin<Box<Sleep>>>,
@@ -539,9 +553,10 @@ pub struct TimedBody {
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, limit: Duration) -> TimedBody {
+    fn new(inner: Incoming, limit: Duration, received: Arc<AtomicU64>) -> TimedBody {
         TimedBody {
             inner,
+            received,
             limit,
             timer: None,
             waiting: false,
@@ -575,6 +590,12 @@ impl Body for TimedBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
+                if let Some(Ok(data)) = &frame {
+                    if let Some(data) = data.data_ref() {
+                        this.received
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(io::Error::other)))
             }
             Poll::Pending => {
@@ -613,14 +634,64 @@ pub struct AnswerBody {
     /// The size to announce; `None` when the answer has its own
     /// Content-Length (hyper checks the two agree) or streams.
     exact: Option<u64>,
+    /// Logged when the answer is dropped: sent whole, or cut off.
+    access: Access,
     _in_flight: InFlight,
 }
 
+/// Who a request's answer was for, when the request named a user: set by
+/// the service on its response, read for the request's log line.
+#[derive(Clone, Debug)]
+pub struct AccessUser(pub String);
+
+/// One request's log line, filled in as the answer goes out.
+struct Access {
+    method: http::Method,
+    path: String,
+    client: SocketAddr,
+    started: Instant,
+    received: Arc<AtomicU64>,
+    status: StatusCode,
+    user: Option<String>,
+    sent: u64,
+    /// The body was sent to its end (not cut off by the client going away).
+    complete: bool,
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        // One line per request, when its answer is done: the duration and
+        // the bytes are the whole exchange's, not the head's.
+        tracing::info!(
+            target: "griddav::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes_in = self.received.load(Ordering::Relaxed),
+            bytes_out = self.sent,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            user = self.user.as_deref().unwrap_or("-"),
+            client = %self.client,
+            complete = self.complete,
+            "request"
+        );
+    }
+}
+
 impl AnswerBody {
-    fn wrap(response: Response<DavBody>, in_flight: InFlight) -> Response<AnswerBody> {
+    fn wrap(
+        response: Response<DavBody>,
+        in_flight: InFlight,
+        mut access: Access,
+    ) -> Response<AnswerBody> {
         let has_length = response
             .headers()
             .contains_key(http::header::CONTENT_LENGTH);
+        access.status = response.status();
+        access.user = response
+            .extensions()
+            .get::<AccessUser>()
+            .map(|user| user.0.clone());
         response.map(|inner| {
             let exact = match &inner.inner {
                 BodyType::Bytes(Some(bytes)) if !has_length => Some(bytes.len() as u64),
@@ -629,6 +700,7 @@ impl AnswerBody {
             AnswerBody {
                 inner,
                 exact,
+                access,
                 _in_flight: in_flight,
             }
         })
@@ -643,7 +715,18 @@ impl Body for AnswerBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.access.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.access.complete = true,
+            _ => {}
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
