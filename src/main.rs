@@ -185,6 +185,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Recover { force } => {
             let key = tokio::task::spawn_blocking(read_recovery_key).await??;
             let secret = griddav::snapshot::RootSecret::parse(&key)?;
+            // A spinner with the time taken: the steps (root records, the
+            // copy's download and checks) have no byte count known ahead.
+            let spinner = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{elapsed_precise} {spinner} {msg}")
+            {
+                spinner.set_style(style);
+            }
+            spinner.set_message("reading root records and the newest namespace copy");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
             let done = griddav::snapshot::recover::recover(
                 &grid,
                 &secret,
@@ -192,7 +202,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 &config.namespace_db(),
                 force,
             )
-            .await?;
+            .await;
+            spinner.finish_and_clear();
+            let done = done?;
             for problem in &done.problems {
                 eprintln!("griddav: warning: {problem}");
             }
