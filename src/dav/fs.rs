@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Downloader, EncodingParams, EngineError, FileCap, ProblemKind, ShareProblem, UploadOptions,
+    Downloader, EncodingParams, EngineError, FileCap, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -292,18 +292,26 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
 ///   happy): `IsRemote`, which src/server.rs answers as 503 with
 ///   Retry-After for GET, HEAD and PUT (dav-server itself says 502);
 /// - data that fails verification everywhere, and our own bugs (bad
-///   parameters, a bad capability in our namespace, internal errors):
-///   `GeneralFailure`, 500, which no retry fixes.
+///   parameters, a bad capability in our namespace, a task of ours that
+///   died, a layout we made that does not parse): `GeneralFailure`, 500,
+///   which no retry fixes.
 pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
     tracing::error!(operation, error = %e, "engine failure");
     match e {
         EngineError::InvalidParams(_)
-        | EngineError::Internal(_)
+        | EngineError::TaskFailed { .. }
+        | EngineError::BudgetClosed
+        | EngineError::OwnLayout { .. }
+        | EngineError::Decode { .. }
+        | EngineError::ShortRead { .. }
+        | EngineError::ReencodedMismatch
         | EngineError::InvalidCap(_)
         | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
         EngineError::NoSpace { .. } => FsError::InsufficientStorage,
         EngineError::Grid(e) if e.is_out_of_space() => FsError::InsufficientStorage,
-        EngineError::NotEnoughShares { problems, .. } if only_corrupt(problems) => {
+        EngineError::NotEnoughShares { problems, .. }
+            if only_corrupt(problems) || problems.iter().any(|p| p.kind.is_ours()) =>
+        {
             FsError::GeneralFailure
         }
         _ => FsError::IsRemote,
@@ -313,10 +321,7 @@ pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
 /// Every server answered and every share it gave failed verification:
 /// corrupt data, not an outage.
 fn only_corrupt(problems: &[ShareProblem]) -> bool {
-    !problems.is_empty()
-        && problems
-            .iter()
-            .all(|p| matches!(p.kind, ProblemKind::Corrupt(_)))
+    !problems.is_empty() && problems.iter().all(|p| p.kind.is_corrupt())
 }
 
 impl DavFileSystem for GridFs {
