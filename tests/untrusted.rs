@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{content, memory_grid, read_all, total_shares, upload, SMALL};
 use griddav::engine::crypto::FileKey;
 use griddav::engine::delete::delete_shares;
-use griddav::engine::EngineError;
+use griddav::engine::{Corruption, EngineError, ProblemKind};
 use griddav::engine::{Downloader, EncodingParams, FileCap, UploadOptions, Uploader};
 use griddav::grid::{
     Fault, FaultSwitch, FaultyStore, Grid, GridError, MemoryStore, ShareNum, ShareStore,
@@ -203,6 +203,12 @@ async fn a_server_whose_blocks_fail_is_demoted_for_the_rest_of_the_read() {
         (1..=3).contains(&problems.len()),
         "{} problems: {problems:?}",
         problems.len()
+    );
+    assert!(
+        problems
+            .iter()
+            .all(|p| matches!(p.kind, ProblemKind::Corrupt(Corruption::BlockHash { .. }))),
+        "{problems:?}"
     );
 }
 

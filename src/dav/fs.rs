@@ -639,7 +639,74 @@ fn xml_prefix(xml: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::xml_prefix;
+    use dav_server::fs::FsError;
+
+    use super::{engine_error, xml_prefix};
+    use crate::engine::{Corruption, EngineError, ProblemKind, ShareProblem};
+    use crate::grid::GridError;
+
+    fn not_enough(kinds: Vec<ProblemKind>) -> EngineError {
+        EngineError::NotEnoughShares {
+            have: 0,
+            need: 3,
+            problems: kinds
+                .into_iter()
+                .map(|kind| ShareProblem {
+                    share: None,
+                    server: "s".into(),
+                    kind,
+                })
+                .collect(),
+        }
+    }
+
+    /// 503 for a grid that does not answer now, 500 for data that fails
+    /// verification everywhere and for our own bugs.
+    #[test]
+    fn the_status_follows_the_kind_of_failure() {
+        let down = || {
+            ProblemKind::of(GridError::Io {
+                server: "s".into(),
+                operation: "read",
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            })
+        };
+        let corrupt = || ProblemKind::Corrupt(Corruption::BlockHash { segment: 0 });
+        let status = |e: EngineError| engine_error("test", &e);
+        assert_eq!(
+            status(not_enough(vec![down(), corrupt()])),
+            FsError::IsRemote
+        );
+        assert_eq!(
+            status(not_enough(vec![ProblemKind::TimedOut(
+                std::time::Duration::from_secs(1)
+            )])),
+            FsError::IsRemote
+        );
+        assert_eq!(
+            status(not_enough(vec![corrupt(), corrupt()])),
+            FsError::GeneralFailure
+        );
+        assert_eq!(
+            status(not_enough(vec![
+                down(),
+                ProblemKind::TaskGone { what: "share task" }
+            ])),
+            FsError::GeneralFailure
+        );
+        assert_eq!(status(EngineError::BudgetClosed), FsError::GeneralFailure);
+        assert_eq!(
+            status(EngineError::Grid(GridError::Io {
+                server: "s".into(),
+                operation: "read",
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            })),
+            FsError::IsRemote
+        );
+        assert!(
+            matches!(down(), ProblemKind::Unavailable(e) if matches!(*e, GridError::Io { .. }))
+        );
+    }
 
     #[test]
     fn prefixes_of_stored_properties() {

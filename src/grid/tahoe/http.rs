@@ -455,6 +455,25 @@ impl ServerCertVerifier for PinnedSpki {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
+
+    /// The verifier's refusal is told apart from other TLS failures once
+    /// tokio-rustls has wrapped it in an I/O error.
+    #[test]
+    fn a_pin_mismatch_is_recognised_through_the_io_error() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(PinMismatch)),
+        ));
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        assert!(is_pin_mismatch(&wrapped));
+        let other = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+        );
+        assert!(!is_pin_mismatch(&other));
+        assert!(!is_pin_mismatch(&std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        )));
+    }
     use futures::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
