@@ -168,7 +168,7 @@ fn tahoe_corrupt_share_on_disk_is_detected_and_read_is_right() {
         assert!(read == data, "read back differs");
         let problems = downloader.problems();
         assert!(
-            problems.iter().any(|p| p.to_string().contains("corrupt")),
+            problems.iter().any(|p| p.kind.is_corrupt()),
             "corruption not reported: {problems:?}"
         );
     });

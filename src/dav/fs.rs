@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Downloader, EncodingParams, EngineError, FileCap, ProblemKind, ShareProblem, UploadOptions,
+    Downloader, EncodingParams, EngineError, FileCap, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -309,18 +309,26 @@ pub(crate) fn ns_error(operation: &str, e: NamespaceError) -> FsError {
 ///   happy): `IsRemote`, which src/server.rs answers as 503 with
 ///   Retry-After for GET, HEAD and PUT (dav-server itself says 502);
 /// - data that fails verification everywhere, and our own bugs (bad
-///   parameters, a bad capability in our namespace, internal errors):
-///   `GeneralFailure`, 500, which no retry fixes.
+///   parameters, a bad capability in our namespace, a task of ours that
+///   died, a layout we made that does not parse): `GeneralFailure`, 500,
+///   which no retry fixes.
 pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
     tracing::error!(operation, error = %e, "engine failure");
     match e {
         EngineError::InvalidParams(_)
-        | EngineError::Internal(_)
+        | EngineError::TaskFailed { .. }
+        | EngineError::BudgetClosed
+        | EngineError::OwnLayout { .. }
+        | EngineError::Decode { .. }
+        | EngineError::ShortRead { .. }
+        | EngineError::ReencodedMismatch
         | EngineError::InvalidCap(_)
         | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
         EngineError::NoSpace { .. } => FsError::InsufficientStorage,
         EngineError::Grid(e) if e.is_out_of_space() => FsError::InsufficientStorage,
-        EngineError::NotEnoughShares { problems, .. } if only_corrupt(problems) => {
+        EngineError::NotEnoughShares { problems, .. }
+            if only_corrupt(problems) || problems.iter().any(|p| p.kind.is_ours()) =>
+        {
             FsError::GeneralFailure
         }
         _ => FsError::IsRemote,
@@ -330,10 +338,7 @@ pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
 /// Every server answered and every share it gave failed verification:
 /// corrupt data, not an outage.
 fn only_corrupt(problems: &[ShareProblem]) -> bool {
-    !problems.is_empty()
-        && problems
-            .iter()
-            .all(|p| matches!(p.kind, ProblemKind::Corrupt(_)))
+    !problems.is_empty() && problems.iter().all(|p| p.kind.is_corrupt())
 }
 
 impl DavFileSystem for GridFs {
@@ -656,7 +661,74 @@ fn xml_prefix(xml: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::xml_prefix;
+    use dav_server::fs::FsError;
+
+    use super::{engine_error, xml_prefix};
+    use crate::engine::{Corruption, EngineError, ProblemKind, ShareProblem};
+    use crate::grid::GridError;
+
+    fn not_enough(kinds: Vec<ProblemKind>) -> EngineError {
+        EngineError::NotEnoughShares {
+            have: 0,
+            need: 3,
+            problems: kinds
+                .into_iter()
+                .map(|kind| ShareProblem {
+                    share: None,
+                    server: "s".into(),
+                    kind,
+                })
+                .collect(),
+        }
+    }
+
+    /// 503 for a grid that does not answer now, 500 for data that fails
+    /// verification everywhere and for our own bugs.
+    #[test]
+    fn the_status_follows_the_kind_of_failure() {
+        let down = || {
+            ProblemKind::of(GridError::Io {
+                server: "s".into(),
+                operation: "read",
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            })
+        };
+        let corrupt = || ProblemKind::Corrupt(Corruption::BlockHash { segment: 0 });
+        let status = |e: EngineError| engine_error("test", &e);
+        assert_eq!(
+            status(not_enough(vec![down(), corrupt()])),
+            FsError::IsRemote
+        );
+        assert_eq!(
+            status(not_enough(vec![ProblemKind::TimedOut(
+                std::time::Duration::from_secs(1)
+            )])),
+            FsError::IsRemote
+        );
+        assert_eq!(
+            status(not_enough(vec![corrupt(), corrupt()])),
+            FsError::GeneralFailure
+        );
+        assert_eq!(
+            status(not_enough(vec![
+                down(),
+                ProblemKind::TaskGone { what: "share task" }
+            ])),
+            FsError::GeneralFailure
+        );
+        assert_eq!(status(EngineError::BudgetClosed), FsError::GeneralFailure);
+        assert_eq!(
+            status(EngineError::Grid(GridError::Io {
+                server: "s".into(),
+                operation: "read",
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            })),
+            FsError::IsRemote
+        );
+        assert!(
+            matches!(down(), ProblemKind::Unavailable(e) if matches!(*e, GridError::Io { .. }))
+        );
+    }
 
     #[test]
     fn prefixes_of_stored_properties() {

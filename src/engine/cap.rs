@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::crypto::{FileKey, Hash};
-use crate::grid::base32;
+use crate::grid::{base32, from_base32};
 
 const PREFIX: &str = "griddav:1:";
 
@@ -68,9 +68,7 @@ pub struct FileCap {
 
 /// A 32-byte field in lowercase unpadded base32.
 pub(crate) fn parse_32(field: &str, what: &'static str) -> Result<[u8; 32], CapError> {
-    let bytes = data_encoding::BASE32_NOPAD
-        .decode(field.to_ascii_uppercase().as_bytes())
-        .map_err(|source| CapError::Base32 { what, source })?;
+    let bytes = from_base32(field).map_err(|source| CapError::Base32 { what, source })?;
     bytes.try_into().map_err(|_| CapError::Not32Bytes { what })
 }
 

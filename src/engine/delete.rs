@@ -54,7 +54,7 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
             result.err().map(|e| ShareProblem {
                 share: None,
                 server: server.server_id().to_owned(),
-                kind: ProblemKind::Unavailable(e.to_string()),
+                kind: ProblemKind::of(e),
             })
         })
         .collect();

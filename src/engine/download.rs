@@ -26,7 +26,7 @@ use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
 use super::hashtree::{self, verify_proof, VerifiedTree};
 use super::layout::{Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_LEN, TRAILER_LEN};
-use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
+use super::{Corruption, EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
 
 /// Decoded segments kept for readers that ask for small pieces in order.
@@ -173,12 +173,12 @@ impl Downloader {
                 Ok(Err(e)) => problems.push(ShareProblem {
                     share: None,
                     server: server.server_id().to_owned(),
-                    kind: ProblemKind::Unavailable(e.to_string()),
+                    kind: ProblemKind::Unavailable(Arc::new(e)),
                 }),
                 Err(_) => problems.push(ShareProblem {
                     share: None,
                     server: server.server_id().to_owned(),
-                    kind: ProblemKind::Unavailable(format!("no listing within {READ_TIMEOUT:?}")),
+                    kind: ProblemKind::NoListing(READ_TIMEOUT),
                 }),
             }
             let distinct: HashSet<ShareNum> = found.iter().map(|f| f.0).collect();
@@ -193,7 +193,7 @@ impl Downloader {
                 problems.push(ShareProblem {
                     share: None,
                     server: server.server_id().to_owned(),
-                    kind: ProblemKind::Unavailable("listing too slow; read without it".into()),
+                    kind: ProblemKind::ListingSlow,
                 });
             }
         }
@@ -215,9 +215,7 @@ impl Downloader {
                 .await
                 {
                     Ok(result) => result,
-                    Err(_) => Err(TrailerError::Share(ProblemKind::Unavailable(format!(
-                        "no answer within {READ_TIMEOUT:?}"
-                    )))),
+                    Err(_) => Err(TrailerError::Share(ProblemKind::TimedOut(READ_TIMEOUT))),
                 };
                 (index, result)
             })
@@ -252,10 +250,10 @@ impl Downloader {
                 problems.push(ShareProblem {
                     share: Some(share),
                     server: server.server_id().to_owned(),
-                    kind: ProblemKind::Corrupt(format!(
-                        "share is {len} bytes, the trailer implies {}",
-                        layout.share_len
-                    )),
+                    kind: ProblemKind::Corrupt(Corruption::WrongLength {
+                        len,
+                        expected: layout.share_len,
+                    }),
                 });
                 continue;
             }
@@ -275,9 +273,10 @@ impl Downloader {
         for problem in &problems {
             tracing::warn!(%si, %problem, "share problem while opening");
         }
-        let params = trailer
-            .params()
-            .map_err(|e| EngineError::Internal(format!("verified trailer: {e}")))?;
+        let params = trailer.params().map_err(|source| EngineError::OwnLayout {
+            what: "verified trailer",
+            source,
+        })?;
         Ok(Self {
             key: cap.key.clone(),
             si,
@@ -324,11 +323,7 @@ impl Downloader {
     /// the shares it found at open may have moved on.
     pub fn degraded(&self) -> bool {
         let state = lock(&self.state);
-        state.problems_dropped > 0
-            || state
-                .problems
-                .iter()
-                .any(|p| matches!(p.kind, ProblemKind::Unavailable(_)))
+        state.problems_dropped > 0 || state.problems.iter().any(|p| p.kind.is_unavailable())
     }
 
     /// Exactly the bytes `offset..offset + len` of the file.
@@ -418,9 +413,7 @@ impl Downloader {
             let result =
                 match tokio::time::timeout(READ_TIMEOUT, self.fetch_block(candidate, s)).await {
                     Ok(result) => result,
-                    Err(_) => Err(BlockFailure::Share(ProblemKind::Unavailable(format!(
-                        "no answer within {READ_TIMEOUT:?}"
-                    )))),
+                    Err(_) => Err(BlockFailure::Share(ProblemKind::TimedOut(READ_TIMEOUT))),
                 };
             (candidate, result)
         };
@@ -507,8 +500,11 @@ impl Downloader {
             Ok::<_, super::CodecError>((cipher.freeze(), hash))
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("segment decoder failed: {e}")))?
-        .map_err(|e| EngineError::Internal(format!("decoding segment {s}: {e}")))?;
+        .map_err(|source| EngineError::TaskFailed {
+            what: "segment decoder",
+            source,
+        })?
+        .map_err(|source| EngineError::Decode { segment: s, source })?;
 
         // Always, not only after decoding: shares that each match their own
         // block trees may still disagree with the ciphertext the uploader
@@ -566,11 +562,11 @@ impl Downloader {
         let mut state = lock(&self.state);
         let c = &mut state.candidates[candidate];
         let kind = match failure {
-            BlockFailure::Share(kind @ ProblemKind::Corrupt(_)) => {
+            BlockFailure::Share(kind) if kind.is_corrupt() => {
                 c.corrupt = true;
                 kind
             }
-            BlockFailure::Share(kind @ (ProblemKind::Unavailable(_) | ProblemKind::NoSpace(_))) => {
+            BlockFailure::Share(kind) => {
                 c.failures = c.failures.saturating_add(1);
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << c.failures.min(8).saturating_sub(1))
@@ -620,9 +616,7 @@ impl Downloader {
             let c = &state.candidates[candidate];
             (c.share, Arc::clone(&c.server), c.block_tree.is_some())
         };
-        let unavailable = |e: crate::grid::GridError| {
-            BlockFailure::Share(ProblemKind::Unavailable(e.to_string()))
-        };
+        let unavailable = |e: crate::grid::GridError| BlockFailure::Share(ProblemKind::of(e));
         if !has_root {
             let tree = self
                 .verify_block_root(server.as_ref(), share)
@@ -637,7 +631,7 @@ impl Downloader {
                 Some(tree) => tree.nodes_needed(s),
                 None => {
                     return Err(BlockFailure::Share(ProblemKind::Corrupt(
-                        "block tree not verified".into(),
+                        Corruption::BlockTreeUnverified,
                     )))
                 }
             }
@@ -656,11 +650,13 @@ impl Downloader {
         let (block, nodes) = futures::join!(block_read, node_reads);
         let block = block.map_err(unavailable)?;
         if block.len() as u64 != self.layout.block_len(s) {
-            return Err(BlockFailure::Block(ProblemKind::Corrupt(format!(
-                "read of block {s} returned {} bytes, not {}",
-                block.len(),
-                self.layout.block_len(s)
-            ))));
+            return Err(BlockFailure::Block(ProblemKind::Corrupt(
+                Corruption::BlockLength {
+                    segment: s,
+                    got: block.len(),
+                    want: self.layout.block_len(s),
+                },
+            )));
         }
         let mut fetched = HashMap::with_capacity(needed.len());
         for (node, hash) in needed.into_iter().zip(nodes) {
@@ -670,7 +666,10 @@ impl Downloader {
         let hash = tokio::task::spawn_blocking(move || block_hash(&hashed))
             .await
             .map_err(|e| {
-                BlockFailure::Share(ProblemKind::Unavailable(format!("hashing failed: {e}")))
+                BlockFailure::Share(ProblemKind::TaskFailed {
+                    what: "hashing",
+                    source: Arc::new(e),
+                })
             })?;
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {
@@ -678,9 +677,9 @@ impl Downloader {
             None => false,
         };
         if !ok {
-            return Err(BlockFailure::Block(ProblemKind::Corrupt(format!(
-                "block {s} does not match its block tree"
-            ))));
+            return Err(BlockFailure::Block(ProblemKind::Corrupt(
+                Corruption::BlockHash { segment: s },
+            )));
         }
         Ok(GoodBlock {
             share,
@@ -705,14 +704,12 @@ impl Downloader {
             layout.proof_offset..layout.proof_offset + layout.proof_len,
         );
         let (header, root, proof) = futures::join!(header, root, proof);
-        let header = header.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        let header = header.map_err(ProblemKind::of)?;
         if header[..] != self.expected_header(share)[..] {
-            return Err(ProblemKind::Corrupt(
-                "header does not match the trailer".into(),
-            ));
+            return Err(ProblemKind::Corrupt(Corruption::HeaderMismatch));
         }
-        let root = root.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
-        let proof = proof.map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+        let root = root.map_err(ProblemKind::of)?;
+        let proof = proof.map_err(ProblemKind::of)?;
         let proof: Vec<Hash> = proof
             .chunks_exact(32)
             .map(|chunk| {
@@ -722,9 +719,7 @@ impl Downloader {
             })
             .collect();
         if !verify_proof(&root, u64::from(share.0), &proof, &self.trailer.share_root) {
-            return Err(ProblemKind::Corrupt(
-                "block-tree root not in the share tree".into(),
-            ));
+            return Err(ProblemKind::Corrupt(Corruption::BlockRootNotInShareTree));
         }
         Ok(VerifiedTree::new(self.trailer.segment_count, root))
     }
@@ -771,7 +766,7 @@ impl Downloader {
                 problems.push(ShareProblem {
                     share: Some(ShareNum(share as u8)),
                     server: String::new(),
-                    kind: ProblemKind::Unavailable("no server holds this share".into()),
+                    kind: ProblemKind::Missing,
                 });
             }
         }
@@ -806,11 +801,8 @@ impl Downloader {
                 (Some(kind), _) => Some(kind),
                 (None, disagrees) => match self.check_block_tree(&check).await {
                     Err(kind) => Some(kind),
-                    Ok(()) => disagrees.map(|s| {
-                        ProblemKind::Corrupt(format!(
-                            "block {s} disagrees with the other shares and the ciphertext tree"
-                        ))
-                    }),
+                    Ok(()) => disagrees
+                        .map(|segment| ProblemKind::Corrupt(Corruption::Disagrees { segment })),
                 },
             };
             if let Some(kind) = kind {
@@ -847,14 +839,13 @@ impl Downloader {
                     blocks.push((index, block))
                 }
                 Some(Ok(block)) => {
-                    checks[index].failed = Some(ProblemKind::Corrupt(format!(
-                        "read of block {s} returned {} bytes",
-                        block.len()
-                    )))
+                    checks[index].failed = Some(ProblemKind::Corrupt(Corruption::BlockLength {
+                        segment: s,
+                        got: block.len(),
+                        want: range.end - range.start,
+                    }))
                 }
-                Some(Err(e)) => {
-                    checks[index].failed = Some(ProblemKind::Unavailable(e.to_string()))
-                }
+                Some(Err(e)) => checks[index].failed = Some(ProblemKind::of(e)),
             }
         }
         let shares: Vec<(ShareNum, Bytes)> = blocks
@@ -871,11 +862,18 @@ impl Downloader {
             (hashes, disagreeing)
         })
         .await;
-        let Ok((hashes, disagreeing)) = outcome else {
-            for (index, _) in &blocks {
-                checks[*index].failed = Some(ProblemKind::Unavailable("hashing failed".into()));
+        let (hashes, disagreeing) = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let source = Arc::new(e);
+                for (index, _) in &blocks {
+                    checks[*index].failed = Some(ProblemKind::TaskFailed {
+                        what: "hashing",
+                        source: Arc::clone(&source),
+                    });
+                }
+                return;
             }
-            return;
         };
         for ((index, _), hash) in blocks.iter().zip(hashes) {
             let check = &mut checks[*index];
@@ -899,11 +897,9 @@ impl Downloader {
                 layout.block_tree_offset..layout.ciphertext_tree_offset,
             )
             .await
-            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?;
+            .map_err(ProblemKind::of)?;
         if stored[..] != block_tree.to_bytes()[..] {
-            return Err(ProblemKind::Corrupt(
-                "stored block tree does not match the blocks".into(),
-            ));
+            return Err(ProblemKind::Corrupt(Corruption::BlockTreeMismatch));
         }
         let proof: Vec<Hash> = check
             .server
@@ -913,7 +909,7 @@ impl Downloader {
                 layout.proof_offset..layout.trailer_offset,
             )
             .await
-            .map_err(|e| ProblemKind::Unavailable(e.to_string()))?
+            .map_err(ProblemKind::of)?
             .chunks_exact(32)
             .map(|c| c.try_into().unwrap_or([0; 32]))
             .collect();
@@ -923,9 +919,7 @@ impl Downloader {
             &proof,
             &self.trailer.share_root,
         ) {
-            return Err(ProblemKind::Corrupt(
-                "block-tree root not in the share tree".into(),
-            ));
+            return Err(ProblemKind::Corrupt(Corruption::BlockRootNotInShareTree));
         }
         Ok(())
     }
@@ -942,16 +936,16 @@ impl Downloader {
             server
                 .read(self.si, share, range)
                 .await
-                .map_err(|e| ProblemKind::Unavailable(e.to_string()))
+                .map_err(ProblemKind::of)
         };
-        let corrupt = |what: &str| Err(ProblemKind::Corrupt(what.to_owned()));
+        let corrupt = |what: Corruption| Err(ProblemKind::Corrupt(what));
         if read(0..HEADER_LEN).await?[..] != self.expected_header(share)[..] {
-            return corrupt("header does not match the trailer");
+            return corrupt(Corruption::HeaderMismatch);
         }
         let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
         let first_leaf = (hashtree::width_for(layout.segment_count) - 1) as usize * 32;
         let Some(leaf_bytes) = stored.get(first_leaf..) else {
-            return corrupt("stored ciphertext tree is short");
+            return corrupt(Corruption::CiphertextTreeShort);
         };
         let stored_leaves: Vec<Hash> = leaf_bytes
             .chunks_exact(32)
@@ -960,13 +954,13 @@ impl Downloader {
             .collect();
         let rebuilt = HashTree::from_leaves(&stored_leaves);
         if stored[..] != rebuilt.to_bytes()[..] || rebuilt.root() != self.trailer.ciphertext_root {
-            return corrupt("stored ciphertext tree does not match the trailer");
+            return corrupt(Corruption::CiphertextTreeMismatch);
         }
         let tail = read(layout.trailer_offset..layout.share_len).await?;
         let mut expected = self.trailer.encode().to_vec();
         expected.extend_from_slice(&layout.footer(u16::from(share.0)).encode());
         if tail[..] != expected[..] {
-            return corrupt("trailer or footer differs from the verified trailer");
+            return corrupt(Corruption::TailMismatch);
         }
         Ok(stored_leaves)
     }
@@ -1017,9 +1011,10 @@ async fn read_node(
     // The store's contract is exact reads; a short answer is the server's fault.
     bytes[..]
         .try_into()
-        .map_err(|_| crate::grid::GridError::Server {
+        .map_err(|_| crate::grid::GridError::ShortRead {
             server: server.server_id().to_owned(),
-            message: format!("read of 32 bytes returned {}", bytes.len()),
+            got: bytes.len(),
+            want: 32,
         })
 }
 
@@ -1110,25 +1105,25 @@ async fn read_trailer(
     len: u64,
     cap: &FileCap,
 ) -> Result<(Trailer, ShareLayout), TrailerError> {
-    let corrupt = |why: String| TrailerError::Share(ProblemKind::Corrupt(why));
+    let corrupt = |why: Corruption| TrailerError::Share(ProblemKind::Corrupt(why));
     let tail_len = TRAILER_LEN + FOOTER_LEN;
     if len < tail_len {
-        return Err(corrupt(format!("share is only {len} bytes")));
+        return Err(corrupt(Corruption::TooShort { len }));
     }
     let tail = server
         .read(si, share, len - tail_len..len)
         .await
-        .map_err(|e| TrailerError::Share(ProblemKind::Unavailable(e.to_string())))?;
+        .map_err(|e| TrailerError::Share(ProblemKind::of(e)))?;
     if tail.len() as u64 != tail_len {
-        return Err(corrupt(format!(
-            "read of {tail_len} bytes returned {}",
-            tail.len()
-        )));
+        return Err(corrupt(Corruption::ShortTail {
+            got: tail.len(),
+            want: tail_len,
+        }));
     }
     let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_LEN as usize);
-    let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(format!("trailer: {e}")))?;
+    let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(Corruption::Trailer(e)))?;
     if trailer.hash() != cap.trailer_hash {
-        return Err(corrupt("trailer hash does not match the capability".into()));
+        return Err(corrupt(Corruption::TrailerHash));
     }
     if (trailer.k, trailer.n, trailer.size) != (cap.k, cap.n, cap.size) {
         return Err(TrailerError::Cap(EngineError::InvalidCap(
@@ -1142,16 +1137,16 @@ async fn read_trailer(
             },
         )));
     }
-    let layout = ShareLayout::new(&trailer).map_err(|e| corrupt(format!("layout: {e}")))?;
-    let footer = Footer::decode(footer_bytes).map_err(|e| corrupt(format!("footer: {e}")))?;
+    let layout = ShareLayout::new(&trailer).map_err(|e| corrupt(Corruption::Layout(e)))?;
+    let footer = Footer::decode(footer_bytes).map_err(|e| corrupt(Corruption::Footer(e)))?;
     layout
         .check_footer(&footer, u16::from(share.0))
-        .map_err(|e| corrupt(format!("footer: {e}")))?;
+        .map_err(|e| corrupt(Corruption::Footer(e)))?;
     if len != layout.share_len {
-        return Err(corrupt(format!(
-            "share is {len} bytes, the trailer implies {}",
-            layout.share_len
-        )));
+        return Err(corrupt(Corruption::WrongLength {
+            len,
+            expected: layout.share_len,
+        }));
     }
     Ok((trailer, layout))
 }
@@ -1207,7 +1202,10 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].share, Some(ShareNum(0)));
         assert!(
-            matches!(&problems[0].kind, ProblemKind::Corrupt(why) if why.contains("disagrees")),
+            matches!(
+                &problems[0].kind,
+                ProblemKind::Corrupt(Corruption::Disagrees { .. })
+            ),
             "{problems:?}"
         );
 

@@ -33,7 +33,7 @@ pub const FOOTER_LEN: u64 = 40;
 /// allocate, whatever a share claims.
 pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum LayoutError {
     #[error("bad magic in {what}")]

@@ -31,8 +31,11 @@ pub use download::Downloader;
 pub use upload::Uploader;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::grid::{GridError, ShareNum};
+use layout::LayoutError;
 
 /// How a file is cut and coded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +125,7 @@ impl Default for UploadOptions {
 }
 
 /// What went wrong with one share while reading or writing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ShareProblem {
     /// `None` when a whole server failed (a listing, say).
     pub share: Option<ShareNum>,
@@ -130,24 +133,118 @@ pub struct ShareProblem {
     pub kind: ProblemKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a share could not be used, by whose fault: the server's (it failed
+/// or did not answer), the data's (it failed verification), a full disk,
+/// or our own (a task of ours that died).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProblemKind {
     /// The server could not be reached or failed the request.
-    Unavailable(String),
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] Arc<GridError>),
+    /// The server listed nothing within the time limit.
+    #[error("unavailable: no listing within {0:?}")]
+    NoListing(Duration),
+    /// The listing came later than the others; the read went on without it.
+    #[error("unavailable: listing too slow; read without it")]
+    ListingSlow,
+    /// A read got no answer within the time limit.
+    #[error("unavailable: no answer within {0:?}")]
+    TimedOut(Duration),
+    /// No server listed the share.
+    #[error("unavailable: no server holds this share")]
+    Missing,
     /// The server returned bytes that failed verification.
-    Corrupt(String),
+    #[error("corrupt: {0}")]
+    Corrupt(#[source] Corruption),
     /// The server is out of room (a full disk or quota).
-    NoSpace(String),
+    #[error("out of space: {0}")]
+    NoSpace(#[source] Arc<GridError>),
+    /// A task of ours panicked or was cancelled: a bug, not the server's.
+    #[error("unavailable: {what} failed: {source}")]
+    TaskFailed {
+        what: &'static str,
+        #[source]
+        source: Arc<tokio::task::JoinError>,
+    },
+    /// A task of ours ended without saying why.
+    #[error("unavailable: {what} ended without a result")]
+    TaskGone { what: &'static str },
 }
 
 impl ProblemKind {
     /// What a failed server request says about the share.
-    pub fn of(e: &GridError) -> Self {
+    pub fn of(e: GridError) -> Self {
         if e.is_out_of_space() {
-            ProblemKind::NoSpace(e.to_string())
+            ProblemKind::NoSpace(Arc::new(e))
         } else {
-            ProblemKind::Unavailable(e.to_string())
+            ProblemKind::Unavailable(Arc::new(e))
         }
+    }
+
+    /// The share's bytes failed verification.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, ProblemKind::Corrupt(_))
+    }
+
+    /// Our own fault rather than the server's or the data's.
+    pub fn is_ours(&self) -> bool {
+        matches!(
+            self,
+            ProblemKind::TaskFailed { .. } | ProblemKind::TaskGone { .. }
+        )
+    }
+
+    /// The share could not be had now (not corrupt, not a full disk): it
+    /// may be there on another try.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, ProblemKind::Corrupt(_) | ProblemKind::NoSpace(_))
+    }
+}
+
+/// What about a share failed verification. The messages name the check,
+/// never share content.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    #[error("share is only {len} bytes")]
+    TooShort { len: u64 },
+    #[error("share is {len} bytes, the trailer implies {expected}")]
+    WrongLength { len: u64, expected: u64 },
+    #[error("read of {want} bytes of trailer and footer returned {got}")]
+    ShortTail { got: usize, want: u64 },
+    #[error("trailer: {0}")]
+    Trailer(#[source] LayoutError),
+    #[error("trailer hash does not match the capability")]
+    TrailerHash,
+    #[error("layout: {0}")]
+    Layout(#[source] LayoutError),
+    #[error("footer: {0}")]
+    Footer(#[source] LayoutError),
+    #[error("header does not match the trailer")]
+    HeaderMismatch,
+    #[error("trailer or footer differs from the verified trailer")]
+    TailMismatch,
+    #[error("block tree not verified")]
+    BlockTreeUnverified,
+    #[error("read of block {segment} returned {got} bytes, not {want}")]
+    BlockLength { segment: u64, got: usize, want: u64 },
+    #[error("block {segment} does not match its block tree")]
+    BlockHash { segment: u64 },
+    #[error("block-tree root not in the share tree")]
+    BlockRootNotInShareTree,
+    #[error("stored block tree does not match the blocks")]
+    BlockTreeMismatch,
+    #[error("stored ciphertext tree is short")]
+    CiphertextTreeShort,
+    #[error("stored ciphertext tree does not match the trailer")]
+    CiphertextTreeMismatch,
+    #[error("block {segment} disagrees with the other shares and the ciphertext tree")]
+    Disagrees { segment: u64 },
+}
+
+impl From<Corruption> for ProblemKind {
+    fn from(c: Corruption) -> Self {
+        ProblemKind::Corrupt(c)
     }
 }
 
@@ -157,11 +254,7 @@ impl fmt::Display for ShareProblem {
             Some(share) => write!(f, "share {share} on {}: ", self.server)?,
             None => write!(f, "{}: ", self.server)?,
         }
-        match &self.kind {
-            ProblemKind::Unavailable(why) => write!(f, "unavailable: {why}"),
-            ProblemKind::Corrupt(why) => write!(f, "corrupt: {why}"),
-            ProblemKind::NoSpace(why) => write!(f, "out of space: {why}"),
-        }
+        write!(f, "{}", self.kind)
     }
 }
 
@@ -222,8 +315,40 @@ pub enum EngineError {
     Aborted,
     #[error(transparent)]
     Grid(#[from] GridError),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// No server would take a new share of a file being repaired.
+    #[error("repair: no server would take a new share")]
+    NoRepairTarget,
+    /// A task of ours panicked or was cancelled: a bug.
+    #[error("internal error: {what} failed: {source}")]
+    TaskFailed {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The upload memory budget was closed while an upload waited on it.
+    #[error("internal error: memory budget closed")]
+    BudgetClosed,
+    /// A trailer or layout we made or verified ourselves is invalid: a bug.
+    #[error("internal error: {what}: {source}")]
+    OwnLayout {
+        what: &'static str,
+        #[source]
+        source: LayoutError,
+    },
+    /// Shares that verified would not decode: a bug in the codec's use.
+    #[error("internal error: decoding segment {segment}: {source}")]
+    Decode {
+        segment: u64,
+        #[source]
+        source: CodecError,
+    },
+    /// A repair read fewer bytes than the file holds without an error.
+    #[error("internal error: read {read} bytes of a {size}-byte file")]
+    ShortRead { read: u64, size: u64 },
+    /// Shares re-encoded for a repair hash to another trailer than the
+    /// capability's; nothing was written.
+    #[error("internal error: re-encoded shares do not match the capability; nothing written")]
+    ReencodedMismatch,
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;

@@ -240,7 +240,7 @@ pub async fn undo_repair(grid: &Grid, cap: &FileCap, written: &[Holding]) -> Eng
             problems.push(ShareProblem {
                 share: None,
                 server: server.server_id().to_owned(),
-                kind: ProblemKind::Unavailable(e.to_string()),
+                kind: ProblemKind::of(e),
             });
         }
     }
@@ -538,9 +538,10 @@ async fn rebuild(
     let si = cap.key.storage_index();
     let trailer = *downloader.trailer();
     let layout = *downloader.layout();
-    let params = trailer
-        .params()
-        .map_err(|e| EngineError::Internal(format!("verified trailer: {e}")))?;
+    let params = trailer.params().map_err(|source| EngineError::OwnLayout {
+        what: "verified trailer",
+        source,
+    })?;
     let coder = Arc::new(SegmentCoder::new(&params)?);
     let mut shares = Vec::new();
     for (share, rank) in targets {
@@ -573,9 +574,7 @@ async fn rebuild(
         }
     }
     if shares.is_empty() {
-        return Err(EngineError::Internal(
-            "no server would take a new share".into(),
-        ));
+        return Err(EngineError::NoRepairTarget);
     }
 
     let n = usize::from(params.n);
@@ -592,7 +591,10 @@ async fn rebuild(
             coder.encode(&key, at, BytesMut::from(&segment[..]))
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("segment encoder failed: {e}")))?;
+        .map_err(|source| EngineError::TaskFailed {
+            what: "segment encoder",
+            source,
+        })?;
         for (hashes, hash) in block_hashes.iter_mut().zip(&encoded.block_hashes) {
             hashes.push(*hash);
         }
@@ -615,10 +617,10 @@ async fn rebuild(
     if offset != layout.size {
         // Every new share task aborts as its channel closes.
         return Err(collect_failures(shares, survey, report).await.unwrap_or(
-            EngineError::Internal(format!(
-                "read {offset} bytes of a {}-byte file",
-                layout.size
-            )),
+            EngineError::ShortRead {
+                read: offset,
+                size: layout.size,
+            },
         ));
     }
     let size = layout.size;
@@ -626,12 +628,13 @@ async fn rebuild(
         build_tails(params, size, &block_hashes, &segment_hashes)
     })
     .await
-    .map_err(|e| EngineError::Internal(format!("building share tails: {e}")))??;
+    .map_err(|source| EngineError::TaskFailed {
+        what: "building share tails",
+        source,
+    })??;
     if rebuilt.hash() != cap.trailer_hash {
         // Dropping the senders aborts every new share.
-        return Err(EngineError::Internal(
-            "re-encoded shares do not match the capability; nothing written".into(),
-        ));
+        return Err(EngineError::ReencodedMismatch);
     }
     for new in &mut shares {
         if let Some(sender) = new.sender.take() {

@@ -186,7 +186,7 @@ impl Uploader {
                     uploader.problems.push(ShareProblem {
                         share: Some(share),
                         server: server_id.clone(),
-                        kind: ProblemKind::of(&e),
+                        kind: ProblemKind::of(e),
                     });
                     uploader.slots.push(ShareSlot {
                         share,
@@ -328,7 +328,10 @@ impl Uploader {
                 build_tails(params, size, &block_hashes, &segment_hashes)
             })
             .await
-            .map_err(|e| EngineError::Internal(format!("building share tails: {e}")))??
+            .map_err(|source| EngineError::TaskFailed {
+                what: "building share tails",
+                source,
+            })??
         };
 
         let mut finishing = Vec::new();
@@ -348,18 +351,19 @@ impl Uploader {
             match slot.task.take() {
                 Some(task) => match task.await {
                     Ok(Ok(())) => stored_on.push(server),
-                    Ok(Err(e)) => self.lose_share(share, server, ProblemKind::of(&e)),
+                    Ok(Err(e)) => self.lose_share(share, server, ProblemKind::of(e)),
                     Err(e) => self.lose_share(
                         share,
                         server,
-                        ProblemKind::Unavailable(format!("share task failed: {e}")),
+                        ProblemKind::TaskFailed {
+                            what: "share task",
+                            source: Arc::new(e),
+                        },
                     ),
                 },
-                None => self.lose_share(
-                    share,
-                    server,
-                    ProblemKind::Unavailable("share task already gone".into()),
-                ),
+                None => {
+                    self.lose_share(share, server, ProblemKind::TaskGone { what: "share task" })
+                }
             }
         }
         let stored = distinct_servers(stored_on.iter().map(String::as_str));
@@ -472,7 +476,7 @@ impl Uploader {
             if self.in_flight.is_empty() {
                 return match budget.take().await {
                     Some(permit) => Ok(Some(permit)),
-                    None => Err(EngineError::Internal("memory budget closed".into())),
+                    None => Err(EngineError::BudgetClosed),
                 };
             }
             self.dispatch_oldest().await?;
@@ -516,9 +520,9 @@ impl Uploader {
             if sender.send(command).await.is_err() {
                 let slot = &mut self.slots[index];
                 slot.sender = None;
-                let error = slot_error(slot).await;
+                let kind = slot_error(slot).await;
                 let (share, server) = (slot.share, slot.server.clone());
-                self.lose_share(share, server, ProblemKind::of(&error));
+                self.lose_share(share, server, kind);
                 self.check_happy()?;
             }
         }
@@ -586,31 +590,26 @@ impl Drop for Uploader {
     }
 }
 
-/// The error a share task ended with, once its channel has closed.
-async fn slot_error(slot: &mut ShareSlot) -> GridError {
-    let server = slot.server.clone();
+/// What a share task ended with, once its channel has closed.
+async fn slot_error(slot: &mut ShareSlot) -> ProblemKind {
     match slot.task.take() {
         Some(task) => match task.await {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => GridError::Server {
-                server,
-                message: "share task ended early".into(),
-            },
-            Err(e) => GridError::Server {
-                server,
-                message: format!("share task failed: {e}"),
+            Ok(Err(e)) => ProblemKind::of(e),
+            Ok(Ok(())) => ProblemKind::TaskGone { what: "share task" },
+            Err(e) => ProblemKind::TaskFailed {
+                what: "share task",
+                source: Arc::new(e),
             },
         },
-        None => GridError::Server {
-            server,
-            message: "share task already gone".into(),
-        },
+        None => ProblemKind::TaskGone { what: "share task" },
     }
 }
 
 async fn join(task: JoinHandle<EncodedSegment>) -> EngineResult<EncodedSegment> {
-    task.await
-        .map_err(|e| EngineError::Internal(format!("segment encoder failed: {e}")))
+    task.await.map_err(|source| EngineError::TaskFailed {
+        what: "segment encoder",
+        source,
+    })
 }
 
 /// Appends what it is sent; finishes on `Finish`; aborts when the channel
@@ -731,8 +730,10 @@ pub(super) fn build_tails(
         share_root: share_tree.root(),
         ciphertext_root: ciphertext_tree.root(),
     };
-    let layout = ShareLayout::new(&trailer)
-        .map_err(|e| EngineError::Internal(format!("layout of our own upload: {e}")))?;
+    let layout = ShareLayout::new(&trailer).map_err(|source| EngineError::OwnLayout {
+        what: "layout of our own upload",
+        source,
+    })?;
     let ciphertext_bytes = ciphertext_tree.to_bytes();
     let trailer_bytes = trailer.encode();
     let tails = block_trees

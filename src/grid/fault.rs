@@ -104,9 +104,10 @@ struct FailingWriter {
 impl ShareWriter for FailingWriter {
     async fn append(&mut self, data: Bytes) -> GridResult<()> {
         if self.appends_left == 0 {
-            return Err(GridError::Server {
+            return Err(GridError::Io {
                 server: self.server.clone(),
-                message: "injected failure".into(),
+                operation: "append",
+                source: std::io::Error::other("injected failure"),
             });
         }
         self.appends_left -= 1;

@@ -176,8 +176,13 @@ pub enum GridError {
         server: String,
         operation: &'static str,
     },
-    #[error("{server}: {message}")]
-    Server { server: String, message: String },
+    /// The store broke its contract of exact reads.
+    #[error("{server}: read of {want} bytes returned {got}")]
+    ShortRead {
+        server: String,
+        got: usize,
+        want: u64,
+    },
     /// A root record longer than [`MAX_RECORD_LEN`], offered or found.
     #[error("{server}: root record of {len} bytes is longer than the limit of {limit}")]
     RecordTooLong {

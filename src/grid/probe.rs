@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Grid, StorageIndex};
+use super::{Grid, GridError, StorageIndex};
 
 /// How long one server may take to answer the probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -14,7 +14,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ProbeResult {
     pub server: String,
     /// The answer's latency, or why there was none.
-    pub outcome: Result<Duration, String>,
+    pub outcome: Result<Duration, ProbeError>,
+}
+
+/// Why a server gave no answer to the probe.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Failed(#[from] GridError),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Asks every server of `grid` at once for a cheap listing (of a storage
@@ -28,8 +37,8 @@ pub async fn probe_servers(grid: &Grid) -> Vec<ProbeResult> {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(PROBE_TIMEOUT, server.list(si)).await {
             Ok(Ok(_)) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(ProbeError::Failed(e)),
+            Err(_) => Err(ProbeError::TimedOut(PROBE_TIMEOUT)),
         };
         ProbeResult {
             server: server.server_id().to_owned(),

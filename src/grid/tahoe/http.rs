@@ -68,6 +68,10 @@ pub enum TransportError {
     Connect(std::io::Error),
     #[error("TLS: {0}")]
     Tls(std::io::Error),
+    /// The server's certificate carries another public key than the one
+    /// its NURL pins.
+    #[error("TLS: {0}")]
+    PinMismatch(PinMismatch),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("cannot build the request: {0}")]
@@ -82,11 +86,35 @@ impl TransportError {
         match self {
             TransportError::Timeout(_) => std::io::Error::new(ErrorKind::TimedOut, self),
             TransportError::Connect(e) | TransportError::Tls(e) => e,
+            TransportError::PinMismatch(_) => {
+                std::io::Error::new(ErrorKind::PermissionDenied, self)
+            }
             TransportError::Http(e) => std::io::Error::other(e),
             TransportError::Build(e) => std::io::Error::other(e),
             TransportError::TooLong { .. } => std::io::Error::new(ErrorKind::InvalidData, self),
         }
     }
+}
+
+/// The server's public key is not the one its NURL pins: the verifier's
+/// error, recognised again when the handshake fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the server's public key does not match the SPKI hash of its NURL")]
+pub struct PinMismatch;
+
+/// Why a client for a NURL cannot be built. No variant holds the swissnum.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[source] rustls::Error),
+    #[error("host {host:?}: {source}")]
+    Host {
+        host: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("swissnum is not a valid header value")]
+    Swissnum(#[source] http::header::InvalidHeaderValue),
 }
 
 /// An HTTP answer. The body of a success is read in full, up to the
@@ -112,7 +140,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(nurl: &Nurl, timeouts: Timeouts) -> Result<Client, String> {
+    pub fn new(nurl: &Nurl, timeouts: Timeouts) -> Result<Client, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(PinnedSpki {
             spki_hash: nurl.spki_hash,
@@ -123,19 +151,22 @@ impl Client {
         // webpki can parse, and Tahoe's are X.509 version 1).
         let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| format!("TLS configuration: {e}"))?
+            .map_err(ClientError::TlsConfig)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         // The name is not checked (the pin is), but rustls needs one; an IP
         // address also keeps it from sending SNI.
-        let server_name = ServerName::try_from(nurl.host.clone())
-            .map_err(|e| format!("host {:?}: {e}", nurl.host))?;
+        let server_name =
+            ServerName::try_from(nurl.host.clone()).map_err(|source| ClientError::Host {
+                host: nurl.host.clone(),
+                source,
+            })?;
         let authorization = HeaderValue::try_from(format!(
             "Tahoe-LAFS {}",
             STANDARD.encode(nurl.swissnum.as_bytes())
         ))
-        .map_err(|e| format!("swissnum: {e}"))?;
+        .map_err(ClientError::Swissnum)?;
         Ok(Client {
             authority: nurl.authority(),
             host: nurl.host.clone(),
@@ -189,6 +220,7 @@ impl Client {
                     e @ (TransportError::Connect(_)
                     | TransportError::Timeout(_)
                     | TransportError::TooLong { .. }
+                    | TransportError::PinMismatch(_)
                     | TransportError::Build(_)),
                 )) => return Err(e),
                 Ok(Err(e)) if attempt >= 2 => return Err(e),
@@ -267,7 +299,13 @@ impl Client {
                 .tls
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(TransportError::Tls)?;
+                .map_err(|e| {
+                    if is_pin_mismatch(&e) {
+                        TransportError::PinMismatch(PinMismatch)
+                    } else {
+                        TransportError::Tls(e)
+                    }
+                })?;
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .map_err(TransportError::Http)?;
@@ -342,6 +380,16 @@ pub fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
     out
 }
 
+/// Whether a failed handshake is [`PinnedSpki`] refusing the key
+/// (tokio-rustls hands the rustls error back inside the I/O error).
+fn is_pin_mismatch(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+            if other.0.downcast_ref::<PinMismatch>().is_some()
+    )
+}
+
 /// Accepts exactly the certificate whose SubjectPublicKeyInfo hashes to the
 /// pin, whatever its issuer, name or validity dates (Tahoe's certificates
 /// are self-signed, with no subject alternative name); the handshake
@@ -365,8 +413,8 @@ impl ServerCertVerifier for PinnedSpki {
         if hash == self.spki_hash {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "the server's public key does not match the SPKI hash of its NURL".into(),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch))),
             ))
         }
     }
@@ -407,6 +455,25 @@ impl ServerCertVerifier for PinnedSpki {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
+
+    /// The verifier's refusal is told apart from other TLS failures once
+    /// tokio-rustls has wrapped it in an I/O error.
+    #[test]
+    fn a_pin_mismatch_is_recognised_through_the_io_error() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(PinMismatch)),
+        ));
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        assert!(is_pin_mismatch(&wrapped));
+        let other = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+        );
+        assert!(!is_pin_mismatch(&other));
+        assert!(!is_pin_mismatch(&std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        )));
+    }
     use futures::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;

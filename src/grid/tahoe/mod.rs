@@ -59,7 +59,9 @@ use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
 
 use self::cbor::{decode_rtw_answer, decode_share_set, encode_rtw, RtwAnswer, ShareOps};
-use self::http::{escaped_excerpt, Client, Reply, TransportError, CBOR_LIMIT};
+use self::http::{
+    escaped_excerpt, Client, ClientError, PinMismatch, Reply, TransportError, CBOR_LIMIT,
+};
 use super::{
     GridError, GridResult, ShareInfo, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex,
 };
@@ -159,9 +161,9 @@ impl TahoeStore {
     /// the server's stable public identity.
     pub fn new(nurl: Nurl, server_id: Option<String>, timeouts: Timeouts) -> GridResult<Self> {
         let server_id = server_id.unwrap_or_else(|| format!("tahoe-{}", nurl.spki_hash_text()));
-        let client = Client::new(&nurl, timeouts).map_err(|message| GridError::Server {
+        let client = Client::new(&nurl, timeouts).map_err(|e| GridError::Backend {
             server: server_id.clone(),
-            message,
+            source: Box::new(TahoeError::Client(e)),
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -197,7 +199,7 @@ impl TahoeStore {
     }
 }
 
-fn secret_headers(secrets: &ShareSecrets) -> GridResult<Vec<(&'static str, HeaderValue)>> {
+fn secret_headers(secrets: &ShareSecrets) -> Result<Vec<(&'static str, HeaderValue)>, TahoeError> {
     [
         ("write-enabler", &secrets.write_enabler),
         ("lease-renew-secret", &secrets.lease_renew),
@@ -208,9 +210,9 @@ fn secret_headers(secrets: &ShareSecrets) -> GridResult<Vec<(&'static str, Heade
         // base64 and a fixed ASCII name: always a valid header value.
         HeaderValue::try_from(format!("{kind} {}", STANDARD.encode(secret)))
             .map(|value| ("x-tahoe-authorization", value))
-            .map_err(|e| GridError::Server {
-                server: String::new(),
-                message: format!("secret header: {e}"),
+            .map_err(|source| TahoeError::Header {
+                what: "secret",
+                source,
             })
     })
     .collect()
@@ -282,8 +284,20 @@ pub(crate) enum TahoeError {
         #[source]
         source: TransportError,
     },
-    #[error("{0}")]
-    Setup(String),
+    #[error("{operation}: {source}")]
+    PinMismatch {
+        operation: &'static str,
+        #[source]
+        source: PinMismatch,
+    },
+    #[error("{what} header: {source}")]
+    Header {
+        what: &'static str,
+        #[source]
+        source: ::http::header::InvalidHeaderValue,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl Inner {
@@ -292,6 +306,13 @@ impl Inner {
         let server = self.server_id.clone();
         match e {
             TahoeError::Refused { operation } => GridError::Refused { server, operation },
+            TahoeError::Transport {
+                operation,
+                source: TransportError::PinMismatch(source),
+            } => GridError::Backend {
+                server,
+                source: Box::new(TahoeError::PinMismatch { operation, source }),
+            },
             TahoeError::Transport { operation, source } => GridError::Io {
                 server,
                 operation,
@@ -359,7 +380,7 @@ impl Inner {
         reads: &[(u64, u64)],
         operation: &'static str,
     ) -> GridResult<RtwAnswer> {
-        let headers = secret_headers(secrets)?;
+        let headers = secret_headers(secrets).map_err(|e| self.error(e))?;
         let body = encode_rtw(&ops, reads);
         let path = format!("/storage/v1/mutable/{si}/read-test-write");
         let reply = self
@@ -384,8 +405,12 @@ impl Inner {
         }
         let path = format!("/storage/v1/mutable/{si}/{}", share.0);
         let value = format!("bytes={}-{}", range.start, range.end - 1);
-        let range_header = HeaderValue::try_from(value)
-            .map_err(|e| self.error(TahoeError::Setup(format!("range header: {e}"))))?;
+        let range_header = HeaderValue::try_from(value).map_err(|source| {
+            self.error(TahoeError::Header {
+                what: "range",
+                source,
+            })
+        })?;
         // A range is at most a block or a few hashes: within usize.
         let want = usize::try_from(range.end - range.start).map_err(|_| {
             self.error(TahoeError::RangeTooLong {
@@ -689,7 +714,8 @@ impl ShareStore for TahoeStore {
     /// leases all ran out, so `griddav check` renews ours. 404: the server
     /// holds no share of it.
     async fn renew_lease(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
-        let headers: Vec<_> = secret_headers(secrets)?
+        let headers: Vec<_> = secret_headers(secrets)
+            .map_err(|e| self.inner.error(e))?
             .into_iter()
             .filter(|(_, value)| !value.as_bytes().starts_with(b"write-enabler"))
             .collect();
@@ -1049,6 +1075,16 @@ mod tests {
         nurl.spki_hash[0] ^= 1;
         let store = TahoeStore::new(nurl, None, Timeouts::default()).unwrap();
         let err = store.check().await.unwrap_err();
+        let GridError::Backend { source, .. } = &err else {
+            panic!("expected the backend's pin mismatch, got {err:?}");
+        };
+        assert!(
+            matches!(
+                source.downcast_ref::<TahoeError>(),
+                Some(TahoeError::PinMismatch { .. })
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("SPKI"), "{err}");
     }
 }
