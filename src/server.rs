@@ -367,7 +367,12 @@ pub async fn serve_tls(
                 Err(refusal) => return Ok(refusal),
             };
             let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
-            tracking.around(handle(front, request, user)).await
+            let observed = crate::metrics::Observed::begin(&request);
+            let answer = tracking.around(handle(front, request, user)).await;
+            if let Ok(response) = &answer {
+                observed.end(response);
+            }
+            answer
         }
     };
     crate::http::listener::run_tls(listener, limits, tls, service, shutdown).await;
