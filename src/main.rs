@@ -444,11 +444,14 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
     config.check_exposure()?;
     let tls = griddav::http::tls::acceptor(&config)?;
     let service = griddav::server::start_service(&config, grid.clone()).await?;
-    let uploads = std::sync::Arc::clone(&service.uploads);
+    let sources = griddav::metrics::Sources {
+        grid,
+        uploads: std::sync::Arc::clone(&service.uploads),
+        ns: service.ns.clone(),
+        snapshots: service.snapshots.clone(),
+    };
     let metrics = match config.metrics_listen {
-        Some(at) => {
-            Some(griddav::metrics::start(at, griddav::metrics::Sources { grid, uploads }).await?)
-        }
+        Some(at) => Some(griddav::metrics::start(at, sources).await?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -208,10 +208,12 @@ fn declared(headers: &http::HeaderMap) -> Option<u64> {
 pub struct Sources {
     pub grid: Grid,
     pub uploads: Arc<PendingUploads>,
+    pub ns: crate::namespace::Namespace,
+    pub snapshots: crate::snapshot::Snapshots,
 }
 
 /// The Prometheus text of every metric.
-pub fn render(sources: &Sources) -> String {
+pub async fn render(sources: &Sources) -> String {
     let metrics = global();
     let mut registry = Registry::with_prefix("griddav");
     registry.register(
@@ -258,6 +260,30 @@ pub fn render(sources: &Sources) -> String {
             "Upload memory leased now",
             used,
         );
+    }
+    let garbage = tokio::time::timeout(LOOK_TIMEOUT, sources.ns.list_garbage()).await;
+    if let Ok(Ok(garbage)) = garbage {
+        let queued: Gauge = Gauge::default();
+        queued.set(i64::try_from(garbage.len()).unwrap_or(i64::MAX));
+        registry.register(
+            "garbage_queue_length",
+            "Replaced or deleted contents whose shares wait to be freed",
+            queued,
+        );
+    }
+    if let Some(record) = sources.snapshots.current_record().await {
+        if let Some(newest) = record.copies.iter().map(|c| c.taken_at_ms).max() {
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let age: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+            age.set(now_ms.saturating_sub(newest) as f64 / 1e3);
+            registry.register(
+                "namespace_copy_age_seconds",
+                "Time since the newest namespace copy in the grid was taken",
+                age,
+            );
+        }
     }
     let writes = Family::<ServerLabels, Counter>::default();
     let errors = Family::<ServerLabels, Counter>::default();
@@ -432,7 +458,7 @@ async fn answer(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            render(&sources),
+            render(&sources).await,
         ),
         "/" => reply(
             StatusCode::OK,

@@ -52,6 +52,8 @@ fn request_counters_and_bytes_follow_real_requests() {
         assert_eq!(len, content.len);
         assert_eq!(sha, content.sha256());
     }
+    // Deleted content waits out gc_grace_secs (an hour) in the queue.
+    assert_eq!(client.delete("/m2.bin").status, 204);
     let response = metrics.get("/metrics");
     assert_eq!(response.status, 200);
     assert!(
@@ -99,6 +101,19 @@ fn request_counters_and_bytes_follow_real_requests() {
     assert_eq!(
         sample(&text, "griddav_upload_memory_in_use_bytes"),
         Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "griddav_garbage_queue_length"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "griddav_http_requests_total{method=\"DELETE\",status=\"204\"}"
+        ),
+        Some(1.0),
         "{text}"
     );
     // Two files went to the grid (the third is small but above the inline
