@@ -44,6 +44,11 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     server: String,
 }
@@ -56,6 +61,7 @@ pub struct Metrics {
     in_flight: Family<MethodLabels, Gauge>,
     bytes_in: Counter,
     bytes_out: Counter,
+    repairs: Family<OutcomeLabels, Counter>,
     errors: Mutex<VecDeque<String>>,
 }
 
@@ -73,6 +79,7 @@ pub fn global() -> &'static Metrics {
         in_flight: Family::default(),
         bytes_in: Counter::default(),
         bytes_out: Counter::default(),
+        repairs: Family::default(),
         errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
     })
 }
@@ -85,6 +92,12 @@ impl Metrics {
             errors.pop_front();
         }
         errors.push_back(line);
+    }
+
+    /// A file the background repair looked at: "healthy", "repaired",
+    /// "degraded" or "unrecoverable".
+    pub fn repair_outcome(&self, outcome: &'static str) {
+        self.repairs.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     fn recent_errors(&self) -> Vec<String> {
@@ -240,6 +253,11 @@ pub async fn render(sources: &Sources) -> String {
         "http_sent_bytes",
         "Response body bytes, as declared by Content-Length",
         metrics.bytes_out.clone(),
+    );
+    registry.register(
+        "repair_files",
+        "Files the background repair looked at, by outcome",
+        metrics.repairs.clone(),
     );
     let uploads: Gauge = Gauge::default();
     uploads.set(i64::try_from(sources.uploads.in_progress().len()).unwrap_or(i64::MAX));

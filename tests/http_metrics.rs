@@ -194,3 +194,35 @@ fn status_lists_servers_and_uploads_in_progress() {
     assert!(printed.contains("local-00"), "{printed}");
     assert!(printed.contains("uploads in progress: 0"), "{printed}");
 }
+
+#[test]
+fn background_repairs_are_counted() {
+    let server = Server::start_with_config(
+        "metrics_listen = \"127.0.0.1:0\"\n[repair]\ninterval_secs = 1\n",
+    );
+    let metrics = Client::new(server.metrics_addr.expect("metrics address"));
+    let client = server.client();
+    assert_eq!(
+        client
+            .put("/r.bin", Content::new(5, 200_000).bytes())
+            .status,
+        201
+    );
+    // Every share of one server gone: the next pass re-creates it.
+    let shares = &server.share_dirs()[6];
+    for entry in std::fs::read_dir(shares).expect("shares dir").flatten() {
+        std::fs::remove_dir_all(entry.path()).expect("remove shares");
+    }
+    let repaired = || {
+        sample(
+            &metrics.get("/metrics").text(),
+            "griddav_repair_files_total{outcome=\"repaired\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), repaired),
+        "no repair counted; log:\n{}",
+        server.log_tail()
+    );
+}
