@@ -123,8 +123,8 @@ impl Observed {
                 method: method_label(&method),
             })
             .inc();
-        // Declared lengths only: the listener refuses bodies longer than
-        // they say, and a chunked body counts when it is read.
+        // Declared lengths only (the listener refuses bodies that differ
+        // from theirs): a chunked body counts nothing, an aborted one in full.
         if let Some(len) = declared(request.headers()) {
             metrics.bytes_in.inc_by(len);
         }
