@@ -56,6 +56,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// Serve a non-loopback `listen` address without users and TLS.
     pub allow_insecure: bool,
+    /// Where `/metrics`, the status page and `/status.json` are served;
+    /// none by default.
+    #[serde(deserialize_with = "optional_socket_address")]
+    pub metrics_listen: Option<SocketAddr>,
     /// `[[users]]`: when any is given, every request needs one's password.
     pub users: Vec<UserConfig>,
     pub tls: TlsConfig,
@@ -374,6 +378,12 @@ impl S3ServerConfig {
 /// An IP address and port, with a message that says what to write instead
 /// of a host name: resolving one could listen somewhere the user did not
 /// mean (`localhost` is both 127.0.0.1 and ::1).
+fn optional_socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_address(deserializer).map(Some)
+}
+
 fn socket_address<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SocketAddr, D::Error> {
@@ -417,6 +427,7 @@ impl Default for Config {
             grid: GridConfig::default(),
             http: HttpConfig::default(),
             allow_insecure: false,
+            metrics_listen: None,
             users: Vec::new(),
             tls: TlsConfig::default(),
             repair: RepairConfig::default(),
@@ -700,6 +711,21 @@ impl Config {
     /// address without users and TLS, unless `allow_insecure` says so.
     /// Called before binding.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        // The status page has no authentication and names files.
+        if let Some(at) = self.metrics_listen {
+            if !at.ip().is_loopback() && !self.allow_insecure {
+                return Err(ConfigError::Invalid {
+                    path: None,
+                    key: "metrics_listen".into(),
+                    reason: format!(
+                        "{at} is reachable from other machines, and the metrics and \
+                         status page have no password and show file names: listen on \
+                         127.0.0.1 (and reach it through a tunnel or a proxy), or set \
+                         `allow_insecure = true`"
+                    ),
+                });
+            }
+        }
         if self.listen.ip().is_loopback()
             || self.allow_insecure
             || (!self.users.is_empty() && self.tls.enabled())

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod gc;
 pub mod grid;
 pub mod http;
+pub mod metrics;
 pub mod namespace;
 pub mod repair;
 pub mod server;

@@ -103,6 +103,13 @@ enum Command {
     /// Read a password (from the terminal without echo, or one line of
     /// standard input) and print its argon2id hash for a [[users]] entry.
     Passwd,
+    /// Print the status of a running `griddav serve`: its servers, uploads
+    /// in progress and recent errors (from /status.json).
+    Status {
+        /// The status address (default: `metrics_listen` of the configuration).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +175,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         config.listen = *listen;
     }
     config.validate()?;
+    if let Command::Status { url } = &cli.command {
+        let status = griddav::metrics::fetch_status(url.as_deref(), config.metrics_listen).await?;
+        print!("{}", griddav::metrics::text(&status));
+        return Ok(ExitCode::SUCCESS);
+    }
     let beside_server = matches!(cli.command, Command::Check { .. });
     let grid = {
         let config = config.clone();
@@ -235,7 +247,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("{}", secret.to_words());
         }
         // Answered above, before any configuration is loaded.
-        Command::TahoeNurl { .. } | Command::Passwd => {}
+        Command::TahoeNurl { .. } | Command::Passwd | Command::Status { .. } => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
         Command::Cap { path } => return print_cap(&config, &path).await,
         Command::Check {
@@ -493,7 +505,17 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
     // Before binding: nothing is ever served insecurely, not even briefly.
     config.check_exposure()?;
     let tls = griddav::http::tls::acceptor(&config)?;
-    let service = griddav::server::start_service(&config, grid).await?;
+    let service = griddav::server::start_service(&config, grid.clone()).await?;
+    let sources = griddav::metrics::Sources {
+        grid,
+        uploads: std::sync::Arc::clone(&service.uploads),
+        ns: service.ns.clone(),
+        snapshots: service.snapshots.clone(),
+    };
+    let metrics = match config.metrics_listen {
+        Some(at) => Some(griddav::metrics::start(at, sources).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     {
@@ -517,6 +539,9 @@ async fn serve(config: Config, grid: Grid) -> Result<(), Box<dyn std::error::Err
         shutdown_signal(),
     )
     .await?;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     service.shut_down().await;
     tracing::info!("stopped");
     Ok(())

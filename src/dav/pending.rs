@@ -59,6 +59,14 @@ impl PendingUploads {
         }
     }
 
+    /// The paths with an upload in progress, for the status page.
+    pub fn in_progress(&self) -> Vec<String> {
+        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<String> = paths.keys().cloned().collect();
+        all.sort();
+        all
+    }
+
     /// Waits until no upload of `path` is in progress, or `limit` passed.
     /// Returns whether there was one to wait for.
     pub async fn wait_for(&self, path: &str, limit: Duration) -> bool {

@@ -172,6 +172,7 @@ pub async fn repair_short_files(ns: &Namespace, grid: &Grid) {
         match report.status {
             FileStatus::Healthy | FileStatus::Repaired => {
                 if report.status == FileStatus::Repaired {
+                    crate::metrics::global().repair_outcome("repaired");
                     tracing::info!(
                         shares_written = report.written.len(),
                         "repaired a file stored with fewer than n shares"
@@ -221,6 +222,12 @@ pub fn spawn_repairer(
                 let Some(report) = &checked.report else {
                     return;
                 };
+                crate::metrics::global().repair_outcome(match report.status {
+                    FileStatus::Healthy => "healthy",
+                    FileStatus::Repaired => "repaired",
+                    FileStatus::Degraded => "degraded",
+                    FileStatus::Unrecoverable => "unrecoverable",
+                });
                 match report.status {
                     FileStatus::Healthy => {}
                     FileStatus::Repaired => tracing::info!(

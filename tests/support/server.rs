@@ -14,6 +14,7 @@ use super::grid::GridFiles;
 use super::http::Client;
 
 const LISTENING: &str = "griddav listening on ";
+const METRICS: &str = "griddav metrics on ";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -23,6 +24,8 @@ pub struct Server {
     config: Option<PathBuf>,
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where `/metrics` and the status page are, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     starts: u32,
     /// The open-files limit (`ulimit -n`) the server runs under, if set.
     fd_limit: Option<u64>,
@@ -86,6 +89,7 @@ impl Server {
             config,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             starts: 0,
             fd_limit,
         };
@@ -192,6 +196,10 @@ impl Server {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix(LISTENING) {
                         break parse_url(url);
+                    }
+                    if let Some(url) = line.strip_prefix(METRICS) {
+                        self.metrics_addr = Some(parse_url(url));
+                        continue;
                     }
                     eprintln!("griddav stdout: {line}");
                 }
