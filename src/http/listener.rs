@@ -330,7 +330,8 @@ async fn serve_io<IO, S, F>(
             status: StatusCode::OK,
             user: None,
             sent: 0,
-            complete: false,
+            expected: None,
+            ended: false,
         };
         let mut request = request.map(|body| TimedBody::new(body, body_idle_timeout, received));
         request.extensions_mut().insert(ClientAddr(peer));
@@ -654,8 +655,11 @@ struct Access {
     status: StatusCode,
     user: Option<String>,
     sent: u64,
-    /// The body was sent to its end (not cut off by the client going away).
-    complete: bool,
+    /// The body's length when known ahead (hyper stops polling a body once
+    /// it has written that many bytes).
+    expected: Option<u64>,
+    /// The body reported its end.
+    ended: bool,
 }
 
 impl Drop for Access {
@@ -670,9 +674,10 @@ impl Drop for Access {
             bytes_in = self.received.load(Ordering::Relaxed),
             bytes_out = self.sent,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            user = self.user.as_deref().unwrap_or("-"),
+            user = %self.user.as_deref().unwrap_or("-"),
             client = %self.client,
-            complete = self.complete,
+            // Sent to its end, not cut off by the client going away.
+            complete = self.ended || self.expected.is_some_and(|len| self.sent >= len),
             "request"
         );
     }
@@ -692,10 +697,19 @@ impl AnswerBody {
             .extensions()
             .get::<AccessUser>()
             .map(|user| user.0.clone());
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         response.map(|inner| {
             let exact = match &inner.inner {
                 BodyType::Bytes(Some(bytes)) if !has_length => Some(bytes.len() as u64),
                 _ => None,
+            };
+            access.expected = match &inner.inner {
+                BodyType::Empty | BodyType::Bytes(None) => Some(0),
+                _ => declared.or(exact),
             };
             AnswerBody {
                 inner,
@@ -723,7 +737,7 @@ impl Body for AnswerBody {
                     this.access.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => this.access.complete = true,
+            Poll::Ready(None) => this.access.ended = true,
             _ => {}
         }
         poll
