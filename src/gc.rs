@@ -84,6 +84,23 @@ pub async fn recover_interrupted_uploads(ns: &Namespace, grid: &Grid) {
 /// One pass: frees everything that has been garbage for at least `grace`.
 /// Returns how many capabilities were freed.
 pub async fn collect_once(ns: &Namespace, grid: &Grid, grace: Duration) -> usize {
+    collect(ns, grid, grace, |_| false).await
+}
+
+/// One pass under space pressure: frees all garbage, however recent, but
+/// what `in_use` says a download still reads. Returns how many were freed.
+pub async fn collect_under_pressure(ns: &Namespace, grid: &Grid, in_use: &InUse) -> usize {
+    collect(ns, grid, Duration::ZERO, |cap| in_use(cap)).await
+}
+
+/// Frees the garbage older than `grace` that `keep` does not hold back;
+/// what it holds back is released for a later pass.
+async fn collect(
+    ns: &Namespace,
+    grid: &Grid,
+    grace: Duration,
+    keep: impl Fn(&str) -> bool,
+) -> usize {
     let mut freed = 0;
     loop {
         let batch = match ns.take_garbage(BATCH, grace).await {
@@ -98,41 +115,7 @@ pub async fn collect_once(ns: &Namespace, grid: &Grid, grace: Duration) -> usize
         }
         let mut progress = false;
         for cap in batch {
-            let done = if free_capability(grid, &cap).await {
-                freed += 1;
-                progress = true;
-                ns.garbage_done(&cap).await.map(|_| ())
-            } else {
-                ns.garbage_release(&cap).await
-            };
-            if let Err(e) = done {
-                tracing::error!(error = %e, "cannot update the garbage list");
-            }
-        }
-        if !progress {
-            return freed;
-        }
-    }
-}
-
-/// One pass under space pressure: frees all garbage, however recent, but
-/// what `in_use` says a download still reads. Returns how many were freed.
-pub async fn collect_under_pressure(ns: &Namespace, grid: &Grid, in_use: &InUse) -> usize {
-    let mut freed = 0;
-    loop {
-        let batch = match ns.take_garbage(BATCH, Duration::ZERO).await {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the garbage list");
-                return freed;
-            }
-        };
-        if batch.is_empty() {
-            return freed;
-        }
-        let mut progress = false;
-        for cap in batch {
-            let done = if !in_use(&cap) && free_capability(grid, &cap).await {
+            let done = if !keep(&cap) && free_capability(grid, &cap).await {
                 freed += 1;
                 progress = true;
                 ns.garbage_done(&cap).await.map(|_| ())
