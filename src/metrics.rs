@@ -106,76 +106,55 @@ impl Metrics {
     }
 }
 
-/// One request from its arrival to its answer: in flight until dropped.
-pub struct Observed {
-    method: Method,
-    path: String,
-    started: Instant,
+/// A request reached the server: it is in flight until [`request_done`].
+/// The listener calls both, once per request, where it also writes the
+/// request's log line, so the counts are the ones on the wire.
+pub fn request_started(method: &Method) {
+    global()
+        .in_flight
+        .get_or_create(&MethodLabels {
+            method: method_label(method),
+        })
+        .inc();
 }
 
-impl Observed {
-    pub fn begin<B>(request: &Request<B>) -> Observed {
-        let metrics = global();
-        let method = request.method().clone();
-        metrics
-            .in_flight
-            .get_or_create(&MethodLabels {
-                method: method_label(&method),
-            })
-            .inc();
-        // Declared lengths only (the listener refuses bodies that differ
-        // from theirs): a chunked body counts nothing, an aborted one in full.
-        if let Some(len) = declared(request.headers()) {
-            metrics.bytes_in.inc_by(len);
-        }
-        Observed {
-            method,
-            path: request.uri().path().to_owned(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Counts the answer (status, bytes out, duration).
-    pub fn end<B>(self, response: &Response<B>) {
-        let metrics = global();
-        let status = response.status();
-        let method = method_label(&self.method);
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                method: method.clone(),
-                status: status.as_u16(),
-            })
-            .inc();
-        metrics
-            .duration
-            .get_or_create(&MethodLabels { method })
-            .observe(self.started.elapsed().as_secs_f64());
-        if self.method != Method::HEAD {
-            if let Some(len) = declared(response.headers()) {
-                metrics.bytes_out.inc_by(len);
-            }
-        }
-        if status.is_server_error() {
-            metrics.error_line(format!(
-                "{} {} {} -> {}",
-                httpdate::fmt_http_date(SystemTime::now()),
-                self.method,
-                self.path,
-                status
-            ));
-        }
-    }
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        global()
-            .in_flight
-            .get_or_create(&MethodLabels {
-                method: method_label(&self.method),
-            })
-            .dec();
+/// A request's answer is done, sent whole or cut off: counts it (status,
+/// bytes received and sent, duration) and ends its time in flight. A
+/// request never answered (its client left first) counts as status 0.
+pub fn request_done(
+    method: &Method,
+    path: &str,
+    status: Option<http::StatusCode>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration: std::time::Duration,
+) {
+    let metrics = global();
+    let label = method_label(method);
+    metrics
+        .in_flight
+        .get_or_create(&MethodLabels {
+            method: label.clone(),
+        })
+        .dec();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: label.clone(),
+            status: status.map_or(0, |status| status.as_u16()),
+        })
+        .inc();
+    metrics
+        .duration
+        .get_or_create(&MethodLabels { method: label })
+        .observe(duration.as_secs_f64());
+    metrics.bytes_in.inc_by(bytes_in);
+    metrics.bytes_out.inc_by(bytes_out);
+    if let Some(status) = status.filter(|status| status.is_server_error()) {
+        metrics.error_line(format!(
+            "{} {method} {path} -> {status}",
+            httpdate::fmt_http_date(SystemTime::now()),
+        ));
     }
 }
 
@@ -205,15 +184,6 @@ fn method_label(method: &Method) -> String {
     } else {
         "other".to_owned()
     }
-}
-
-fn declared(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// What the metrics listener reads besides [`global`].

@@ -368,9 +368,7 @@ pub async fn serve_tls(
             };
             let tracking = crate::dav::pending::Tracking::of(&uploads, &request);
             let name = user.as_ref().map(|user| user.name.clone());
-            let observed = crate::metrics::Observed::begin(&request);
             let mut response = tracking.around(handle(front, request, user)).await?;
-            observed.end(&response);
             if let Some(name) = name {
                 response
                     .extensions_mut()

@@ -321,13 +321,14 @@ async fn serve_io<IO, S, F>(
     let service = service_fn(move |request: Request<Incoming>| {
         let in_flight = InFlight::begin(&requests);
         let received = Arc::new(AtomicU64::new(0));
+        crate::metrics::request_started(request.method());
         let access = Access {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
             client: peer,
             started: Instant::now(),
             received: Arc::clone(&received),
-            status: StatusCode::OK,
+            status: None,
             user: None,
             sent: 0,
             expected: None,
@@ -652,7 +653,9 @@ struct Access {
     client: SocketAddr,
     started: Instant,
     received: Arc<AtomicU64>,
-    status: StatusCode,
+    /// `None` until an answer exists: a request whose client left before
+    /// it was answered is logged and counted with status 0.
+    status: Option<StatusCode>,
     user: Option<String>,
     sent: u64,
     /// The body's length when known ahead (hyper stops polling a body once
@@ -664,16 +667,26 @@ struct Access {
 
 impl Drop for Access {
     fn drop(&mut self) {
-        // One line per request, when its answer is done: the duration and
-        // the bytes are the whole exchange's, not the head's.
+        // One line and one count per request, when its answer is done: the
+        // duration and the bytes are the whole exchange's, not the head's.
+        let bytes_in = self.received.load(Ordering::Relaxed);
+        let duration = self.started.elapsed();
+        crate::metrics::request_done(
+            &self.method,
+            &self.path,
+            self.status,
+            bytes_in,
+            self.sent,
+            duration,
+        );
         tracing::info!(
             target: "griddav::access",
             method = %self.method,
             path = %self.path,
-            status = self.status.as_u16(),
-            bytes_in = self.received.load(Ordering::Relaxed),
+            status = self.status.map_or(0, |status| status.as_u16()),
+            bytes_in,
             bytes_out = self.sent,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = duration.as_secs_f64() * 1000.0,
             user = %self.user.as_deref().unwrap_or("-"),
             client = %self.client,
             // Sent to its end, not cut off by the client going away.
@@ -692,7 +705,7 @@ impl AnswerBody {
         let has_length = response
             .headers()
             .contains_key(http::header::CONTENT_LENGTH);
-        access.status = response.status();
+        access.status = Some(response.status());
         access.user = response
             .extensions()
             .get::<AccessUser>()
