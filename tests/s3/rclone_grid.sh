@@ -11,7 +11,7 @@
 #   2. three of the ten S3 servers are killed (SIGKILL, by PID) in the
 #      middle of a 200 MiB PUT: the PUT still answers 201 and reads back;
 #   3. objects corrupted on three servers' disks: GET still returns the
-#      right bytes and griddav's log names the corrupt shares;
+#      right bytes and `griddav check --deep` names the corrupt shares;
 # then prints figures: a 1 GiB (GRIDDAV_S3_BENCH_MIB) PUT and GET through
 # griddav into the ten buckets, against `rclone copy` of the same file
 # straight into one bucket of the same kind of server.
@@ -185,8 +185,17 @@ EOF
 done
 got=$(curl -sS "$url/200m.bin" | sha256sum | cut -d' ' -f1)
 [[ $got == "$want" ]] || fail "GET with 3 corrupted objects returned other bytes"
-grep -qi "corrupt" "$work/server.log" || fail "griddav's log does not report the corrupt shares"
-say "3. corrupted objects on 3 servers detected (log: $(grep -ci corrupt "$work/server.log") lines) and read around"
+# A GET reads the first k shares that answer, which need not be the corrupt
+# ones; a deep check reads every share, so it must name all three.
+if "$GRIDDAV_BIN" --config "$work/griddav.toml" check --deep --data-dir "$work/data" /200m.bin \
+    >"$work/check.out" 2>>"$work/server.log"; then
+    fail "check --deep called /200m.bin healthy with 3 servers dead and 3 corrupt: $(cat "$work/check.out")"
+fi
+for i in 3 4 5; do
+    grep -i "corrupt" "$work/check.out" | grep -q "griddav-$i" ||
+        fail "check --deep does not name the corrupt share on server $i: $(cat "$work/check.out")"
+done
+say "3. corrupted objects on 3 servers: GET read around them, check --deep names all three"
 
 # Figures: restart the killed servers for a full grid, then 1 GiB through
 # griddav and straight into one bucket with rclone copy.
