@@ -318,6 +318,9 @@ pub enum EngineError {
     /// No server would take a new share of a file being repaired.
     #[error("repair: no server would take a new share")]
     NoRepairTarget,
+    /// New shares of a file being repaired failed as they were written.
+    #[error("repair: new shares could not be written ({})", Problems(.problems))]
+    RepairWritesFailed { problems: Vec<ShareProblem> },
     /// A task of ours panicked or was cancelled: a bug.
     #[error("internal error: {what} failed: {source}")]
     TaskFailed {

@@ -71,6 +71,43 @@ pub struct Holding {
     pub server: String,
 }
 
+/// Something a check found wrong, or that went wrong while repairing.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CheckProblem {
+    /// A share that failed verification or could not be read, or a server
+    /// whose listing failed or did not come.
+    #[error("{0}")]
+    Share(ShareProblem),
+    /// A server listed a share number the file does not have.
+    #[error("{server}: share {share} of a file of {n} shares")]
+    ShareOutOfRange { server: String, share: u8, n: u16 },
+    /// The file could not be opened for a deep check.
+    #[error("{0}")]
+    Open(#[source] Arc<EngineError>),
+    /// A server did not renew the file's lease.
+    #[error("{server}: lease renewal: {kind}")]
+    LeaseRenewal { server: String, kind: ProblemKind },
+    /// A share this run tried to create and could not.
+    #[error("repair: {0}")]
+    Repair(ShareProblem),
+}
+
+impl serde::Serialize for CheckProblem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+fn serialize_error<S: serde::Serializer>(
+    error: &Option<Arc<EngineError>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match error {
+        Some(e) => serializer.collect_str(e),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// What a check found and did for one file.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FileReport {
@@ -86,8 +123,9 @@ pub struct FileReport {
     pub servers: usize,
     /// Servers whose listing failed or did not come.
     pub unreachable: Vec<String>,
-    /// Shares that failed verification or could not be read.
-    pub problems: Vec<String>,
+    /// Shares that failed verification or could not be read, servers that
+    /// did not list or renew, shares a repair could not create.
+    pub problems: Vec<CheckProblem>,
     /// Shares this run created.
     pub written: Vec<Holding>,
     /// Leases renewed (servers that keep shares without leases not counted).
@@ -96,7 +134,8 @@ pub struct FileReport {
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Why a repair that was needed did not complete.
-    pub error: Option<String>,
+    #[serde(serialize_with = "serialize_error")]
+    pub error: Option<Arc<EngineError>>,
 }
 
 impl FileReport {
@@ -155,7 +194,7 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
                 downloader = Some(opened);
             }
             Err(e) => {
-                report.problems.push(e.to_string());
+                report.problems.push(CheckProblem::Open(Arc::new(e)));
                 survey.good.clear();
             }
         }
@@ -171,7 +210,7 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
         }
         let targets = targets(&survey, &before, n);
         if targets.is_empty() {
-            report.error = Some("no reachable server can take a share of this file".into());
+            report.error = Some(Arc::new(EngineError::NoRepairTarget));
         } else {
             let opened = match downloader.take() {
                 Some(opened) => Ok(opened),
@@ -183,7 +222,7 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
             };
             if let Err(e) = rebuilt {
                 tracing::warn!(si = %cap.key.storage_index(), error = %e, "repair failed");
-                report.error = Some(e.to_string());
+                report.error = Some(Arc::new(e));
             }
             for holding in &report.written {
                 let rank = survey
@@ -282,21 +321,28 @@ async fn survey(grid: &Grid, cap: &FileCap, report: &mut FileReport) -> Survey {
                     if u16::from(info.share.0) < cap.n {
                         survey.good.push((info.share, rank));
                     } else {
-                        report.problems.push(format!(
-                            "{server}: share {} of a file of {} shares",
-                            info.share, cap.n
-                        ));
+                        report.problems.push(CheckProblem::ShareOutOfRange {
+                            server: server.clone(),
+                            share: info.share.0,
+                            n: cap.n,
+                        });
                     }
                 }
             }
             Ok(Err(e)) => {
+                report.problems.push(CheckProblem::Share(ShareProblem {
+                    share: None,
+                    server: server.clone(),
+                    kind: ProblemKind::of(e),
+                }));
                 report.unreachable.push(server);
-                report.problems.push(e.to_string());
             }
             Err(_) => {
-                report
-                    .problems
-                    .push(format!("{server}: no listing within {REQUEST_TIMEOUT:?}"));
+                report.problems.push(CheckProblem::Share(ShareProblem {
+                    share: None,
+                    server: server.clone(),
+                    kind: ProblemKind::NoListing(REQUEST_TIMEOUT),
+                }));
                 report.unreachable.push(server);
             }
         }
@@ -309,14 +355,14 @@ async fn survey(grid: &Grid, cap: &FileCap, report: &mut FileReport) -> Survey {
 fn drop_bad_shares(survey: &mut Survey, problems: &[ShareProblem], report: &mut FileReport) {
     for problem in problems {
         let Some(share) = problem.share else {
-            report.problems.push(problem.to_string());
+            report.problems.push(CheckProblem::Share(problem.clone()));
             continue;
         };
         if problem.server.is_empty() {
             // "No server holds this share": counted as missing.
             continue;
         }
-        report.problems.push(problem.to_string());
+        report.problems.push(CheckProblem::Share(problem.clone()));
         survey
             .good
             .retain(|(s, rank)| *s != share || survey.servers[*rank].server_id() != problem.server);
@@ -339,10 +385,14 @@ async fn renew_leases(survey: &Survey, cap: &FileCap, report: &mut FileReport) -
         match result {
             Ok(Ok(true)) => renewed += 1,
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => report.problems.push(format!("lease renewal: {e}")),
-            Err(_) => report.problems.push(format!(
-                "{server}: lease renewal: no answer within {REQUEST_TIMEOUT:?}"
-            )),
+            Ok(Err(e)) => report.problems.push(CheckProblem::LeaseRenewal {
+                server: server.to_owned(),
+                kind: ProblemKind::of(e),
+            }),
+            Err(_) => report.problems.push(CheckProblem::LeaseRenewal {
+                server: server.to_owned(),
+                kind: ProblemKind::TimedOut(REQUEST_TIMEOUT),
+            }),
         }
     }
     renewed
@@ -570,7 +620,11 @@ async fn rebuild(
                     task,
                 });
             }
-            Err(e) => report.problems.push(format!("repair: {e}")),
+            Err(e) => report.problems.push(CheckProblem::Repair(ShareProblem {
+                share: Some(share),
+                server: server.server_id().to_owned(),
+                kind: ProblemKind::of(e),
+            })),
         }
     }
     if shares.is_empty() {
@@ -656,13 +710,13 @@ async fn rebuild(
 }
 
 /// Waits for the new shares' tasks; records the finished ones as good and
-/// the failed ones as problems. Returns the first failure.
+/// the failed ones as problems. Returns the failures, if any.
 async fn collect_failures(
     shares: Vec<NewShare>,
     survey: &Survey,
     report: &mut FileReport,
 ) -> Option<EngineError> {
-    let mut first = None;
+    let mut failed = Vec::new();
     for mut new in shares {
         new.sender = None;
         let server = &survey.servers[new.rank];
@@ -674,16 +728,108 @@ async fn collect_failures(
                 });
             }
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                report.problems.push(format!("repair: {e}"));
-                first.get_or_insert(EngineError::Grid(e));
-            }
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("repair: share task failed: {e}"));
-            }
+            Ok(Err(e)) => failed.push(ShareProblem {
+                share: Some(new.share),
+                server: server.server_id().to_owned(),
+                kind: ProblemKind::of(e),
+            }),
+            Err(source) => failed.push(ShareProblem {
+                share: Some(new.share),
+                server: server.server_id().to_owned(),
+                kind: ProblemKind::TaskFailed {
+                    what: "share writer",
+                    source: Arc::new(source),
+                },
+            }),
         }
     }
-    first
+    if failed.is_empty() {
+        return None;
+    }
+    report
+        .problems
+        .extend(failed.iter().cloned().map(CheckProblem::Repair));
+    Some(EngineError::RepairWritesFailed { problems: failed })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::engine::{EncodingParams, UploadOptions, Uploader};
+    use crate::grid::{Fault, FaultSwitch, FaultyStore, MemoryStore};
+
+    /// A deep check names what it found as variants a caller can match:
+    /// a server that is down and a share whose bytes were changed.
+    #[tokio::test]
+    async fn check_problems_are_typed() {
+        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
+        let outage = FaultSwitch::new(Fault::None);
+        let servers = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let store = Arc::new(s.clone()) as Arc<dyn ShareStore>;
+                if i == 9 {
+                    Arc::new(FaultyStore::new(store, outage.clone())) as Arc<dyn ShareStore>
+                } else {
+                    store
+                }
+            })
+            .collect();
+        let grid = Grid::new(servers);
+        let params = EncodingParams {
+            k: 3,
+            happy: 7,
+            n: 10,
+            segment_size: 4096,
+        };
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
+            .await
+            .unwrap();
+        uploader.write(Bytes::from(data)).await.unwrap();
+        let cap = uploader.finish().await.unwrap();
+        let si = cap.key.storage_index();
+        let corrupted = stores
+            .iter()
+            .take(9)
+            .find_map(|s| {
+                let listed = futures::executor::block_on(s.list(si)).unwrap();
+                let share = listed.first()?.share;
+                s.corrupt(si, share, 5_000, 0x40).unwrap();
+                Some((s.server_id().to_owned(), share))
+            })
+            .unwrap();
+        outage.set(Fault::Down);
+
+        let options = CheckOptions {
+            deep: true,
+            ..CheckOptions::default()
+        };
+        let report = check_file(&grid, &cap, options).await;
+        assert_eq!(report.status, FileStatus::Degraded, "{report:?}");
+        assert!(report.error.is_none());
+        assert!(
+            report.problems.iter().any(|p| matches!(
+                p,
+                CheckProblem::Share(ShareProblem { share: None, server, kind: ProblemKind::Unavailable(_) })
+                    if server == "m9"
+            )),
+            "{:?}",
+            report.problems
+        );
+        assert!(
+            report.problems.iter().any(|p| matches!(
+                p,
+                CheckProblem::Share(ShareProblem { share: Some(share), server, kind: ProblemKind::Corrupt(_) })
+                    if (server.clone(), *share) == corrupted
+            )),
+            "{:?}",
+            report.problems
+        );
+        // As the command line's JSON shows them: text, not structures.
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["problems"][0].is_string(), "{json}");
+    }
 }

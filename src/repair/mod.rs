@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::engine::repair::{check_file, undo_repair, CheckOptions, FileReport, FileStatus};
-use crate::engine::FileCap;
+use crate::engine::{EngineError, FileCap};
 use crate::grid::Grid;
 use crate::namespace::{GridFile, Namespace, NamespaceError};
 
@@ -117,7 +117,7 @@ async fn check_one(
         Ok(cap) => cap,
         Err(e) => {
             return Some(FileReport {
-                error: Some(format!("the namespace holds an invalid capability: {e}")),
+                error: Some(std::sync::Arc::new(EngineError::InvalidCap(e))),
                 ..FileReport::new(FileStatus::Unrecoverable)
             })
         }
@@ -240,7 +240,7 @@ pub fn spawn_repairer(
                         status = ?report.status,
                         good_shares = report.shares.len(),
                         missing = ?report.missing,
-                        error = report.error.as_deref().unwrap_or(""),
+                        error = report.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
                         "file not healthy after repair"
                     ),
                 }
