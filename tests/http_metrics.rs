@@ -226,3 +226,57 @@ fn background_repairs_are_counted() {
         server.log_tail()
     );
 }
+
+/// A request answered with a server error shows up in the recent errors of
+/// `/status.json`, the status page and `griddav status`; one answered 2xx
+/// or 4xx does not.
+#[test]
+fn server_errors_are_listed_as_recent_errors() {
+    let (server, metrics) = metrics_server();
+    let client = server.client();
+    let content = Content::new(11, 300 * 1024);
+    put(&client, "/lost.bin", &content);
+    assert_eq!(client.get("/missing.bin").status, 404);
+    let status = || -> serde_json::Value {
+        let response = metrics.get("/status.json");
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.text()).expect("status.json is JSON")
+    };
+    let before = status();
+    assert_eq!(
+        before["recent_errors"].as_array().map(Vec::len),
+        Some(0),
+        "{before}"
+    );
+
+    // Eight of ten servers lose every share: 2 < k = 3 left.
+    for dir in &server.share_dirs()[..8] {
+        for entry in std::fs::read_dir(dir).expect("shares dir").flatten() {
+            std::fs::remove_dir_all(entry.path()).expect("remove shares");
+        }
+    }
+    let response = client.get("/lost.bin");
+    assert!(
+        (500..600).contains(&response.status),
+        "GET of a file with 2 of 3 needed shares: {response:?}"
+    );
+    let after = status();
+    let errors = after["recent_errors"].as_array().expect("recent_errors");
+    assert_eq!(errors.len(), 1, "{after}");
+    let line = errors[0].as_str().expect("a line of text");
+    assert!(
+        line.contains(&format!("GET /lost.bin -> {}", response.status)),
+        "{line}"
+    );
+    let html = metrics.get("/").text();
+    assert!(html.contains("GET /lost.bin"), "{html}");
+
+    let at = server.metrics_addr.expect("metrics address");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_griddav"))
+        .args(["status", "--url", &format!("http://{at}/")])
+        .output()
+        .expect("run griddav status");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("recent errors: 1"), "{printed}");
+    assert!(printed.contains("GET /lost.bin"), "{printed}");
+}
