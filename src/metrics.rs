@@ -5,8 +5,9 @@
 //! health, the upload memory budget) are read when a scrape asks, so the
 //! engine and the grid know nothing of this module.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,6 +64,32 @@ pub struct Metrics {
     bytes_out: Counter,
     repairs: Family<OutcomeLabels, Counter>,
     errors: Mutex<VecDeque<String>>,
+    /// Request bodies being received (PUT, PATCH), by arrival number.
+    uploads: Mutex<BTreeMap<u64, Receiving>>,
+    next_upload: AtomicU64,
+}
+
+/// A request body being received, as the listener counts its bytes.
+struct Receiving {
+    method: Method,
+    path: String,
+    started: Instant,
+    received: Arc<AtomicU64>,
+    expected: Option<u64>,
+}
+
+/// Keeps an upload on the status page while it lives.
+#[must_use = "the upload leaves the status page when this is dropped"]
+pub struct ReceivingGuard(u64);
+
+impl Drop for ReceivingGuard {
+    fn drop(&mut self) {
+        global()
+            .uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -81,6 +108,8 @@ pub fn global() -> &'static Metrics {
         bytes_out: Counter::default(),
         repairs: Family::default(),
         errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
+        uploads: Mutex::new(BTreeMap::new()),
+        next_upload: AtomicU64::new(0),
     })
 }
 
@@ -98,6 +127,47 @@ impl Metrics {
     /// "degraded" or "unrecoverable".
     pub fn repair_outcome(&self, outcome: &'static str) {
         self.repairs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A request that sends a body to store (PUT, PATCH) arrived: it is
+    /// shown with the bytes counted in `received` until the guard drops.
+    /// `expected` is its Content-Length, when it declared one.
+    pub fn receiving(
+        &self,
+        method: &Method,
+        path: &str,
+        expected: Option<u64>,
+        received: Arc<AtomicU64>,
+    ) -> ReceivingGuard {
+        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
+        self.uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Receiving {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    started: Instant::now(),
+                    received,
+                    expected,
+                },
+            );
+        ReceivingGuard(id)
+    }
+
+    fn uploads(&self) -> Vec<UploadStatus> {
+        let uploads = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
+        uploads
+            .values()
+            .map(|u| UploadStatus {
+                method: u.method.to_string(),
+                path: u.path.clone(),
+                received_bytes: u.received.load(Ordering::Relaxed),
+                expected_bytes: u.expected,
+                seconds: u.started.elapsed().as_secs_f64(),
+            })
+            .collect()
     }
 
     fn recent_errors(&self) -> Vec<String> {
@@ -312,10 +382,43 @@ pub async fn render(sources: &Sources) -> String {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub servers: Vec<ServerStatus>,
-    pub uploads: Vec<String>,
+    /// Request bodies being received, oldest first, with their progress.
+    pub uploads: Vec<UploadStatus>,
     pub upload_memory_bytes: Option<u64>,
     pub upload_memory_in_use_bytes: Option<u64>,
     pub recent_errors: Vec<String>,
+}
+
+/// An upload in progress, as the listener sees it: the path as the client
+/// sent it, the body bytes received so far and, when the client declared
+/// it, how many are coming.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadStatus {
+    pub method: String,
+    pub path: String,
+    pub received_bytes: u64,
+    pub expected_bytes: Option<u64>,
+    pub seconds: f64,
+}
+
+impl UploadStatus {
+    /// "1.2 MiB of 4.0 MiB (30%), 0.8 MB/s"
+    fn progress(&self) -> String {
+        let mut text = bytes_text(self.received_bytes);
+        if let Some(expected) = self.expected_bytes {
+            let percent = if expected == 0 {
+                100.0
+            } else {
+                self.received_bytes as f64 * 100.0 / expected as f64
+            };
+            text.push_str(&format!(" of {} ({percent:.0}%)", bytes_text(expected)));
+        }
+        if self.seconds > 0.0 {
+            let rate = self.received_bytes as f64 / self.seconds / 1e6;
+            text.push_str(&format!(", {rate:.1} MB/s"));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -366,7 +469,7 @@ pub async fn status(sources: &Sources) -> Status {
     let pool = sources.grid.upload_memory();
     Status {
         servers,
-        uploads: sources.uploads.in_progress(),
+        uploads: global().uploads(),
         upload_memory_bytes: pool.map(|p| p.total_bytes()),
         upload_memory_in_use_bytes: pool
             .map(|p| p.total_bytes().saturating_sub(p.available_bytes())),
@@ -407,8 +510,13 @@ pub fn html(status: &Status) -> String {
         ));
     }
     page.push_str("</table><h2>Uploads in progress</h2><ul>");
-    for path in &status.uploads {
-        page.push_str(&format!("<li>{}</li>", escape(path)));
+    for upload in &status.uploads {
+        page.push_str(&format!(
+            "<li>{} {}: {}</li>",
+            escape(&upload.method),
+            escape(&upload.path),
+            escape(&upload.progress())
+        ));
     }
     page.push_str(&format!(
         "</ul><p>Upload memory in use: {} of {} bytes</p><h2>Recent errors</h2><ul>",
@@ -650,8 +758,13 @@ pub fn text(status: &Status) -> String {
         ));
     }
     out.push_str(&format!("uploads in progress: {}\n", status.uploads.len()));
-    for path in &status.uploads {
-        out.push_str(&format!("  {path}\n"));
+    for upload in &status.uploads {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            upload.method,
+            upload.path,
+            upload.progress()
+        ));
     }
     out.push_str(&format!("recent errors: {}\n", status.recent_errors.len()));
     for line in &status.recent_errors {

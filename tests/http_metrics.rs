@@ -161,18 +161,32 @@ fn status_lists_servers_and_uploads_in_progress() {
             )
         })
     };
+    // It shows up with its progress: some bytes received, not all yet,
+    // of the length it declared.
     let seen = wait_until(Duration::from_secs(30), || {
-        status(&metrics)["uploads"]
-            .as_array()
-            .is_some_and(|u| u.iter().any(|p| p == "/slow.bin"))
+        status(&metrics)["uploads"].as_array().is_some_and(|u| {
+            u.iter().any(|u| {
+                u["path"] == "/slow.bin"
+                    && u["method"] == "PUT"
+                    && u["expected_bytes"].as_u64() == Some(2 * MIB)
+                    && u["received_bytes"]
+                        .as_u64()
+                        .is_some_and(|b| b > 0 && b < 2 * MIB)
+            })
+        })
     });
-    assert!(seen, "the upload never appeared in /status.json");
+    assert!(
+        seen,
+        "the upload never appeared in /status.json with its progress: {}",
+        status(&metrics)
+    );
     let page = metrics.get("/");
     assert_eq!(page.status, 200);
     let html = page.text();
     assert!(html.contains("<table"), "{html}");
     assert!(html.contains("local-09"), "{html}");
-    assert!(html.contains("/slow.bin"), "{html}");
+    assert!(html.contains("PUT /slow.bin: "), "{html}");
+    assert!(html.contains(" of 2.0 MiB ("), "{html}");
     assert!(!html.contains("<script"), "{html}");
     let response = upload.join().expect("the upload thread");
     assert_eq!(response.status, 201, "{response:?}");

@@ -322,6 +322,19 @@ async fn serve_io<IO, S, F>(
         let in_flight = InFlight::begin(&requests);
         let received = Arc::new(AtomicU64::new(0));
         crate::metrics::request_started(request.method());
+        let receiving = matches!(request.method().as_str(), "PUT" | "PATCH").then(|| {
+            let declared = request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            crate::metrics::global().receiving(
+                request.method(),
+                request.uri().path(),
+                declared,
+                Arc::clone(&received),
+            )
+        });
         let access = Access {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
@@ -333,6 +346,7 @@ async fn serve_io<IO, S, F>(
             sent: 0,
             expected: None,
             ended: false,
+            _receiving: receiving,
         };
         let mut request = request.map(|body| TimedBody::new(body, body_idle_timeout, received));
         request.extensions_mut().insert(ClientAddr(peer));
@@ -663,6 +677,8 @@ struct Access {
     expected: Option<u64>,
     /// The body reported its end.
     ended: bool,
+    /// Keeps an upload on the status page until its answer is done.
+    _receiving: Option<crate::metrics::ReceivingGuard>,
 }
 
 impl Drop for Access {
