@@ -163,8 +163,6 @@ async fn copy_and_recovery_at_100k_files() {
         );
     }
     drop(incremental);
-    drop(snapshots);
-    drop(put_ten);
     drop(ns);
 
     let target = dir.path().join("recovered");

@@ -168,7 +168,9 @@ pub fn hash_image(path: &Path) -> Result<Image, FormatError> {
     file.read_exact(&mut header).map_err(read_err)?;
     let page_size = header_page_size(&header)?;
     if len % u64::from(page_size) != 0 {
-        return Err(FormatError::Malformed("size is not a whole number of pages"));
+        return Err(FormatError::Malformed(
+            "size is not a whole number of pages",
+        ));
     }
     let pages = usize::try_from(len / u64::from(page_size))
         .map_err(|_| FormatError::Malformed("too many pages"))?;
@@ -236,7 +238,9 @@ pub fn write_increment(
         w.write_all(&pgno.to_be_bytes())?;
         w.write_all(&page)?;
     }
-    let file = w.into_inner().map_err(|e| FormatError::Io(e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| FormatError::Io(e.into_error()))?;
     Ok(file.metadata()?.len())
 }
 
@@ -343,9 +347,7 @@ pub fn apply(
     }
     let size = u64::from(header.page_size);
     target.set_len(u64::from(header.page_count) * size)?;
-    image
-        .hashes
-        .resize(header.page_count as usize, [0u8; 32]);
+    image.hashes.resize(header.page_count as usize, [0u8; 32]);
     let mut page = vec![0u8; header.page_size as usize];
     let mut last = 0u32;
     for _ in 0..header.pages {
@@ -445,7 +447,12 @@ mod tests {
         let header = Header::read(&mut r).unwrap();
         let mut image = old.clone();
         assert!(matches!(
-            apply(&header, &mut r, &mut tempfile::tempfile().unwrap(), &mut image),
+            apply(
+                &header,
+                &mut r,
+                &mut tempfile::tempfile().unwrap(),
+                &mut image
+            ),
             Err(FormatError::CutShort)
         ));
         assert!(matches!(

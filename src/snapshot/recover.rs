@@ -211,7 +211,9 @@ async fn rebuild(
             let mut first = std::io::BufReader::new(
                 std::fs::File::open(&temp).map_err(|e| format!("reading the copy: {e}"))?,
             );
-            Header::read(&mut first).map(Some).map_err(|e| e.to_string())
+            Header::read(&mut first)
+                .map(Some)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())??
