@@ -48,6 +48,9 @@ pub struct Config {
     pub snapshot_interval_secs: u64,
     /// Namespace copies kept in the grid; older ones are freed.
     pub snapshot_keep: usize,
+    /// Increments (changed pages only) shipped on one full namespace copy
+    /// before the next full one; 0: every copy is full.
+    pub snapshot_max_increments: usize,
     /// Seconds requests in flight may take to finish after SIGTERM or
     /// SIGINT before the uploads left are aborted.
     pub shutdown_grace_secs: u64,
@@ -422,6 +425,7 @@ impl Default for Config {
             gc_grace_secs: 3600,
             snapshot_interval_secs: 30,
             snapshot_keep: 10,
+            snapshot_max_increments: crate::snapshot::copy::DEFAULT_MAX_INCREMENTS,
             shutdown_grace_secs: 30,
             encoding: EncodingConfig::default(),
             grid: GridConfig::default(),
@@ -561,6 +565,16 @@ impl Config {
                     "must be between 1 and {}, got {}",
                     crate::snapshot::record::MAX_COPIES,
                     self.snapshot_keep
+                ),
+            ));
+        }
+        if self.snapshot_max_increments >= crate::snapshot::increment::MAX_CHAIN {
+            return Err(invalid(
+                "snapshot_max_increments",
+                format!(
+                    "must be below {}, got {}",
+                    crate::snapshot::increment::MAX_CHAIN,
+                    self.snapshot_max_increments
                 ),
             ));
         }
@@ -887,6 +901,7 @@ mod tests {
         assert_eq!(c.http.max_connections, 256);
         assert_eq!(c.snapshot_interval_secs, 30);
         assert_eq!(c.snapshot_keep, 10);
+        assert_eq!(c.snapshot_max_increments, 100);
         assert_eq!(c.shutdown_grace_secs, 30);
     }
 
@@ -1048,6 +1063,10 @@ mod tests {
             ("lock_max_timeout_secs = 0\n", "`lock_max_timeout_secs`"),
             ("snapshot_keep = 0\n", "`snapshot_keep`"),
             ("snapshot_keep = 65\n", "`snapshot_keep`"),
+            (
+                "snapshot_max_increments = 1024\n",
+                "`snapshot_max_increments`",
+            ),
             (
                 "snapshot_interval_secs = 86401\n",
                 "`snapshot_interval_secs`",

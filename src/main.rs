@@ -228,11 +228,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             println!(
                 "recovered namespace copy {} (taken {} s ago; root record {}, verified on {} \
-                 servers; {} bytes) into {} in {:.2} s",
+                 servers; a base and {} increments, {} bytes) into {} in {:.2} s",
                 done.copy_seq,
                 now_ms.saturating_sub(done.taken_at_ms) / 1000,
                 done.record_seq,
                 done.records_verified,
+                done.increments,
                 done.bytes,
                 config.namespace_db().display(),
                 done.elapsed.as_secs_f64()

@@ -156,6 +156,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
         upload_options(config, &grid),
         config.snapshot_keep,
     )
+    .with_max_increments(config.snapshot_max_increments)
     .with_garbage_signal(fs.garbage_signal());
     let copier = snapshots.spawn(config.snapshot_interval());
     let repairer = config.repair_interval().map(|every| {

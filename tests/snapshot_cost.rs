@@ -1,4 +1,5 @@
-//! What a namespace copy costs, and how long recovery takes, at 100,000
+//! What a namespace copy costs, full and as an increment after 10 PUTs,
+//! and how long recovery takes from a base and 10 increments, at 100,000
 //! files (docs/OPERATIONS.md quotes the figures). Ignored in `cargo test`
 //! (a minute of work); run with
 //! `cargo test --release --test snapshot_cost -- --ignored --nocapture`.
@@ -9,8 +10,8 @@ use std::time::Instant;
 
 use griddav::engine::{EncodingParams, UploadOptions};
 use griddav::grid::{grid_of_dirs, Grid};
-use griddav::namespace::Namespace;
-use griddav::snapshot::{recover, RootSecret, Snapshots};
+use griddav::namespace::{Content, Namespace};
+use griddav::snapshot::{recover, CopyKind, RootSecret, Snapshots};
 
 /// Fills a fresh namespace with `files` files in folders of 100: one in
 /// ten inline (1 KiB), the rest with a capability; one in ten with two
@@ -93,26 +94,75 @@ async fn copy_and_recovery_at_100k_files() {
     let ns = Namespace::open(&db).await.unwrap();
     let grid = Grid::new(grid_of_dirs(&dir.path().join("grid"), 10).unwrap());
     let secret = RootSecret::from_bytes(rand::random());
-    let snapshots = Snapshots::new(
-        ns.clone(),
-        grid.clone(),
-        secret.clone(),
-        data.clone(),
-        db.clone(),
-        EncodingParams::default(),
-        UploadOptions::default(),
-        10,
-    );
+    let snapshots = |max_increments| {
+        Snapshots::new(
+            ns.clone(),
+            grid.clone(),
+            secret.clone(),
+            data.clone(),
+            db.clone(),
+            EncodingParams::default(),
+            UploadOptions::default(),
+            10,
+        )
+        .with_max_increments(max_increments)
+    };
+    let put_ten = |round: usize| {
+        let ns = ns.clone();
+        async move {
+            for i in 0..10 {
+                let upload = ns.begin_upload("cost").await.unwrap();
+                let key = griddav::grid::base32(&rand::random::<[u8; 32]>());
+                let hash = griddav::grid::base32(&rand::random::<[u8; 32]>());
+                ns.publish_file(
+                    &format!("/folder 3/new {round} {i}.pdf"),
+                    Content::Cap(format!("griddav:1:{key}:{hash}:3:10:123456")),
+                    123_456,
+                    std::time::SystemTime::now(),
+                    Some(upload),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    };
+    let full = snapshots(0);
     for round in 0..3 {
-        let report = snapshots.copy_if_changed(true).await.unwrap().unwrap();
+        put_ten(100 + round).await;
+        let report = full.copy_if_changed(true).await.unwrap().unwrap();
+        assert_eq!(report.kind, CopyKind::Base);
         println!(
-            "{files} files, copy {round}: {} bytes ({:.1} MB in the grid at 3-of-10), {:.2} s",
+            "{files} files, full copy {round} after 10 PUTs: {} bytes ({:.1} MB in the grid at \
+             3-of-10), {:.2} s",
             report.bytes,
             report.bytes as f64 * 10.0 / 3.0 / 1e6,
             report.elapsed.as_secs_f64()
         );
     }
-    drop(snapshots);
+    drop(full);
+    let incremental = snapshots(100);
+    let base = incremental.copy_if_changed(true).await.unwrap().unwrap();
+    assert_eq!(base.kind, CopyKind::Base);
+    println!(
+        "{files} files, base: {} bytes, {:.2} s",
+        base.bytes,
+        base.elapsed.as_secs_f64()
+    );
+    let rounds = 10;
+    for round in 0..rounds {
+        put_ten(round).await;
+        let report = incremental.copy_if_changed(false).await.unwrap().unwrap();
+        assert_eq!(report.kind, CopyKind::Increment(round + 1));
+        println!(
+            "{files} files, increment {} after 10 PUTs: {} bytes ({:.3} MB in the grid at \
+             3-of-10), {:.2} s",
+            round + 1,
+            report.bytes,
+            report.bytes as f64 * 10.0 / 3.0 / 1e6,
+            report.elapsed.as_secs_f64()
+        );
+    }
+    drop(incremental);
     drop(ns);
 
     let target = dir.path().join("recovered");
@@ -121,11 +171,18 @@ async fn copy_and_recovery_at_100k_files() {
         .await
         .unwrap();
     println!(
-        "{files} files: recovered {} bytes in {:.2} s",
+        "{files} files: recovered a base and {} increments, {} bytes, in {:.2} s",
+        done.increments,
         done.bytes,
         started.elapsed().as_secs_f64()
     );
+    assert_eq!(done.increments, rounds);
     let recovered = Namespace::open(target.join("namespace.db")).await.unwrap();
     let listed = recovered.list("/folder 7").await.unwrap();
     assert_eq!(listed.len(), 100.min(files.saturating_sub(700)));
+    let listed = recovered.list("/folder 3").await.unwrap();
+    assert_eq!(
+        listed.len(),
+        100.min(files.saturating_sub(300)) + 10 * (rounds + 3)
+    );
 }

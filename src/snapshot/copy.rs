@@ -1,17 +1,28 @@
 //! Copies of the namespace into the grid, and the root record that names
 //! them.
 //!
-//! A copy is the whole database, made consistent by SQLite's `VACUUM INTO`
-//! on a connection of its own (a read transaction: PUTs and PROPPATCHes go
-//! on meanwhile), then uploaded through the engine like any file, so it is
-//! encrypted with its own key and erasure-coded. Its capability goes into
-//! a new root record (sequence number + 1) stored on every server and in
-//! `<data_dir>/root-record`. The record names the newest `keep` copies;
-//! an older one goes on the garbage list and the collector frees it.
+//! Each copy starts as a page image of the database, made consistent by
+//! SQLite's backup API on a connection of its own (one read transaction:
+//! PUTs and PROPPATCHes go on meanwhile); see [`super::increment`]. The
+//! first copy of a run is a *base*: the image itself. The next ones are
+//! *increments*: the pages changed since the copy before, naming the base
+//! and the increments they build on. A new base is taken when the chain
+//! holds `max_increments` increments or its increments add up to more
+//! than the image. Either is uploaded through the engine like any file
+//! (encrypted with its own key, erasure-coded), and its capability goes
+//! into a new root record (sequence number + 1) stored on every server and
+//! in `<data_dir>/root-record`.
 //!
-//! A full copy each time: measured at 100,000 files in docs/OPERATIONS.md.
-//! Shipping only what changed (Litestream-style WAL shipping) is left for
-//! when that cost matters.
+//! A copy counts as shipped once the record naming it is stored: if the
+//! upload or the record fails (or griddav dies in between), the record
+//! still names the copy before, whose chain is whole, and the next copy
+//! is again computed from the last shipped image.
+//!
+//! The record names the newest `keep` copies (each a base or an increment
+//! with its chain). When one leaves the record, the files only it needed
+//! go on the garbage list and the collector frees them: a chain's files
+//! go once no copy in the record builds on them, i.e. once a newer base
+//! has taken over and the chain's copies are past `keep`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +33,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use super::increment::{self, FormatError, Image};
 use super::record::{self, CopyEntry, RecordError, RootRecord};
 use super::secret::RootSecret;
 use crate::engine::{EncodingParams, EngineError, UploadOptions, Uploader};
@@ -30,8 +42,12 @@ use crate::namespace::{Namespace, NamespaceError};
 
 /// The local copy of the newest root record, in the data directory.
 pub const RECORD_FILE: &str = "root-record";
-/// Where a copy is made before it is uploaded.
+/// Where a copy's image is made before it is uploaded.
 const TEMP_FILE: &str = ".namespace-copy.tmp";
+/// Where an increment is written before it is uploaded.
+const TEMP_INCREMENT: &str = ".namespace-increment.tmp";
+/// Increments before a new base, unless configured otherwise.
+pub const DEFAULT_MAX_INCREMENTS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,17 +72,31 @@ pub enum SnapshotError {
     Record(#[from] RecordError),
     #[error("namespace copy: no server stored the root record: {}", errors.join("; "))]
     NoRecordStored { errors: Vec<String> },
+    #[error("namespace copy: {0}")]
+    Image(#[from] FormatError),
 }
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
     move |source| SnapshotError::Io { context, source }
 }
 
+/// Whether a copy is a whole image or the pages changed since the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyKind {
+    Base,
+    /// The n-th increment on its base.
+    Increment(usize),
+}
+
 /// What one copy cost.
 #[derive(Clone, Debug)]
 pub struct CopyReport {
     pub seq: u64,
+    pub kind: CopyKind,
+    /// Bytes uploaded (before erasure coding).
     pub bytes: u64,
+    /// The size of the whole namespace image.
+    pub image_bytes: u64,
     pub elapsed: Duration,
     /// Servers that stored the new root record.
     pub servers: usize,
@@ -88,6 +118,7 @@ struct Inner {
     params: EncodingParams,
     upload: UploadOptions,
     keep: usize,
+    max_increments: usize,
     /// Wakes the garbage collector when an old copy is queued.
     garbage_signal: Option<Arc<tokio::sync::Notify>>,
     state: Mutex<State>,
@@ -99,6 +130,21 @@ struct State {
     record: Option<RootRecord>,
     /// [`Namespace::change_count`] when the last copy of this run began.
     copied: Option<u64>,
+    /// The image the record names, as far as this run shipped it: the
+    /// first copy of a run is a base.
+    shipped: Option<Shipped>,
+    /// For copies named by a record: every file each needs (its chain and
+    /// itself), learnt when shipped or read from the grid.
+    needs: std::collections::HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug)]
+struct Shipped {
+    image: Image,
+    /// The base, then the increments on it; the last is the newest copy.
+    chain: Vec<String>,
+    /// What the chain's increments add up to.
+    increment_bytes: u64,
 }
 
 impl Snapshots {
@@ -124,6 +170,7 @@ impl Snapshots {
                 params,
                 upload,
                 keep: keep.clamp(1, record::MAX_COPIES),
+                max_increments: DEFAULT_MAX_INCREMENTS,
                 garbage_signal: None,
                 state: Mutex::new(State::default()),
             }),
@@ -135,6 +182,15 @@ impl Snapshots {
     pub fn with_garbage_signal(mut self, signal: Arc<tokio::sync::Notify>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.garbage_signal = Some(signal);
+        }
+        self
+    }
+
+    /// At most `max` increments on a base (0: every copy is a base).
+    /// Call before the first clone.
+    pub fn with_max_increments(mut self, max: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.max_increments = max.min(increment::MAX_CHAIN - 1);
         }
         self
     }
@@ -152,12 +208,12 @@ impl Snapshots {
             state.record = Some(inner.newest_record().await);
         }
         let started = Instant::now();
-        let (cap, taken_at_ms, bytes) = inner.upload_copy().await?;
+        let made = inner.upload_copy(state.shipped.as_ref()).await?;
         let previous = state.record.clone().unwrap_or_default();
         let entry = CopyEntry {
             seq: previous.seq.saturating_add(1),
-            taken_at_ms,
-            cap,
+            taken_at_ms: made.taken_at_ms,
+            cap: made.cap.clone(),
         };
         let mut copies = vec![entry.clone()];
         copies.extend(previous.copies.iter().cloned());
@@ -168,7 +224,8 @@ impl Snapshots {
         };
         let (servers, errors) = record::publish(&inner.grid, &inner.secret, &next).await?;
         if servers == 0 {
-            // Nothing names the copy: free it.
+            // Nothing names the copy: free it. The last shipped image
+            // stays the one the next copy is computed from.
             inner.ns.queue_garbage(&entry.cap).await?;
             return Err(SnapshotError::NoRecordStored { errors });
         }
@@ -176,22 +233,37 @@ impl Snapshots {
             tracing::warn!(stored = servers, failed = errors.len(), errors = %errors.join("; "),
                 "the root record did not reach every server");
         }
+        let mut needs = made.chain.clone();
+        needs.push(made.cap.clone());
+        state.needs.insert(made.cap.clone(), needs.clone());
+        let increment_bytes = match made.kind {
+            CopyKind::Base => 0,
+            CopyKind::Increment(_) => state
+                .shipped
+                .as_ref()
+                .map_or(0, |s| s.increment_bytes)
+                .saturating_add(made.bytes),
+        };
+        state.shipped = Some(Shipped {
+            image: made.image,
+            chain: needs,
+            increment_bytes,
+        });
+        state.record = Some(next.clone());
+        state.copied = Some(changes);
         write_local_record(&inner.data_dir, &next.seal(&inner.secret)?).await?;
-        let freed_any = !dropped.is_empty();
-        for old in dropped {
-            inner.ns.queue_garbage(&old.cap).await?;
-        }
+        let freed_any = inner.free_dropped(&mut state, &next, &dropped).await?;
         if let (true, Some(signal)) = (freed_any, &inner.garbage_signal) {
             signal.notify_one();
         }
         let report = CopyReport {
             seq: next.seq,
-            bytes,
+            kind: made.kind,
+            bytes: made.bytes,
+            image_bytes: made.image_bytes,
             elapsed: started.elapsed(),
             servers,
         };
-        state.record = Some(next);
-        state.copied = Some(changes);
         Ok(Some(report))
     }
 
@@ -247,7 +319,12 @@ impl Snapshots {
             Ok(Some(report)) => {
                 tracing::info!(
                     seq = report.seq,
+                    kind = match report.kind {
+                        CopyKind::Base => "base".to_owned(),
+                        CopyKind::Increment(n) => format!("increment {n}"),
+                    },
                     bytes = report.bytes,
+                    image_bytes = report.image_bytes,
                     ms = report.elapsed.as_millis() as u64,
                     servers = report.servers,
                     "namespace copied into the grid"
@@ -284,22 +361,134 @@ impl Inner {
         }
     }
 
-    /// Makes a consistent copy of the database and uploads it: its
-    /// capability, when it was taken (ms since the epoch), and its size.
-    async fn upload_copy(&self) -> Result<(String, u64, u64), SnapshotError> {
+    /// Takes an image of the database and uploads it whole (a base) or
+    /// the pages changed since `shipped` (an increment).
+    async fn upload_copy(&self, shipped: Option<&Shipped>) -> Result<Made, SnapshotError> {
         let temp = self.data_dir.join(TEMP_FILE);
-        let bytes = {
-            let (db, temp) = (self.db_path.clone(), temp.clone());
-            tokio::task::spawn_blocking(move || vacuum_into(&db, &temp))
-                .await
-                .map_err(|e| io("making the copy")(std::io::Error::other(e)))??
+        let result = self.upload_image(shipped, &temp).await;
+        let _ = tokio::fs::remove_file(&temp).await;
+        let _ = tokio::fs::remove_file(self.data_dir.join(TEMP_INCREMENT)).await;
+        result
+    }
+
+    async fn upload_image(
+        &self,
+        shipped: Option<&Shipped>,
+        temp: &Path,
+    ) -> Result<Made, SnapshotError> {
+        let image = {
+            let (db, temp) = (self.db_path.clone(), temp.to_owned());
+            tokio::task::spawn_blocking(move || {
+                increment::take_image(&db, &temp)?;
+                increment::hash_image(&temp)
+            })
+            .await
+            .map_err(|e| io("making the copy")(std::io::Error::other(e)))??
         };
         let taken_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let result = self.upload_file(&temp, bytes).await;
-        let _ = tokio::fs::remove_file(&temp).await;
-        Ok((result?, taken_at_ms, bytes))
+        let image_bytes = image.bytes();
+        let on = shipped.filter(|s| {
+            let increments = s.chain.len().saturating_sub(1);
+            s.image.page_size == image.page_size
+                && increments < self.max_increments
+                && s.increment_bytes.saturating_add(
+                    (image.changed_since(&s.image).len() as u64)
+                        .saturating_mul(u64::from(image.page_size)),
+                ) < image_bytes
+        });
+        let Some(shipped) = on else {
+            let cap = self.upload_file(temp, image_bytes).await?;
+            return Ok(Made {
+                cap,
+                kind: CopyKind::Base,
+                chain: Vec::new(),
+                bytes: image_bytes,
+                image_bytes,
+                image,
+                taken_at_ms,
+            });
+        };
+        let out = self.data_dir.join(TEMP_INCREMENT);
+        let (bytes, image) = {
+            let (temp, out, older, chain) = (
+                temp.to_owned(),
+                out.clone(),
+                shipped.image.clone(),
+                shipped.chain.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                increment::write_increment(&temp, &older, &image, &chain, &out)
+                    .map(|bytes| (bytes, image))
+            })
+            .await
+            .map_err(|e| io("writing the increment")(std::io::Error::other(e)))??
+        };
+        let cap = self.upload_file(&out, bytes).await?;
+        Ok(Made {
+            cap,
+            kind: CopyKind::Increment(shipped.chain.len()),
+            chain: shipped.chain.clone(),
+            bytes,
+            image_bytes,
+            image,
+            taken_at_ms,
+        })
+    }
+
+    /// Queues for freeing the files that only the copies `dropped` from
+    /// the record needed. Files whose chain cannot be learnt are kept
+    /// (a leak, logged; never a file a kept copy needs).
+    async fn free_dropped(
+        &self,
+        state: &mut State,
+        kept: &RootRecord,
+        dropped: &[CopyEntry],
+    ) -> Result<bool, SnapshotError> {
+        if dropped.is_empty() {
+            return Ok(false);
+        }
+        let mut live = std::collections::HashSet::new();
+        for copy in &kept.copies {
+            match self.needs_of(state, &copy.cap).await {
+                Ok(needs) => live.extend(needs),
+                Err(e) => {
+                    tracing::warn!(copy = copy.seq, error = %e,
+                        "cannot tell what a kept namespace copy builds on: older copies are not freed");
+                    return Ok(false);
+                }
+            }
+        }
+        let mut freed = std::collections::HashSet::new();
+        for copy in dropped {
+            let needs = match self.needs_of(state, &copy.cap).await {
+                Ok(needs) => needs,
+                Err(e) => {
+                    tracing::warn!(copy = copy.seq, error = %e,
+                        "cannot tell what an old namespace copy builds on: it is not freed");
+                    continue;
+                }
+            };
+            state.needs.remove(&copy.cap);
+            for cap in needs {
+                if !live.contains(&cap) && freed.insert(cap.clone()) {
+                    self.ns.queue_garbage(&cap).await?;
+                }
+            }
+        }
+        Ok(!freed.is_empty())
+    }
+
+    /// Every file the copy `cap` needs, itself last.
+    async fn needs_of(&self, state: &mut State, cap: &str) -> Result<Vec<String>, String> {
+        if let Some(needs) = state.needs.get(cap) {
+            return Ok(needs.clone());
+        }
+        let mut needs = super::recover::chain_of(&self.grid, cap).await?;
+        needs.push(cap.to_owned());
+        state.needs.insert(cap.to_owned(), needs.clone());
+        Ok(needs)
     }
 
     /// Uploads the file at `path` (`size` bytes), journalled like a PUT
@@ -350,33 +539,16 @@ impl Inner {
     }
 }
 
-/// `VACUUM INTO` a fresh owner-only file; returns its size. Blocking.
-fn vacuum_into(db: &Path, temp: &Path) -> Result<u64, SnapshotError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(temp);
-    // VACUUM INTO accepts an existing empty file: made here, it is 0600.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(temp)
-        .map_err(io("creating the copy"))?;
-    let sqlite = |context| move |source| SnapshotError::Sqlite { context, source };
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite("opening the namespace"))?;
-    conn.busy_timeout(Duration::from_secs(30))
-        .map_err(sqlite("opening the namespace"))?;
-    let target = temp
-        .to_str()
-        .ok_or_else(|| io("naming the copy")(std::io::Error::other("path is not UTF-8")))?;
-    conn.execute("VACUUM INTO ?1", [target])
-        .map_err(sqlite("VACUUM INTO"))?;
-    drop(conn);
-    let file = std::fs::File::open(temp).map_err(io("reading the copy"))?;
-    Ok(file.metadata().map_err(io("reading the copy"))?.len())
+/// A copy uploaded, not yet named by a record.
+struct Made {
+    cap: String,
+    kind: CopyKind,
+    /// What it builds on (empty for a base).
+    chain: Vec<String>,
+    bytes: u64,
+    image_bytes: u64,
+    image: Image,
+    taken_at_ms: u64,
 }
 
 /// The record in `<data_dir>/root-record`, if there is one that verifies.

@@ -3,9 +3,13 @@
 //!
 //! Reads the root record of every reachable server, takes the newest that
 //! verifies, downloads the newest copy it names (the engine verifies every
-//! byte against the capability; SQLite's integrity check follows), falling
-//! back to older copies the record names, and installs it as
-//! `namespace.db`, with the root secret and the record beside it.
+//! byte against the capability). A base is the database itself; an
+//! increment names its base and the increments before it: the base is
+//! downloaded and each increment applied in order, each checked against
+//! the digest of the image it must produce. SQLite's integrity check
+//! follows. If that copy cannot be rebuilt, older copies the record names
+//! are tried. The result is installed as `namespace.db`, with the root
+//! secret and the record beside it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +19,17 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::copy::{write_local_record, SnapshotError};
+use super::increment::{self, FormatError, Header, Kind};
 use super::record::{self, CopyEntry, RecordError};
 use super::secret::{RootSecret, SecretError};
 use crate::engine::{Downloader, FileCap};
 use crate::grid::Grid;
 
 const TEMP_FILE: &str = ".namespace-recover.tmp";
+/// Where the base is rebuilt when the copy is an increment.
+const TEMP_BASE: &str = ".namespace-recover-base.tmp";
+/// Where each increment of a chain is downloaded before it is applied.
+const TEMP_INCREMENT: &str = ".namespace-recover-increment.tmp";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,7 +85,10 @@ pub struct Recovered {
     /// The copy installed.
     pub copy_seq: u64,
     pub taken_at_ms: u64,
+    /// Bytes downloaded: the base and every increment applied.
     pub bytes: u64,
+    /// Increments applied on the base.
+    pub increments: usize,
     pub elapsed: Duration,
     /// Servers whose record verified.
     pub records_verified: usize,
@@ -137,11 +149,11 @@ pub async fn recover(
     }
     let temp = data_dir.join(TEMP_FILE);
     let mut failures = Vec::new();
-    let mut chosen: Option<(CopyEntry, u64)> = None;
+    let mut chosen: Option<(CopyEntry, (u64, usize))> = None;
     for copy in &newest.copies {
-        match fetch_copy(grid, copy, &temp).await {
-            Ok(bytes) => {
-                chosen = Some((copy.clone(), bytes));
+        match rebuild(grid, copy, data_dir, &temp).await {
+            Ok(done) => {
+                chosen = Some((copy.clone(), done));
                 break;
             }
             Err(e) => {
@@ -150,7 +162,10 @@ pub async fn recover(
             }
         }
     }
-    let Some((copy, bytes)) = chosen else {
+    for scratch in [TEMP_BASE, TEMP_INCREMENT] {
+        let _ = tokio::fs::remove_file(data_dir.join(scratch)).await;
+    }
+    let Some((copy, (bytes, increments))) = chosen else {
         let _ = tokio::fs::remove_file(&temp).await;
         return Err(RecoverError::NoCopy {
             seq: newest.seq,
@@ -164,6 +179,7 @@ pub async fn recover(
         copy_seq: copy.seq,
         taken_at_ms: copy.taken_at_ms,
         bytes,
+        increments,
         elapsed: started.elapsed(),
         records_verified: found.verified,
         problems: found.problems,
@@ -171,9 +187,108 @@ pub async fn recover(
     })
 }
 
-/// Downloads one copy into `temp` and checks it is a sound database.
-async fn fetch_copy(grid: &Grid, copy: &CopyEntry, temp: &Path) -> Result<u64, String> {
-    let cap: FileCap = copy.cap.parse().map_err(|e| format!("capability: {e}"))?;
+/// Rebuilds the namespace of one copy into `temp` and checks it is a sound
+/// database: bytes downloaded and increments applied.
+async fn rebuild(
+    grid: &Grid,
+    copy: &CopyEntry,
+    data_dir: &Path,
+    temp: &Path,
+) -> Result<(u64, usize), String> {
+    let mut bytes = download(grid, &copy.cap, temp).await?;
+    let head = {
+        let temp = temp.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<Option<Header>, String> {
+            let mut first = std::io::BufReader::new(
+                std::fs::File::open(&temp).map_err(|e| format!("reading the copy: {e}"))?,
+            );
+            let mut magic = [0u8; 16];
+            std::io::Read::read_exact(&mut first, &mut magic)
+                .map_err(|e| format!("reading the copy: {e}"))?;
+            if &magic == increment::SQLITE_MAGIC {
+                return Ok(None);
+            }
+            let mut first = std::io::BufReader::new(
+                std::fs::File::open(&temp).map_err(|e| format!("reading the copy: {e}"))?,
+            );
+            Header::read(&mut first)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    let mut increments = 0;
+    if let Some(head) = head {
+        let base = data_dir.join(TEMP_BASE);
+        let scratch = data_dir.join(TEMP_INCREMENT);
+        bytes = bytes.saturating_add(download(grid, &head.chain[0], &base).await?);
+        let mut image = {
+            let base = base.clone();
+            tokio::task::spawn_blocking(move || increment::hash_image(&base))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("the base: {e}"))?
+        };
+        let mut target = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&base)
+            .map_err(|e| format!("the base: {e}"))?;
+        for (n, cap) in head.chain.iter().enumerate().skip(1) {
+            bytes = bytes.saturating_add(download(grid, cap, &scratch).await?);
+            let expected = head.chain[..n].to_vec();
+            (target, image) = apply_file(&scratch, Some(expected), target, image)
+                .await
+                .map_err(|e| format!("increment {n}: {e}"))?;
+            increments += 1;
+        }
+        (target, _) = apply_file(temp, None, target, image)
+            .await
+            .map_err(|e| format!("increment {}: {e}", head.chain.len()))?;
+        increments += 1;
+        target
+            .sync_all()
+            .map_err(|e| format!("writing the copy: {e}"))?;
+        drop(target);
+        std::fs::rename(&base, temp).map_err(|e| format!("writing the copy: {e}"))?;
+    }
+    let path = temp.to_owned();
+    tokio::task::spawn_blocking(move || check_database(&path))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok((bytes, increments))
+}
+
+/// Applies the increment in the file `path` (whose chain must be
+/// `expected`, when given) to `target`. Blocking work on its own thread.
+async fn apply_file(
+    path: &Path,
+    expected: Option<Vec<String>>,
+    mut target: std::fs::File,
+    mut image: increment::Image,
+) -> Result<(std::fs::File, increment::Image), String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&path).map_err(|e| e.to_string())?,
+        );
+        let header = Header::read(&mut reader).map_err(|e| e.to_string())?;
+        if expected.is_some_and(|chain| chain != header.chain) {
+            return Err("it does not build on the files before it".to_owned());
+        }
+        increment::apply(&header, &mut reader, &mut target, &mut image)
+            .map_err(|e| e.to_string())?;
+        Ok((target, image))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Downloads the file `cap` into a new owner-only file at `temp`; its size.
+async fn download(grid: &Grid, cap: &str, temp: &Path) -> Result<u64, String> {
+    let cap: FileCap = cap.parse().map_err(|e| format!("capability: {e}"))?;
     let downloader = Arc::new(
         Downloader::open(grid, &cap)
             .await
@@ -202,12 +317,32 @@ async fn fetch_copy(grid: &Grid, copy: &CopyEntry, temp: &Path) -> Result<u64, S
     file.sync_all()
         .await
         .map_err(|e| format!("writing the copy: {e}"))?;
-    drop(file);
-    let path = temp.to_owned();
-    tokio::task::spawn_blocking(move || check_database(&path))
-        .await
-        .map_err(|e| e.to_string())??;
     Ok(bytes)
+}
+
+/// The files the copy `cap` builds on, base first (none for a base),
+/// from its first bytes.
+pub async fn chain_of(grid: &Grid, cap: &str) -> Result<Vec<String>, String> {
+    // The longest header: every link at its longest.
+    const MAX_HEADER: usize = 64 + increment::MAX_CHAIN * (2 + 1024);
+    let parsed: FileCap = cap.parse().map_err(|e| format!("capability: {e}"))?;
+    let downloader = Arc::new(
+        Downloader::open(grid, &parsed)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut stream = std::pin::pin!(downloader.stream(0));
+    let mut head = Vec::new();
+    while let Some(piece) = stream.next().await {
+        head.extend_from_slice(&piece.map_err(|e| e.to_string())?);
+        match Header::kind(&head) {
+            Ok(Kind::Base) => return Ok(Vec::new()),
+            Ok(Kind::Increment(header)) => return Ok(header.chain),
+            Err(FormatError::CutShort) if head.len() < MAX_HEADER => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(FormatError::CutShort.to_string())
 }
 
 /// SQLite's own check, and the root folder where griddav puts it.
