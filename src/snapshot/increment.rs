@@ -32,6 +32,9 @@ use sha2::Digest;
 use crate::engine::crypto::{tagged_hash, tagged_hasher};
 
 // Do not change: on-grid format.
+/// The largest namespace image an increment may describe (64 GiB, about
+/// a hundred million files).
+const MAX_IMAGE_BYTES: u64 = 64 << 30;
 const MAGIC: &[u8; 4] = b"GDNI";
 const VERSION: u8 = 1;
 /// The first 16 bytes of every SQLite database: a base.
@@ -287,7 +290,10 @@ impl Header {
             return Err(FormatError::Malformed("page size"));
         }
         let page_count = u32_of(r)?;
-        if page_count == 0 {
+        // Bounds what a recovery allocates (a hash per page) and writes
+        // before the digest can be checked: a namespace of 100,000 files
+        // is about 57 MB.
+        if page_count == 0 || u64::from(page_count) * u64::from(page_size) > MAX_IMAGE_BYTES {
             return Err(FormatError::Malformed("page count"));
         }
         let mut digest = [0u8; 32];
