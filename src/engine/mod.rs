@@ -134,7 +134,7 @@ impl Default for UploadOptions {
 pub struct ShareProblem {
     /// `None` when a whole server failed (a listing, say).
     pub share: Option<ShareNum>,
-    /// The server, by its name in the configuration.
+    /// The server it was on ([`crate::grid::ShareStore::server_id`]).
     pub server: String,
     /// What went wrong, and by whose fault.
     pub kind: ProblemKind,

@@ -12,7 +12,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What one server answered.
 #[derive(Debug)]
 pub struct ProbeResult {
-    /// The server, by its id.
+    /// Which server this is ([`super::ShareStore::server_id`]).
     pub server: String,
     /// The answer's latency, or why there was none.
     pub outcome: Result<Duration, ProbeError>,
