@@ -54,8 +54,11 @@ pub struct Config {
     /// Seconds requests in flight may take to finish after SIGTERM or
     /// SIGINT before the uploads left are aborted.
     pub shutdown_grace_secs: u64,
+    /// `[encoding]`: how files are split into shares.
     pub encoding: EncodingConfig,
+    /// `[grid]`: the storage servers.
     pub grid: GridConfig,
+    /// `[http]`: limits and time limits of the WebDAV listener.
     pub http: HttpConfig,
     /// Serve a non-loopback `listen` address without users and TLS.
     pub allow_insecure: bool,
@@ -65,7 +68,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `[[users]]`: when any is given, every request needs one's password.
     pub users: Vec<UserConfig>,
+    /// `[tls]`: HTTPS for the WebDAV listener.
     pub tls: TlsConfig,
+    /// `[repair]`: the background check and repair of files.
     pub repair: RepairConfig,
 }
 
@@ -197,6 +202,7 @@ pub struct GridConfig {
 pub enum ServerConfig {
     /// A directory on this machine.
     Local {
+        /// The directory this server keeps its shares in.
         path: PathBuf,
         /// The server id, which decides where shares of each file go:
         /// keep it stable. Default `local-NN`, NN the position in the list
@@ -231,12 +237,15 @@ pub struct S3ServerConfig {
     /// `http(s)://host:port` of an S3-compatible service; absent for AWS.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The bucket, which must exist.
     pub bucket: String,
     /// Prepended to every object name; a `/` is added when missing.
     #[serde(default)]
     pub prefix: String,
     #[serde(default = "default_region")]
+    /// The region requests are signed for (default `us-east-1`).
     pub region: String,
+    /// The key id requests are signed with.
     pub access_key_id: String,
     /// The secret itself; or the name of an environment variable holding
     /// it (`secret_access_key_env`); or a file whose first line it is
@@ -244,8 +253,10 @@ pub struct S3ServerConfig {
     #[serde(default)]
     pub secret_access_key: Option<String>,
     #[serde(default)]
+    /// See `secret_access_key`.
     pub secret_access_key_env: Option<String>,
     #[serde(default)]
+    /// See `secret_access_key`.
     pub secret_access_key_file: Option<PathBuf>,
     /// Plain-HTTP endpoints are refused unless this is true.
     #[serde(default)]
@@ -467,7 +478,9 @@ impl Default for EncodingConfig {
 /// Why a configuration could not be used. Every variant names the file
 /// (when there is one) and, where it can, the key.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -481,6 +494,7 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    /// A value is out of range or contradicts another.
     #[error("invalid config{}: `{key}`: {reason}", Origin(path))]
     Invalid {
         path: Option<PathBuf>,

@@ -46,6 +46,7 @@ impl SpacePressure {
         self.inner.wake.notify_one();
     }
 
+    /// Whether a write ran out of space within the last ten minutes.
     pub fn active(&self) -> bool {
         self.until().is_some_and(|until| Instant::now() < until)
     }

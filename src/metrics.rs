@@ -259,9 +259,13 @@ fn method_label(method: &Method) -> String {
 /// What the metrics listener reads besides [`global`].
 #[derive(Clone)]
 pub struct Sources {
+    /// The servers to look at, and their health records.
     pub grid: Grid,
+    /// The uploads in progress.
     pub uploads: Arc<PendingUploads>,
+    /// For the length of the garbage queue.
     pub ns: crate::namespace::Namespace,
+    /// For the age of the newest namespace copy.
     pub snapshots: crate::snapshot::Snapshots,
 }
 
@@ -381,11 +385,15 @@ pub async fn render(sources: &Sources) -> String {
 /// `/status.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
+    /// Every server, in configuration order.
     pub servers: Vec<ServerStatus>,
     /// Request bodies being received, oldest first, with their progress.
     pub uploads: Vec<UploadStatus>,
+    /// The upload memory pool's size; `None` without a shared pool.
     pub upload_memory_bytes: Option<u64>,
+    /// The part of the pool leased out now.
     pub upload_memory_in_use_bytes: Option<u64>,
+    /// The last errors logged, newest last.
     pub recent_errors: Vec<String>,
 }
 
@@ -394,10 +402,15 @@ pub struct Status {
 /// it, how many are coming.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UploadStatus {
+    /// PUT or PATCH.
     pub method: String,
+    /// The path as the client sent it.
     pub path: String,
+    /// Body bytes received so far.
     pub received_bytes: u64,
+    /// The body's declared length (`Content-Length`), if any.
     pub expected_bytes: Option<u64>,
+    /// Since the request arrived.
     pub seconds: f64,
 }
 
@@ -422,14 +435,21 @@ impl UploadStatus {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+/// One server's line of the status page.
 pub struct ServerStatus {
+    /// The server id (`local-00`, `tahoe-<spki-hash>`, `s3-<bucket>`).
     pub id: String,
+    /// Whether it answered the look in time.
     pub reachable: bool,
     /// Latency of the status page's look (an empty listing), or why none.
     pub latency_ms: Option<f64>,
+    /// Why it did not answer.
     pub problem: Option<String>,
+    /// Room it reports for more shares; `None` when it does not say.
     pub free_bytes: Option<u64>,
+    /// Smoothed duration of its share writes, from the health records.
     pub write_latency_ms: Option<f64>,
+    /// Failed requests, from the health records.
     pub errors: u64,
 }
 
@@ -623,19 +643,25 @@ pub async fn start(
 
 /// Why `griddav status` could not read a running server's status.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum StatusError {
+    /// Neither `--url` nor `metrics_listen` says where to ask.
     #[error("no status address: give --url, or set metrics_listen in the configuration")]
     NoAddress,
+    /// The URL is not a plain `http://HOST:PORT/`.
     #[error("{url}: give it as http://HOST:PORT/")]
     BadUrl { url: String },
+    /// Connecting, sending or reading failed.
     #[error("{url}: {source}")]
     Io {
         url: String,
         #[source]
         source: std::io::Error,
     },
+    /// The whole answer did not come in time.
     #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    /// The answer is not a status document.
     #[error("{url}: {reason}")]
     BadAnswer { url: String, reason: String },
 }

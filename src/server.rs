@@ -34,21 +34,27 @@ use crate::namespace::{Namespace, NamespaceError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// Why the service could not be assembled.
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ServiceError {
+    /// The data directory could not be created.
     #[error("cannot create the data directory {}: {source}", path.display())]
     DataDir {
         path: std::path::PathBuf,
         #[source]
         source: io::Error,
     },
+    /// The namespace database could not be opened.
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    /// The root secret could not be read, made or parsed.
     #[error(transparent)]
     Secret(#[from] crate::snapshot::SecretError),
 }
 
 /// What `griddav serve` runs besides the listener.
 pub struct Service {
+    /// What answers each WebDAV request.
     pub handler: Front,
     /// PUTs in progress by path, for [`serve_with_limits`].
     pub uploads: Arc<crate::dav::pending::PendingUploads>,
@@ -56,7 +62,9 @@ pub struct Service {
     pub collector: JoinHandle<()>,
     /// Namespace copies into the grid, and the task that takes them.
     pub snapshots: crate::snapshot::Snapshots,
+    /// Takes the namespace copies; abort it when serving stops.
     pub copier: JoinHandle<()>,
+    /// The namespace: shutdown waits on its pending uploads; the metrics read it.
     pub ns: Namespace,
     /// The background repair (`[repair]`), if on; abort it likewise.
     pub repairer: Option<JoinHandle<()>>,
@@ -289,7 +297,9 @@ pub fn upload_options(config: &Config, grid: &Grid) -> UploadOptions {
 /// ([`crate::http::guard`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Front {
+    /// dav-server's handler, over [`crate::dav::GridFs`].
     pub handler: DavHandler,
+    /// Refuses requests before the handler sees them (limits, paths).
     pub guard: Guard,
     /// `None`: no `[[users]]`, everyone is let in.
     pub users: Option<Arc<crate::auth::Users>>,

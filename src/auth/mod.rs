@@ -53,9 +53,11 @@ const MAX_AUTHORIZATION: usize = 4096;
 /// A configured user, as requests see it.
 #[derive(Debug)]
 pub struct User {
+    /// The user name of Basic authentication, and the lock principal.
     pub name: String,
     /// The names of the root folder's path; empty for `/`.
     pub root: Vec<String>,
+    /// Refused every method that changes something (403).
     pub read_only: bool,
     /// Set once the root folder is known to exist.
     root_ready: AtomicBool,
@@ -75,6 +77,7 @@ impl User {
         self.root_ready.load(Ordering::Relaxed)
     }
 
+    /// Records that the root folder exists, so it is not made again.
     pub fn set_root_ready(&self) {
         self.root_ready.store(true, Ordering::Relaxed);
     }
@@ -139,12 +142,16 @@ pub enum Denied {
     /// No credentials, or wrong ones: 401 with a Basic challenge.
     Unauthenticated,
     /// Too many failures from this address: 429.
-    TooMany { retry_after: Duration },
+    TooMany {
+        /// How long until this address may try again (`Retry-After`).
+        retry_after: Duration,
+    },
     /// A read-only user asked for a change: 403.
     ReadOnly,
 }
 
 impl Denied {
+    /// The answer to send instead of serving the request.
     pub fn into_response(self) -> Response<dav_server::body::Body> {
         let (status, text) = match &self {
             Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication required\n"),

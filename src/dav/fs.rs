@@ -29,7 +29,9 @@ use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal
 /// How GridFs stores content.
 #[derive(Clone, Debug)]
 pub struct GridFsOptions {
+    /// How new files are split into shares.
     pub params: EncodingParams,
+    /// How much of an upload may be in flight.
     pub upload: UploadOptions,
     /// Files up to this many bytes live in their namespace row and never
     /// touch the grid (Finder's `._*` and `.DS_Store`, Office's `~$` files).
@@ -74,7 +76,7 @@ const QUOTA_TTL: Duration = Duration::from_secs(5);
 
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
-    pub async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+    pub(crate) async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
         let reader = self.open_downloader(cap).await?;
         let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         if reading.len() >= 1024 {
@@ -95,7 +97,7 @@ impl FsInner {
     }
 
     /// Passes `e` on, noting space pressure when it is a 507.
-    pub fn note(&self, e: FsError) -> FsError {
+    pub(crate) fn note(&self, e: FsError) -> FsError {
         if matches!(e, FsError::InsufficientStorage) {
             self.pressure.report();
         }
@@ -122,7 +124,11 @@ impl FsInner {
     /// The node at `path`; when there is none but an upload of that path
     /// is in progress, the node it commits, for the requests that wait
     /// for uploads (PROPFIND, GET, HEAD: see [`super::pending`]).
-    pub async fn lookup_or_wait(&self, path: &str, operation: &str) -> FsResult<Option<Node>> {
+    pub(crate) async fn lookup_or_wait(
+        &self,
+        path: &str,
+        operation: &str,
+    ) -> FsResult<Option<Node>> {
         let node = self
             .ns
             .lookup(path)
@@ -158,7 +164,7 @@ impl FsInner {
         Ok((used, available))
     }
 
-    pub fn wake_collector(&self, queued: bool) {
+    pub(crate) fn wake_collector(&self, queued: bool) {
         if queued {
             self.garbage.notify_one();
         }
@@ -189,6 +195,7 @@ impl GridFs {
         )
     }
 
+    /// A file system over `ns` that keeps file content in `grid`.
     pub fn new(ns: Namespace, grid: Grid, options: GridFsOptions) -> Self {
         Self {
             inner: Arc::new(FsInner {

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use crate::namespace::Node;
 
 #[derive(Debug, Clone)]
-pub struct GridMeta {
+pub(crate) struct GridMeta {
     pub len: u64,
     pub modified: SystemTime,
     pub created: SystemTime,
@@ -41,7 +41,7 @@ impl GridMeta {
     /// folder then shows the grid's free space, as `df` does for any
     /// directory of a mount. The figure is read when dav-server asks, just
     /// after it has refreshed the quota.
-    pub fn with_usage(mut self, usage: &Arc<AtomicU64>) -> Self {
+    pub(crate) fn with_usage(mut self, usage: &Arc<AtomicU64>) -> Self {
         if self.is_dir {
             self.usage = Some(Arc::clone(usage));
         }
@@ -76,7 +76,7 @@ impl DavMetaData for GridMeta {
     }
 }
 
-pub struct GridDirEntry {
+pub(crate) struct GridDirEntry {
     pub name: String,
     pub meta: GridMeta,
 }

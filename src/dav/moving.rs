@@ -18,7 +18,9 @@ use percent_encoding::percent_decode_str;
 /// The MOVE a task is serving, as tree paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
+    /// The path being moved, decoded, without a trailing slash.
     pub source: String,
+    /// Where it goes, in the same form; it may exist already.
     pub destination: String,
 }
 

@@ -28,6 +28,7 @@ struct Entry {
 }
 
 #[derive(Default)]
+/// The paths with a PUT in progress, and a way to wait for each to end.
 pub struct PendingUploads {
     paths: Mutex<HashMap<String, Entry>>,
 }
@@ -107,6 +108,7 @@ pub struct Tracking {
 }
 
 impl Tracking {
+    /// Registers a PUT's path at once, and notes whether `request` waits.
     pub fn of<B>(uploads: &Arc<PendingUploads>, request: &http::Request<B>) -> Tracking {
         let method = request.method();
         let put = (method == http::Method::PUT)

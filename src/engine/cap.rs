@@ -18,31 +18,41 @@ const PREFIX: &str = "griddav:1:";
 /// messages name the field, never its content: a capability is a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum CapError {
+    /// The text is not a capability of this version.
     #[error("does not start with {prefix:?}")]
     Prefix { prefix: &'static str },
+    /// Fields are missing or extra.
     #[error("expected 5 fields after the prefix, got {got}")]
     FieldCount { got: usize },
+    /// A key or hash field is not lowercase unpadded base32.
     #[error("{what}: {source}")]
     Base32 {
         what: &'static str,
         #[source]
         source: data_encoding::DecodeError,
     },
+    /// A key or hash field decodes to the wrong length.
     #[error("{what}: not 32 bytes")]
     Not32Bytes { what: &'static str },
+    /// A number field is not a decimal number.
     #[error("{what}: {source}")]
     Number {
         what: &'static str,
         #[source]
         source: std::num::ParseIntError,
     },
+    /// A number field is beyond what its type can hold.
     #[error("{what} out of range")]
     OutOfRange { what: &'static str },
+    /// The share counts are out of order or out of range.
     #[error("need 1 <= k <= n <= 256, got {k}-of-{n}")]
     Counts { k: u16, n: u16 },
+    /// The text parses but is not how we print it (case, leading zeros), so it could name the same file twice.
     #[error("not in canonical form")]
     NotCanonical,
+    /// The capability's counts or size are not the ones its verified trailer holds.
     #[error(
         "the capability says {cap_k}-of-{cap_n}, {cap_size} bytes; its verified trailer says \
          {k}-of-{n}, {size} bytes"
@@ -58,11 +68,17 @@ pub enum CapError {
 }
 
 #[derive(Clone, PartialEq, Eq)]
+/// One file version's capability: its key, what verifies it, and its shape.
 pub struct FileCap {
+    /// Decrypts the file; the secret part of the capability.
     pub key: FileKey,
+    /// Hash of the share trailer, which roots every other check.
     pub trailer_hash: Hash,
+    /// Shares needed to read the file.
     pub k: u16,
+    /// Shares written in all.
     pub n: u16,
+    /// Plaintext length in bytes.
     pub size: u64,
 }
 

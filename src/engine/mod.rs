@@ -83,16 +83,21 @@ impl EncodingParams {
 /// Why encoding parameters cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ParamsError {
+    /// The share counts are out of order or out of range.
     #[error("need 1 <= k <= happy <= n <= 256, got k={k} happy={happy} n={n}")]
     Counts { k: u16, happy: u16, n: u16 },
+    /// The segment size is zero or above the format's limit.
     #[error(
         "segment size must be 1..={} bytes, got {got}",
         layout::MAX_SEGMENT_SIZE
     )]
     SegmentSize { got: u32 },
+    /// There is nowhere to put shares.
     #[error("the grid has no servers")]
     NoServers,
+    /// The erasure codec refused these counts.
     #[error("{k}-of-{n}: {source}")]
     Codec {
         k: usize,
@@ -129,7 +134,9 @@ impl Default for UploadOptions {
 pub struct ShareProblem {
     /// `None` when a whole server failed (a listing, say).
     pub share: Option<ShareNum>,
+    /// The server it was on ([`crate::grid::ShareStore::server_id`]).
     pub server: String,
+    /// What went wrong, and by whose fault.
     pub kind: ProblemKind,
 }
 
@@ -137,6 +144,7 @@ pub struct ShareProblem {
 /// or did not answer), the data's (it failed verification), a full disk,
 /// or our own (a task of ours that died).
 #[derive(Clone, Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ProblemKind {
     /// The server could not be reached or failed the request.
     #[error("unavailable: {0}")]
@@ -205,39 +213,57 @@ impl ProblemKind {
 /// never share content.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum Corruption {
+    /// The share is shorter than its fixed header and tail.
     #[error("share is only {len} bytes")]
     TooShort { len: u64 },
+    /// The share's length disagrees with the one its trailer implies.
     #[error("share is {len} bytes, the trailer implies {expected}")]
     WrongLength { len: u64, expected: u64 },
+    /// The server returned fewer tail bytes than asked for.
     #[error("read of {want} bytes of trailer and footer returned {got}")]
     ShortTail { got: usize, want: u64 },
+    /// The trailer does not parse.
     #[error("trailer: {0}")]
     Trailer(#[source] LayoutError),
+    /// The trailer is not the one the capability names.
     #[error("trailer hash does not match the capability")]
     TrailerHash,
+    /// The header's layout is invalid.
     #[error("layout: {0}")]
     Layout(#[source] LayoutError),
+    /// The footer does not parse.
     #[error("footer: {0}")]
     Footer(#[source] LayoutError),
+    /// The header's layout is not the one the trailer implies.
     #[error("header does not match the trailer")]
     HeaderMismatch,
+    /// This share's tail differs from the one already verified on another.
     #[error("trailer or footer differs from the verified trailer")]
     TailMismatch,
+    /// A block was read before its share's block tree was verified.
     #[error("block tree not verified")]
     BlockTreeUnverified,
+    /// A block read came back with the wrong length.
     #[error("read of block {segment} returned {got} bytes, not {want}")]
     BlockLength { segment: u64, got: usize, want: u64 },
+    /// A block's hash is not the one in the verified block tree.
     #[error("block {segment} does not match its block tree")]
     BlockHash { segment: u64 },
+    /// The share's block-tree root is not the one the share tree holds.
     #[error("block-tree root not in the share tree")]
     BlockRootNotInShareTree,
+    /// The stored block tree was not built from the stored blocks.
     #[error("stored block tree does not match the blocks")]
     BlockTreeMismatch,
+    /// The stored ciphertext tree has fewer hashes than segments need.
     #[error("stored ciphertext tree is short")]
     CiphertextTreeShort,
+    /// The stored ciphertext tree's root is not the trailer's.
     #[error("stored ciphertext tree does not match the trailer")]
     CiphertextTreeMismatch,
+    /// Only this share's block makes the segment's ciphertext hash wrong.
     #[error("block {segment} disagrees with the other shares and the ciphertext tree")]
     Disagrees { segment: u64 },
 }
@@ -278,13 +304,19 @@ impl fmt::Display for Problems<'_> {
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// Why an upload, read, delete or repair failed.
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum EngineError {
+    /// The encoding parameters cannot be used.
     #[error("invalid encoding parameters: {0}")]
     InvalidParams(#[from] ParamsError),
+    /// The capability string does not parse.
     #[error("invalid capability: {0}")]
     InvalidCap(#[from] cap::CapError),
+    /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },
+    /// Too few distinct servers took shares for the file to be safe.
     #[error("upload failed: only {live} distinct servers hold writable shares, {happy} needed (`happy`) ({})", Problems(.problems))]
     NotHappy {
         live: usize,
@@ -299,20 +331,26 @@ pub enum EngineError {
         happy: u16,
         problems: Vec<ShareProblem>,
     },
+    /// Fewer than `k` shares could be read and verified.
     #[error("not enough good shares: {have} of {need} needed ({})", Problems(.problems))]
     NotEnoughShares {
         have: usize,
         need: u16,
         problems: Vec<ShareProblem>,
     },
+    /// The requested range runs past the file's end.
     #[error("range {start}..{end} is beyond the end of a {size}-byte file")]
     RangeBeyondEnd { start: u64, end: u64, size: u64 },
+    /// Verified shares decode to ciphertext the trailer does not vouch for.
     #[error("segment {segment}: shares decode to ciphertext the uploader did not hash")]
     Inconsistent { segment: u64 },
+    /// Some shares may be left behind on servers that failed the delete.
     #[error("shares could not be deleted everywhere ({})", Problems(.problems))]
     DeleteIncomplete { problems: Vec<ShareProblem> },
+    /// The upload was used after it was aborted or failed.
     #[error("the upload was aborted or failed earlier")]
     Aborted,
+    /// A grid request failed outside any one share's read or write.
     #[error(transparent)]
     Grid(#[from] GridError),
     /// No server would take a new share of a file being repaired.
@@ -354,6 +392,7 @@ pub enum EngineError {
     ReencodedMismatch,
 }
 
+/// The result of an engine operation.
 pub type EngineResult<T> = Result<T, EngineError>;
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub struct FailingStore {
 }
 
 impl FailingStore {
+    /// Wraps `inner`; `appends_ok` appends succeed per share.
     pub fn new(inner: Arc<dyn ShareStore>, appends_ok: usize) -> Self {
         Self { inner, appends_ok }
     }
@@ -162,10 +163,12 @@ pub struct FaultyStore {
 pub struct FaultSwitch(Arc<std::sync::Mutex<Fault>>);
 
 impl FaultSwitch {
+    /// A switch set to `fault`.
     pub fn new(fault: Fault) -> Self {
         Self(Arc::new(std::sync::Mutex::new(fault)))
     }
 
+    /// Changes the fault of every store on this switch, from their next request.
     pub fn set(&self, fault: Fault) {
         *self
             .0
@@ -173,6 +176,7 @@ impl FaultSwitch {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
     }
 
+    /// The fault now in force.
     pub fn get(&self) -> Fault {
         *self
             .0
@@ -182,6 +186,7 @@ impl FaultSwitch {
 }
 
 impl FaultyStore {
+    /// Wraps `inner`, misbehaving as `switch` says.
     pub fn new(inner: Arc<dyn ShareStore>, switch: FaultSwitch) -> Self {
         Self { inner, switch }
     }

@@ -17,8 +17,11 @@ const SLOW_WRITE: Duration = Duration::from_secs(10);
 pub struct HealthRecord {
     /// Smoothed duration of a share write (append or finish).
     pub write_latency: Option<Duration>,
+    /// Share writes timed into `write_latency`.
     pub writes: u64,
+    /// Requests that failed.
     pub errors: u64,
+    /// Blocks from this server that failed their hashes.
     pub demotions: u64,
     /// When the last error, demotion or slow write happened.
     pub last_trouble: Option<Instant>,

@@ -117,6 +117,7 @@ impl Share {
 }
 
 impl MemoryStore {
+    /// An empty store named `server_id`.
     pub fn new(server_id: impl Into<String>) -> Self {
         Self {
             inner: Arc::new(Inner {

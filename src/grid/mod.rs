@@ -42,12 +42,15 @@ use sha2::{Digest, Sha256};
 pub struct StorageIndex([u8; 16]);
 
 impl StorageIndex {
+    /// Length in bytes.
     pub const LEN: usize = 16;
 
+    /// Wraps bytes derived elsewhere (the engine derives them from a key).
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
     }
 
+    /// The raw 16 bytes, as backends put them in requests.
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
@@ -107,8 +110,11 @@ impl fmt::Display for ShareNum {
 /// directories) ignore them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ShareSecrets {
+    /// Lets a client write or replace shares (Tahoe's write enabler).
     pub write_enabler: [u8; 32],
+    /// Lets a client renew its lease on the shares.
     pub lease_renew: [u8; 32],
+    /// Lets a client cancel its lease (and so delete the shares).
     pub lease_cancel: [u8; 32],
 }
 
@@ -121,6 +127,7 @@ impl fmt::Debug for ShareSecrets {
 /// A finished share as a listing reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShareInfo {
+    /// Which of the file's shares this is.
     pub share: ShareNum,
     /// Length in bytes of the finished share.
     pub len: u64,
@@ -130,19 +137,23 @@ pub struct ShareInfo {
 /// report which server failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum GridError {
+    /// The share is not on this server (or not finished yet).
     #[error("{server}: share {share} of {si} not found")]
     NotFound {
         server: String,
         si: StorageIndex,
         share: ShareNum,
     },
+    /// A share of that number exists or is being written already.
     #[error("{server}: share {share} of {si} already exists")]
     AlreadyExists {
         server: String,
         si: StorageIndex,
         share: ShareNum,
     },
+    /// A read asked for bytes past the end of the share.
     #[error(
         "{server}: read of {range:?} is beyond the end ({len} bytes) of share {share} of {si}"
     )]
@@ -153,6 +164,7 @@ pub enum GridError {
         range: Range<u64>,
         len: u64,
     },
+    /// A finished share has another length than the writer declared.
     #[error("{server}: share {share} of {si} has {written} bytes, expected {expected} at finish")]
     LengthMismatch {
         server: String,
@@ -161,6 +173,7 @@ pub enum GridError {
         written: u64,
         expected: u64,
     },
+    /// The backend's I/O failed (disk, network); see the source.
     #[error("{server}: {operation}: {source}")]
     Io {
         server: String,
@@ -207,6 +220,7 @@ pub enum GridError {
     },
 }
 
+/// The result of a storage server request.
 pub type GridResult<T> = Result<T, GridError>;
 
 impl GridError {
@@ -265,6 +279,8 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
         self.server_id().as_bytes()
     }
 
+    /// Starts writing a new share; it stays invisible until the writer's
+    /// `finish`.
     async fn create(
         &self,
         si: StorageIndex,
@@ -272,11 +288,14 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
         secrets: &ShareSecrets,
     ) -> GridResult<Box<dyn ShareWriter>>;
 
+    /// Exactly the bytes of `range` of a finished share.
     async fn read(&self, si: StorageIndex, share: ShareNum, range: Range<u64>)
         -> GridResult<Bytes>;
 
+    /// The finished shares of `si` this server holds, in no order.
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
 
+    /// Removes every finished share of `si`; nothing there is not an error.
     async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()>;
 
     /// The room this server has for more shares, for the free space
@@ -337,6 +356,7 @@ pub(crate) fn check_record_len(server: &str, len: usize) -> GridResult<()> {
 /// Free room on a storage server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FreeSpace {
+    /// Bytes that more shares can take.
     pub bytes: u64,
     /// Servers reporting the same volume share these bytes (directories on
     /// one disk): counted once. `None`: this server's own.
@@ -366,6 +386,7 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// A grid whose stores each buffer on their own.
     pub fn new(servers: Vec<Arc<dyn ShareStore>>) -> Self {
         Self {
             servers,
@@ -406,6 +427,7 @@ impl Grid {
         healthy.into_iter().chain(suspect).collect()
     }
 
+    /// Every server, in configuration order.
     pub fn servers(&self) -> &[Arc<dyn ShareStore>] {
         &self.servers
     }

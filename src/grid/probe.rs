@@ -12,6 +12,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What one server answered.
 #[derive(Debug)]
 pub struct ProbeResult {
+    /// Which server this is ([`super::ShareStore::server_id`]).
     pub server: String,
     /// The answer's latency, or why there was none.
     pub outcome: Result<Duration, ProbeError>,
@@ -20,8 +21,10 @@ pub struct ProbeResult {
 /// Why a server gave no answer to the probe.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The listing failed.
     #[error(transparent)]
     Failed(#[from] GridError),
+    /// The listing took longer than the probe's limit.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
 }

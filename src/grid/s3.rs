@@ -66,12 +66,16 @@ const MAX_LISTED: usize = 1024;
 pub struct S3Options {
     /// `http://host:port` for S3-compatible services; `None` for AWS.
     pub endpoint: Option<String>,
+    /// The bucket every object of this server goes in.
     pub bucket: String,
     /// Prepended to every object name (`griddav/`); empty for the bucket's
     /// root.
     pub prefix: String,
+    /// The region requests are signed for.
     pub region: String,
+    /// The key id requests are signed with.
     pub access_key_id: String,
+    /// The secret requests are signed with; never logged.
     pub secret_access_key: String,
     /// Plain `http://` endpoints are refused unless this is set.
     pub allow_http: bool,

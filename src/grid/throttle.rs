@@ -25,6 +25,7 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
+    /// A link of `bytes_per_second` (at least 1), shared by the stores given it.
     pub fn new(bytes_per_second: f64) -> Arc<Link> {
         Arc::new(Link {
             rate: bytes_per_second.max(1.0),
@@ -56,6 +57,7 @@ pub struct ThrottledStore {
 }
 
 impl ThrottledStore {
+    /// Wraps `inner` so that its appends cross `link`.
     pub fn new(inner: Arc<dyn ShareStore>, link: Arc<Link>) -> Self {
         Self { inner, link }
     }

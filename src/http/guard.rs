@@ -36,8 +36,11 @@ use crate::namespace::Namespace;
 /// What a path names, as far as the guard needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
+    /// Nothing is there.
     Missing,
+    /// A file.
     File,
+    /// A directory.
     Collection,
 }
 
@@ -120,6 +123,7 @@ impl PathKinds for Namespace {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {reason}")]
 pub struct Refusal {
+    /// The status of the answer (400, 403, 409, 502, ...).
     pub status: StatusCode,
     /// For the log and the client: never holds anything but the guard's words.
     pub reason: &'static str,

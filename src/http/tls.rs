@@ -27,20 +27,25 @@ use crate::config::Config;
 /// Why TLS could not be set up; names the file at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum TlsError {
+    /// The certificate file could not be read or holds no certificate.
     #[error("cannot read the TLS certificate {}: {reason}", path.display())]
     Cert { path: PathBuf, reason: String },
     /// Never holds key material: only what was wrong with the file.
     #[error("cannot read the TLS private key {}: {reason}", path.display())]
     Key { path: PathBuf, reason: String },
+    /// The self-signed certificate or its key could not be saved.
     #[error("cannot write the self-signed certificate under {}: {source}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Generating the self-signed certificate failed.
     #[error("cannot make a self-signed certificate: {0}")]
     Generate(String),
+    /// rustls refused the certificate and key (a key that does not match, say).
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[source] rustls::Error),
 }

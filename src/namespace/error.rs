@@ -9,6 +9,7 @@ use super::locks::Lock;
 /// caller must name in its answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum NamespaceError {
     /// The path (or, for a create, its parent) does not exist.
     #[error("not found: {path}")]
@@ -43,6 +44,7 @@ pub enum NamespaceError {
     Locked {
         token: String,
         path: String,
+        /// The blocking lock in full, for the `DavLockSystem` answers.
         lock: Box<Lock>,
     },
     /// UNLOCK or refresh named a token that does not cover the path (never

@@ -14,6 +14,7 @@ pub struct GridFile {
     pub path: String,
     /// Its capability: keep it as private as the file.
     pub cap: String,
+    /// Length in bytes.
     pub size: u64,
 }
 

@@ -41,10 +41,12 @@ pub struct UploadId(pub i64);
 /// orphans to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {
+    /// The journal row; the upload removes it when it ends.
     pub id: UploadId,
     /// What the engine needs to delete the upload's shares (its recovery
     /// token, which holds the file key: keep it as private as a capability).
     pub recovery_token: String,
+    /// When the upload began (milliseconds in the journal).
     pub started_at: SystemTime,
 }
 

@@ -31,6 +31,7 @@ pub struct Lock {
     pub token: String,
     /// Canonical path of the lock root.
     pub path: String,
+    /// The user who took the lock; `None` without authentication.
     pub principal: Option<String>,
     /// The `DAV:owner` element as the DAV layer serialized it.
     pub owner: Option<Vec<u8>>,
@@ -38,9 +39,11 @@ pub struct Lock {
     pub timeout_at: Option<SystemTime>,
     /// Time left when this value was read (what `lockdiscovery` reports).
     pub timeout: Option<Duration>,
+    /// Shared rather than exclusive.
     pub shared: bool,
     /// Depth infinity.
     pub deep: bool,
+    /// When the lock was taken; orders the locks of one path.
     pub created: SystemTime,
 }
 

@@ -27,7 +27,9 @@ pub const MAX_PROPS_PER_NODE: u64 = 1 << 20;
 pub struct Prop {
     /// XML namespace URI; empty for none.
     pub namespace: String,
+    /// Local name within `namespace`.
     pub name: String,
+    /// The property element's content as the DAV layer serialized it.
     pub value: Vec<u8>,
 }
 
@@ -38,7 +40,12 @@ pub enum PropPatch {
     Set(Prop),
     /// Remove; removing a property that does not exist is not an error
     /// (RFC 4918 section 9.2).
-    Remove { namespace: String, name: String },
+    Remove {
+        /// XML namespace URI; empty for none.
+        namespace: String,
+        /// Local name within `namespace`.
+        name: String,
+    },
 }
 
 impl Namespace {

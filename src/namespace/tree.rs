@@ -35,7 +35,9 @@ impl fmt::Debug for Content {
 /// Directory or file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
+    /// A directory: has children, no content.
     Dir,
+    /// A file: has content, no children.
     File,
 }
 
@@ -49,10 +51,13 @@ pub struct Node {
     pub parent: Option<i64>,
     /// Empty for the root.
     pub name: String,
+    /// Directory or file; fixed for the node's life.
     pub kind: NodeKind,
     /// File size in bytes; 0 for directories.
     pub size: u64,
+    /// When the node was made; a rename keeps it.
     pub created: SystemTime,
+    /// Last modification: a new content, or a time the client set ([`Namespace::set_mtime`]).
     pub modified: SystemTime,
     /// Strong ETag value without quotes. Files: derived from the content
     /// (see the module docs). Directories: fixed at creation.
@@ -112,7 +117,9 @@ pub struct RenameOutcome {
 /// Space accounting, for the quota properties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// Number of files.
     pub files: u64,
+    /// Number of directories, the root not counted.
     pub dirs: u64,
     /// Sum of the file sizes as listed (a COPY counts twice).
     pub logical_bytes: u64,

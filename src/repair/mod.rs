@@ -25,18 +25,25 @@ const CONCURRENT_FILES: usize = 4;
 /// Totals of one walk.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Summary {
+    /// Files checked.
     pub files: u64,
+    /// Files found healthy: every share present on distinct servers, up to n.
     pub healthy: u64,
+    /// Files not healthy before and healthy after their repair.
     pub repaired: u64,
     /// Readable but short of n shares on distinct servers after the run.
     pub degraded: u64,
+    /// Files with fewer than k good shares: they cannot be read.
     pub unrecoverable: u64,
     /// Deleted while the walk went on: not counted above.
     pub deleted_meanwhile: u64,
+    /// Share bytes read to verify, and plaintext bytes decoded to repair.
     pub bytes_read: u64,
+    /// Share bytes written by repairs.
     pub bytes_written: u64,
     /// Plaintext bytes of the files checked.
     pub file_bytes: u64,
+    /// Wall time of the walk.
     pub seconds: f64,
 }
 
@@ -50,6 +57,7 @@ impl Summary {
 /// One file's outcome, as the walk hands it to its caller.
 #[derive(Debug)]
 pub struct Checked<'a> {
+    /// The file as the namespace listed it.
     pub file: &'a GridFile,
     /// `None`: deleted while it was checked.
     pub report: Option<FileReport>,

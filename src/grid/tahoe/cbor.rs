@@ -10,7 +10,7 @@ use ciborium::Value;
 /// Why a CBOR answer was refused: what the protocol does not allow.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CborError {
+pub(crate) enum CborError {
     #[error("invalid CBOR: {0}")]
     Invalid(#[source] ciborium::de::Error<std::io::Error>),
     #[error("{count} bytes after the CBOR value")]
@@ -40,7 +40,7 @@ const TAG_SET: u64 = 258;
 
 /// What to do to one share in a read-test-write.
 #[derive(Debug, Default)]
-pub struct ShareOps {
+pub(crate) struct ShareOps {
     /// `(offset, specimen)`: the bytes at `offset` must equal `specimen`
     /// (read as much as exists; a missing share reads as empty).
     pub tests: Vec<(u64, Vec<u8>, u64)>,
@@ -52,7 +52,7 @@ pub struct ShareOps {
 
 impl ShareOps {
     /// Adds a test that the `specimen.len()` bytes at `offset` are `specimen`.
-    pub fn test_eq(mut self, offset: u64, specimen: &[u8]) -> Self {
+    pub(crate) fn test_eq(mut self, offset: u64, specimen: &[u8]) -> Self {
         self.tests
             .push((offset, specimen.to_vec(), specimen.len() as u64));
         self
@@ -60,12 +60,12 @@ impl ShareOps {
 
     /// Adds the test that passes only on a missing (or empty) share: one
     /// byte read at offset 0 must be nothing.
-    pub fn test_absent(mut self) -> Self {
+    pub(crate) fn test_absent(mut self) -> Self {
         self.tests.push((0, Vec::new(), 1));
         self
     }
 
-    pub fn write(mut self, offset: u64, data: Bytes) -> Self {
+    pub(crate) fn write(mut self, offset: u64, data: Bytes) -> Self {
         self.writes.push((offset, data));
         self
     }
@@ -77,7 +77,7 @@ fn text(s: &str) -> Value {
 
 /// Encodes a read-test-write request: operations per share number and one
 /// read vector applied to every share of the slot.
-pub fn encode_rtw(ops: &BTreeMap<u8, ShareOps>, reads: &[(u64, u64)]) -> Bytes {
+pub(crate) fn encode_rtw(ops: &BTreeMap<u8, ShareOps>, reads: &[(u64, u64)]) -> Bytes {
     let vectors = ops
         .iter()
         .map(|(share, op)| {
@@ -139,7 +139,7 @@ pub fn encode_rtw(ops: &BTreeMap<u8, ShareOps>, reads: &[(u64, u64)]) -> Bytes {
 
 /// A read-test-write answer.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RtwAnswer {
+pub(crate) struct RtwAnswer {
     pub success: bool,
     /// For every share of the slot before the writes, the data of each read.
     pub data: BTreeMap<u8, Vec<Vec<u8>>>,
@@ -177,7 +177,7 @@ fn share_number(value: &Value) -> Result<u8, CborError> {
     }
 }
 
-pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, CborError> {
+pub(crate) fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, CborError> {
     let Value::Map(entries) = decode(body)? else {
         return Err(CborError::AnswerNotMap);
     };
@@ -216,7 +216,7 @@ pub fn decode_rtw_answer(body: &[u8]) -> Result<RtwAnswer, CborError> {
 }
 
 /// A set of share numbers: tag 258 over an array (a bare array is accepted).
-pub fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, CborError> {
+pub(crate) fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, CborError> {
     let value = match decode(body)? {
         Value::Tag(TAG_SET, inner) => *inner,
         other => other,

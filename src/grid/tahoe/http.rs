@@ -35,11 +35,11 @@ const MAX_IDLE: usize = 16;
 
 /// The most read of an answer whose status is not a success: enough for a
 /// message, and no more of what a misbehaving server might send.
-pub const ERROR_BODY_LIMIT: usize = 1024;
+pub(crate) const ERROR_BODY_LIMIT: usize = 1024;
 
 /// The most read of a CBOR answer (read-test-write results, share sets,
 /// the version document): a few KiB at most for 256 shares.
-pub const CBOR_LIMIT: usize = 16 << 10;
+pub(crate) const CBOR_LIMIT: usize = 16 << 10;
 
 /// Timeouts of one server's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Default for Timeouts {
 
 /// A request that got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
-pub enum TransportError {
+pub(crate) enum TransportError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
@@ -81,7 +81,7 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    pub fn into_io(self) -> std::io::Error {
+    pub(crate) fn into_io(self) -> std::io::Error {
         use std::io::ErrorKind;
         match self {
             TransportError::Timeout(_) => std::io::Error::new(ErrorKind::TimedOut, self),
@@ -100,11 +100,11 @@ impl TransportError {
 /// error, recognised again when the handshake fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the server's public key does not match the SPKI hash of its NURL")]
-pub struct PinMismatch;
+pub(crate) struct PinMismatch;
 
 /// Why a client for a NURL cannot be built. No variant holds the swissnum.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("TLS configuration: {0}")]
     TlsConfig(#[source] rustls::Error),
     #[error("host {host:?}: {source}")]
@@ -121,14 +121,14 @@ pub enum ClientError {
 /// caller's limit; that of another status only up to
 /// [`ERROR_BODY_LIMIT`] (`truncated` then says so).
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
     pub truncated: bool,
 }
 
 /// The connections to one server.
-pub struct Client {
+pub(crate) struct Client {
     authority: String,
     host: String,
     port: u16,
@@ -140,7 +140,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(nurl: &Nurl, timeouts: Timeouts) -> Result<Client, ClientError> {
+    pub(crate) fn new(nurl: &Nurl, timeouts: Timeouts) -> Result<Client, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(PinnedSpki {
             spki_hash: nurl.spki_hash,
@@ -183,7 +183,7 @@ impl Client {
     /// once on a fresh connection after a transport failure. A successful
     /// answer longer than `limit` bytes is the server's fault
     /// ([`TransportError::TooLong`]), found before more is read.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -363,7 +363,7 @@ where
 /// error message: at most `max` characters, control characters and
 /// anything not printable escaped, so it cannot forge log lines or
 /// terminal escapes.
-pub fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
+pub(crate) fn escaped_excerpt(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
     let mut out = String::new();
     for (count, c) in text.chars().enumerate() {

@@ -175,6 +175,7 @@ impl TahoeStore {
         })
     }
 
+    /// Where this server is and how it proves who it is.
     pub fn nurl(&self) -> &Nurl {
         &self.inner.nurl
     }

@@ -68,7 +68,9 @@ pub struct Nurl {
     pub spki_hash: [u8; 32],
     /// Host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// TCP port of the storage server's HTTPS API.
     pub port: u16,
+    /// The bearer secret every request carries; never logged.
     pub swissnum: String,
 }
 
@@ -240,13 +242,16 @@ fn contents(element: &[u8]) -> Result<&[u8], CertError> {
 
 /// Why a node directory gives no NURL.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum NodeDirError {
+    /// A file of the node directory could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// A file of the node directory does not hold what Tahoe writes there.
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     /// Tahoe writes the certificate and the storage FURL at the node's
