@@ -5,14 +5,15 @@
 //! zero-padded to `k * ceil(len / k)` bytes and cut into k data blocks (the
 //! ciphertext itself: the code is systematic); Reed-Solomon adds N - k parity
 //! blocks of the same size. Each block is hashed into a leaf of its share's
-//! block tree. The segment hash, a leaf of the ciphertext tree, is the hash
+//! block tree (SHA-256 in format version 1, BLAKE3 in version 2). The segment hash, a leaf of the ciphertext tree, is the hash
 //! of the k data-block hashes: it commits to the ciphertext without hashing
 //! it a second time.
 
 use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::crypto::{tag, tagged_hash, tagged_hasher, FileKey, Hash};
+use super::crypto::{tag, tagged_blake3, tagged_hash, tagged_hasher, FileKey, Hash};
+use super::layout::{FORMAT_V1, FORMAT_VERSION};
 use super::{EncodingParams, EngineError, ParamsError};
 
 /// A segment encoded into its N blocks.
@@ -23,10 +24,16 @@ pub struct EncodedSegment {
     pub segment_hash: Hash,
 }
 
-pub fn block_hash(block: &[u8]) -> Hash {
-    let mut hasher = tagged_hasher(tag::BLOCK);
-    sha2::Digest::update(&mut hasher, block);
-    sha2::Digest::finalize(hasher).into()
+/// The hash of a block in format `version` (1 or 2; the layout has
+/// refused any other before a coder is made).
+pub fn block_hash(version: u16, block: &[u8]) -> Hash {
+    if version == FORMAT_V1 {
+        let mut hasher = tagged_hasher(tag::BLOCK);
+        sha2::Digest::update(&mut hasher, block);
+        sha2::Digest::finalize(hasher).into()
+    } else {
+        tagged_blake3(tag::BLOCK_V2, block)
+    }
 }
 
 /// The ciphertext-tree leaf of a segment, from its k data-block hashes.
@@ -37,6 +44,8 @@ pub fn segment_hash(data_block_hashes: &[Hash]) -> Hash {
 
 #[derive(Debug)]
 pub struct SegmentCoder {
+    /// The format version: which hash the blocks get.
+    version: u16,
     k: usize,
     n: usize,
     /// `None` when n == k: there is nothing to compute.
@@ -60,7 +69,13 @@ pub enum CodecError {
 }
 
 impl SegmentCoder {
+    /// A coder for new uploads, in the current format version.
     pub fn new(params: &EncodingParams) -> Result<Self, EngineError> {
+        Self::for_version(params, FORMAT_VERSION)
+    }
+
+    /// A coder for a file of format `version` (from its verified trailer).
+    pub fn for_version(params: &EncodingParams, version: u16) -> Result<Self, EngineError> {
         let k = usize::from(params.k);
         let n = usize::from(params.n);
         let rs = if n > k {
@@ -68,7 +83,16 @@ impl SegmentCoder {
         } else {
             None
         };
-        Ok(Self { k, n, rs })
+        Ok(Self { version, k, n, rs })
+    }
+
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The hash of a block of this coder's files.
+    pub fn block_hash(&self, block: &[u8]) -> Hash {
+        block_hash(self.version, block)
     }
 
     /// Bytes a segment buffer of `len` plaintext bytes needs, padding included.
@@ -83,7 +107,7 @@ impl SegmentCoder {
         let block_len = segment.len().div_ceil(self.k);
         segment.resize(block_len * self.k, 0);
         let blocks = self.blocks_of(segment.freeze());
-        let block_hashes: Vec<Hash> = blocks.iter().map(|b| block_hash(b)).collect();
+        let block_hashes: Vec<Hash> = blocks.iter().map(|b| self.block_hash(b)).collect();
         let segment_hash = segment_hash(&block_hashes[..self.k]);
         EncodedSegment {
             blocks,

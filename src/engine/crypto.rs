@@ -1,8 +1,9 @@
 //! Keys, the storage index, tagged hashes, and AES-256-CTR at any offset.
 //!
 //! Every hash in the format is SHA-256 over a one-byte tag length, the tag,
-//! and the data. Each use has its own tag, so a hash made for one use can
-//! never be presented as another (a block hash as a tree node, say).
+//! and the data, except a block's hash in format version 2, which is BLAKE3
+//! over the same encoding. Each use has its own tag, so a hash made for one
+//! use can never be presented as another (a block hash as a tree node, say).
 
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use sha2::{Digest, Sha256};
@@ -15,6 +16,8 @@ pub type Hash = [u8; 32];
 /// The tags of version 1. Do not change: on-disk format.
 pub mod tag {
     pub const BLOCK: &str = "griddav/v1/block";
+    /// A block in format version 2, hashed with BLAKE3.
+    pub const BLOCK_V2: &str = "griddav/v2/block";
     pub const NODE: &str = "griddav/v1/node";
     pub const PAD: &str = "griddav/v1/pad";
     pub const SEGMENT: &str = "griddav/v1/segment";
@@ -45,6 +48,20 @@ pub fn tagged_hash(tag: &str, parts: &[&[u8]]) -> Hash {
         hasher.update(part);
     }
     hasher.finalize().into()
+}
+
+/// BLAKE3(len(tag) || tag || data), 32 bytes: the block hash of format
+/// version 2. BLAKE3 rather than SHA-256 because an upload hashes every
+/// block of all N shares (3.3 times the file at 3-of-10): measured on this
+/// project's machine (AVX-512, SHA-NI), 6.4 GB per CPU-second against
+/// SHA-256's 1.5, on 341 KiB blocks.
+pub fn tagged_blake3(tag: &str, data: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    let len = u8::try_from(tag.len()).unwrap_or(u8::MAX);
+    hasher.update(&[len]);
+    hasher.update(tag.as_bytes());
+    hasher.update(data);
+    *hasher.finalize().as_bytes()
 }
 
 /// The 32-byte AES-256 key of one file version. Random, never convergent:
@@ -146,6 +163,22 @@ mod tests {
         assert_ne!(a.lease_cancel, b.lease_cancel);
         assert_ne!(a.write_enabler, key.legacy_share_secrets().write_enabler);
         assert_ne!(a.write_enabler, a.lease_renew);
+    }
+
+    #[test]
+    fn blake3_block_hash_is_tagged_blake3() {
+        // Reference: BLAKE3 of the same bytes put together by hand.
+        let mut input = vec![16u8];
+        input.extend_from_slice(b"griddav/v2/block");
+        input.extend_from_slice(b"abc");
+        assert_eq!(
+            tagged_blake3(tag::BLOCK_V2, b"abc"),
+            *blake3::hash(&input).as_bytes()
+        );
+        assert_ne!(
+            tagged_blake3(tag::BLOCK_V2, b"abc"),
+            tagged_hash(tag::BLOCK_V2, &[b"abc"])
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, Stream, StreamExt};
 
 use super::cap::FileCap;
-use super::codec::{block_hash, segment_hash, SegmentCoder};
+use super::codec::{segment_hash, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
 use super::hashtree::{self, verify_proof, VerifiedTree};
@@ -280,7 +280,7 @@ impl Downloader {
         Ok(Self {
             key: cap.key.clone(),
             si,
-            coder: Arc::new(SegmentCoder::new(&params)?),
+            coder: Arc::new(SegmentCoder::for_version(&params, trailer.version)?),
             state: Mutex::new(ReadState {
                 candidates,
                 ciphertext_tree: VerifiedTree::new(trailer.segment_count, trailer.ciphertext_root),
@@ -490,7 +490,7 @@ impl Downloader {
                     let hashes: Vec<Hash> = cipher
                         .chunks(block_len.max(1))
                         .take(k)
-                        .map(block_hash)
+                        .map(|block| coder.block_hash(block))
                         .collect();
                     segment_hash(&hashes)
                 }
@@ -663,7 +663,8 @@ impl Downloader {
             fetched.insert(node, hash.map_err(unavailable)?);
         }
         let hashed = block.clone();
-        let hash = tokio::task::spawn_blocking(move || block_hash(&hashed))
+        let coder = Arc::clone(&self.coder);
+        let hash = tokio::task::spawn_blocking(move || coder.block_hash(&hashed))
             .await
             .map_err(|e| {
                 BlockFailure::Share(ProblemKind::TaskFailed {
@@ -726,6 +727,7 @@ impl Downloader {
 
     fn expected_header(&self, share: ShareNum) -> [u8; HEADER_LEN as usize] {
         Header {
+            version: self.trailer.version,
             share: u16::from(share.0),
             k: self.trailer.k,
             n: self.trailer.n,
@@ -857,7 +859,7 @@ impl Downloader {
         let n = usize::from(self.trailer.n);
         let leaf = leaves.and_then(|l| l.get(s as usize)).copied();
         let outcome = tokio::task::spawn_blocking(move || {
-            let hashes: Vec<Hash> = shares.iter().map(|(_, b)| block_hash(b)).collect();
+            let hashes: Vec<Hash> = shares.iter().map(|(_, b)| coder.block_hash(b)).collect();
             let disagreeing = cross_check(&coder, k, n, &shares, leaf);
             (hashes, disagreeing)
         })
@@ -1071,7 +1073,7 @@ fn cross_check(
             continue;
         };
         let expected = coder.blocks_of(cipher.freeze());
-        let hashes: Vec<Hash> = expected[..k].iter().map(|b| block_hash(b)).collect();
+        let hashes: Vec<Hash> = expected[..k].iter().map(|b| coder.block_hash(b)).collect();
         if segment_hash(&hashes) != leaf {
             continue;
         }

@@ -1,4 +1,5 @@
-//! The byte layout of a version-1 share (see docs/FORMAT.md).
+//! The byte layout of a share, versions 1 and 2 (see docs/FORMAT.md): the
+//! two differ only in the hash of a block, so one layout serves both.
 //!
 //! ```text
 //! header | block 0 | block 1 | ... | block tree | ciphertext tree | share proof | trailer | footer
@@ -17,8 +18,21 @@ use super::EncodingParams;
 pub const HEADER_MAGIC: [u8; 8] = *b"griddav\0";
 /// Do not change: on-disk format.
 pub const FOOTER_MAGIC: [u8; 4] = *b"GDFT";
-/// Do not change: on-disk format.
-pub const FORMAT_VERSION: u16 = 1;
+/// Blocks hashed with tagged SHA-256. Do not change: on-disk format.
+pub const FORMAT_V1: u16 = 1;
+/// Blocks hashed with tagged BLAKE3; everything else as version 1. Do not
+/// change: on-disk format.
+pub const FORMAT_V2: u16 = 2;
+/// The version new uploads write. Readers accept every version above.
+pub const FORMAT_VERSION: u16 = FORMAT_V2;
+
+/// `version` if a reader of this build understands it.
+fn check_version(what: &'static str, version: u16) -> Result<u16, LayoutError> {
+    match version {
+        FORMAT_V1 | FORMAT_V2 => Ok(version),
+        _ => Err(LayoutError::UnsupportedVersion { what, version }),
+    }
+}
 /// AES-256-CTR, 128-bit big-endian counter from zero, counter = offset / 16.
 pub const CIPHER_AES256_CTR: u8 = 1;
 /// Systematic Reed-Solomon over GF(2^8) with reed-solomon-erasure 6's
@@ -112,6 +126,7 @@ fn check_len(what: &'static str, bytes: &[u8], expected: u64) -> Result<(), Layo
 /// The first bytes of every share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    pub version: u16,
     pub share: u16,
     pub k: u16,
     pub n: u16,
@@ -122,7 +137,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
         let mut out = [0u8; HEADER_LEN as usize];
         out[..8].copy_from_slice(&HEADER_MAGIC);
-        out[8..10].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[8..10].copy_from_slice(&self.version.to_be_bytes());
         out[10..12].copy_from_slice(&self.share.to_be_bytes());
         out[12..14].copy_from_slice(&self.k.to_be_bytes());
         out[14..16].copy_from_slice(&self.n.to_be_bytes());
@@ -136,14 +151,9 @@ impl Header {
         if r.take::<8>()? != HEADER_MAGIC {
             return Err(LayoutError::BadMagic { what: "header" });
         }
-        let version = r.u16()?;
-        if version != FORMAT_VERSION {
-            return Err(LayoutError::UnsupportedVersion {
-                what: "header",
-                version,
-            });
-        }
+        let version = check_version("header", r.u16()?)?;
         Ok(Self {
+            version,
             share: r.u16()?,
             k: r.u16()?,
             n: r.u16()?,
@@ -156,6 +166,8 @@ impl Header {
 /// capability, so a verified trailer vouches for everything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trailer {
+    /// The format version: which hash the blocks have.
+    pub version: u16,
     pub k: u16,
     pub n: u16,
     pub segment_size: u32,
@@ -170,7 +182,7 @@ pub struct Trailer {
 impl Trailer {
     pub fn encode(&self) -> [u8; TRAILER_LEN as usize] {
         let mut out = Vec::with_capacity(TRAILER_LEN as usize);
-        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
         out.push(CIPHER_AES256_CTR);
         out.push(CODEC_RS_GF8);
         out.extend_from_slice(&self.k.to_be_bytes());
@@ -189,13 +201,7 @@ impl Trailer {
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("trailer", bytes, TRAILER_LEN)?;
         let mut r = Reader::new("trailer", bytes);
-        let version = r.u16()?;
-        if version != FORMAT_VERSION {
-            return Err(LayoutError::UnsupportedVersion {
-                what: "trailer",
-                version,
-            });
-        }
+        let version = check_version("trailer", r.u16()?)?;
         let cipher = r.u8()?;
         if cipher != CIPHER_AES256_CTR {
             return Err(LayoutError::UnsupportedAlgorithm {
@@ -211,6 +217,7 @@ impl Trailer {
             });
         }
         let trailer = Self {
+            version,
             k: r.u16()?,
             n: r.u16()?,
             segment_size: r.u32()?,
@@ -254,6 +261,7 @@ pub struct Footer {
     pub proof_offset: u64,
     pub trailer_offset: u64,
     pub share: u16,
+    pub version: u16,
 }
 
 impl Footer {
@@ -264,7 +272,7 @@ impl Footer {
         out[16..24].copy_from_slice(&self.proof_offset.to_be_bytes());
         out[24..32].copy_from_slice(&self.trailer_offset.to_be_bytes());
         out[32..34].copy_from_slice(&self.share.to_be_bytes());
-        out[34..36].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[34..36].copy_from_slice(&self.version.to_be_bytes());
         out[36..40].copy_from_slice(&FOOTER_MAGIC);
         out
     }
@@ -272,23 +280,19 @@ impl Footer {
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("footer", bytes, FOOTER_LEN)?;
         let mut r = Reader::new("footer", bytes);
-        let footer = Self {
+        let mut footer = Self {
             block_tree_offset: r.u64()?,
             ciphertext_tree_offset: r.u64()?,
             proof_offset: r.u64()?,
             trailer_offset: r.u64()?,
             share: r.u16()?,
+            version: 0,
         };
         let version = r.u16()?;
         if r.take::<4>()? != FOOTER_MAGIC {
             return Err(LayoutError::BadMagic { what: "footer" });
         }
-        if version != FORMAT_VERSION {
-            return Err(LayoutError::UnsupportedVersion {
-                what: "footer",
-                version,
-            });
-        }
+        footer.version = check_version("footer", version)?;
         Ok(footer)
     }
 }
@@ -296,6 +300,8 @@ impl Footer {
 /// Where everything is in a share of a file with a given trailer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShareLayout {
+    /// The trailer's format version, repeated in every footer.
+    pub version: u16,
     pub segment_size: u64,
     pub size: u64,
     pub k: u64,
@@ -315,6 +321,7 @@ impl ShareLayout {
     /// The layout of a consistent trailer; an error for parameters or counts
     /// that no valid upload produces.
     pub fn new(trailer: &Trailer) -> Result<Self, LayoutError> {
+        check_version("trailer", trailer.version)?;
         trailer.params()?;
         if trailer.segment_count != segment_count(trailer.size, trailer.segment_size) {
             return Err(LayoutError::BadSegmentCount {
@@ -349,6 +356,7 @@ impl ShareLayout {
         let footer_offset = add(trailer_offset, TRAILER_LEN)?;
         let share_len = add(footer_offset, FOOTER_LEN)?;
         Ok(Self {
+            version: trailer.version,
             segment_size,
             size: trailer.size,
             k,
@@ -386,6 +394,7 @@ impl ShareLayout {
             proof_offset: self.proof_offset,
             trailer_offset: self.trailer_offset,
             share,
+            version: self.version,
         }
     }
 
@@ -405,6 +414,7 @@ mod tests {
 
     fn trailer(size: u64) -> Trailer {
         Trailer {
+            version: FORMAT_VERSION,
             k: 3,
             n: 10,
             segment_size: 1000,
@@ -418,6 +428,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let header = Header {
+            version: FORMAT_VERSION,
             share: 9,
             k: 3,
             n: 10,
@@ -462,6 +473,34 @@ mod tests {
         bytes[3] = 9;
         assert!(Trailer::decode(&bytes).is_err());
         assert!(Trailer::decode(&bytes[..50]).is_err());
+        let mut bytes = trailer(10).encode();
+        bytes[1] = 3;
+        assert!(matches!(
+            Trailer::decode(&bytes),
+            Err(LayoutError::UnsupportedVersion { version: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn both_versions_decode_and_a_footer_must_match_its_trailer() {
+        for version in [FORMAT_V1, FORMAT_V2] {
+            let t = Trailer {
+                version,
+                ..trailer(2500)
+            };
+            assert_eq!(Trailer::decode(&t.encode()), Ok(t));
+            let layout = ShareLayout::new(&t).expect("layout");
+            let footer = layout.footer(1);
+            assert_eq!(Footer::decode(&footer.encode()), Ok(footer));
+            let other = Footer {
+                version: FORMAT_V1 + FORMAT_V2 - version,
+                ..footer
+            };
+            assert_eq!(
+                layout.check_footer(&other, 1),
+                Err(LayoutError::FooterMismatch)
+            );
+        }
     }
 
     use proptest::prelude::*;
@@ -472,20 +511,24 @@ mod tests {
             any::<u64>(),
             prop_oneof![Just(None), any::<u64>().prop_map(Some)],
             any::<[u8; 32]>(),
+            any::<u16>(),
         )
-            .prop_map(|((k, n, segment_size), size, count, root)| Trailer {
-                k: k % 300,
-                n: n % 300,
-                segment_size: segment_size % (2 * MAX_SEGMENT_SIZE + 2),
-                size: size >> (size % 64),
-                // Mostly the consistent count, so that decoding gets past it.
-                segment_count: count.unwrap_or(segment_count(
-                    size >> (size % 64),
-                    segment_size % (2 * MAX_SEGMENT_SIZE + 2),
-                )),
-                share_root: root,
-                ciphertext_root: root,
-            })
+            .prop_map(
+                |((k, n, segment_size), size, count, root, version)| Trailer {
+                    version: version % 4,
+                    k: k % 300,
+                    n: n % 300,
+                    segment_size: segment_size % (2 * MAX_SEGMENT_SIZE + 2),
+                    size: size >> (size % 64),
+                    // Mostly the consistent count, so that decoding gets past it.
+                    segment_count: count.unwrap_or(segment_count(
+                        size >> (size % 64),
+                        segment_size % (2 * MAX_SEGMENT_SIZE + 2),
+                    )),
+                    share_root: root,
+                    ciphertext_root: root,
+                },
+            )
     }
 
     // Run long by tests/fuzz.sh (PROPTEST_CASES): whatever a storage server

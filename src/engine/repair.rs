@@ -592,7 +592,9 @@ async fn rebuild(
         what: "verified trailer",
         source,
     })?;
-    let coder = Arc::new(SegmentCoder::new(&params)?);
+    // Rebuilt shares keep the file's own format: their block hashes must
+    // match the share tree its capability vouches for.
+    let coder = Arc::new(SegmentCoder::for_version(&params, trailer.version)?);
     let mut shares = Vec::new();
     for (share, rank) in targets {
         let server = &survey.servers[rank];
@@ -601,6 +603,7 @@ async fn rebuild(
             Ok(writer) => {
                 let (sender, receiver) = mpsc::channel(SHARE_QUEUE);
                 let header = Header {
+                    version: trailer.version,
                     share: u16::from(share.0),
                     k: params.k,
                     n: params.n,
@@ -679,7 +682,13 @@ async fn rebuild(
     }
     let size = layout.size;
     let (rebuilt, tails) = tokio::task::spawn_blocking(move || {
-        build_tails(params, size, &block_hashes, &segment_hashes)
+        build_tails(
+            params,
+            trailer.version,
+            size,
+            &block_hashes,
+            &segment_hashes,
+        )
     })
     .await
     .map_err(|source| EngineError::TaskFailed {

@@ -23,7 +23,7 @@ use super::cap::FileCap;
 use super::codec::{EncodedSegment, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
-use super::layout::{Header, ShareLayout, Trailer};
+use super::layout::{Header, ShareLayout, Trailer, FORMAT_VERSION};
 use super::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
     UploadOptions,
@@ -113,23 +113,33 @@ impl Uploader {
         options: UploadOptions,
         expected_size: Option<u64>,
     ) -> EngineResult<Self> {
-        Self::with_key(grid, params, options, expected_size, FileKey::random()).await
+        Self::with_key(
+            grid,
+            params,
+            options,
+            expected_size,
+            FileKey::random(),
+            FORMAT_VERSION,
+        )
+        .await
     }
 
-    /// As [`Uploader::new`] with a given key: for test vectors only; a key
-    /// must never encrypt two different files, so this is not public.
+    /// As [`Uploader::new`] with a given key and format version: for test
+    /// vectors only; a key must never encrypt two different files, so this
+    /// is not public.
     pub(crate) async fn with_key(
         grid: Grid,
         params: EncodingParams,
         options: UploadOptions,
         expected_size: Option<u64>,
         key: FileKey,
+        version: u16,
     ) -> EngineResult<Self> {
         params.validate()?;
         if grid.servers().is_empty() {
             return Err(ParamsError::NoServers.into());
         }
-        let coder = Arc::new(SegmentCoder::new(&params)?);
+        let coder = Arc::new(SegmentCoder::for_version(&params, version)?);
         let si = key.storage_index();
         let servers = servers_with_room(&grid, si, &params, expected_size).await;
         let n = usize::from(params.n);
@@ -203,6 +213,7 @@ impl Uploader {
             return Err(e);
         }
         let header_template = Header {
+            version,
             share: 0,
             k: params.k,
             n: params.n,
@@ -324,8 +335,9 @@ impl Uploader {
         let (trailer, tails) = {
             let params = self.params;
             let size = self.written;
+            let version = self.coder.version();
             tokio::task::spawn_blocking(move || {
-                build_tails(params, size, &block_hashes, &segment_hashes)
+                build_tails(params, version, size, &block_hashes, &segment_hashes)
             })
             .await
             .map_err(|source| EngineError::TaskFailed {
@@ -497,7 +509,7 @@ impl Uploader {
             if let Some(byte) = block.first_mut() {
                 *byte ^= 0x5a;
             }
-            encoded.block_hashes[share] = super::codec::block_hash(&block);
+            encoded.block_hashes[share] = self.coder.block_hash(&block);
             encoded.blocks[share] = Bytes::from(block);
         }
         for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
@@ -710,6 +722,7 @@ async fn servers_with_room(
 /// with the share's total length.
 pub(super) fn build_tails(
     params: EncodingParams,
+    version: u16,
     size: u64,
     block_hashes: &[Vec<Hash>],
     segment_hashes: &[Hash],
@@ -722,6 +735,7 @@ pub(super) fn build_tails(
     let share_tree = HashTree::from_leaves(&roots);
     let ciphertext_tree = HashTree::from_leaves(segment_hashes);
     let trailer = Trailer {
+        version,
         k: params.k,
         n: params.n,
         segment_size: params.segment_size,
