@@ -275,6 +275,20 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     async fn read(&self, si: StorageIndex, share: ShareNum, range: Range<u64>)
         -> GridResult<Bytes>;
 
+    /// Several ranges of one share, each as [`ShareStore::read`] would
+    /// answer it: a block and the hash-tree nodes that prove it. A store
+    /// that can serve them in one go (one open file, one trip to the
+    /// blocking pool) overrides this; the default reads them together.
+    async fn read_ranges(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: Vec<Range<u64>>,
+    ) -> GridResult<Vec<Bytes>> {
+        futures::future::try_join_all(ranges.into_iter().map(|range| self.read(si, share, range)))
+            .await
+    }
+
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
 
     async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()>;
