@@ -42,7 +42,7 @@ const READ_AHEAD: usize = 4;
 /// fetches the segment its reader waits for whatever this says, and reads
 /// further ahead only while this has room. Sixty-four GETs at once then
 /// hold a segment each plus this, not four segments each.
-const READ_AHEAD_MEMORY: u64 = 128 << 20;
+const READ_AHEAD_MEMORY: u64 = 64 << 20;
 /// A share that could not be reached is tried again after this long,
 /// doubled on each further failure up to [`MAX_BACKOFF`]: an outage that
 /// ends must not leave a long-lived reader without the share for good.
@@ -184,7 +184,6 @@ impl Segment {
             (from < piece.len()).then(|| piece.slice(from..))
         })
     }
-
 }
 
 /// The room all read-ahead shares ([`READ_AHEAD_MEMORY`]).
@@ -852,11 +851,47 @@ impl Downloader {
                 .iter()
                 .map(|node| node_range(self.layout.block_tree_offset, *node)),
         );
-        let mut read = server
-            .read_ranges(self.si, share, ranges)
+        // A data block is decrypted where it lies, in the same pass as its
+        // hashing (it is in the cache then); it is released only once the
+        // hash has been checked below and the segment against the
+        // ciphertext tree.
+        let plain_at = (u16::from(share.0) < self.trailer.k)
+            .then(|| s * self.layout.segment_size + u64::from(share.0) * block_len);
+        let key = self.key.clone();
+        let (mut read, mut hashed) = if server.reads_blocking() {
+            // Bytes on this machine: read, hash and decrypt in one trip
+            // to the blocking pool.
+            let (store, si, key) = (Arc::clone(&server), self.si, key.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut read = store.read_ranges_blocking(si, share, &ranges)?;
+                let mut hashed = None;
+                if read.first().is_some_and(|b| b.len() as u64 == block_len) {
+                    let block = read.remove(0);
+                    let (hash, block) = hash_and_decrypt(block, plain_at, &key);
+                    read.insert(0, block);
+                    hashed = Some(hash);
+                }
+                Ok((read, hashed))
+            })
             .await
+            .map_err(|e| {
+                BlockFailure::Share(ProblemKind::TaskFailed {
+                    what: "reading",
+                    source: Arc::new(e),
+                })
+            })?
             .map_err(unavailable)?
-            .into_iter();
+        } else {
+            let read = server
+                .read_ranges(self.si, share, ranges)
+                .await
+                .map_err(unavailable)?;
+            (read, None)
+        };
+        if read.is_empty() {
+            read.push(Bytes::new());
+        }
+        let mut read = read.into_iter();
         let block = read.next().ok_or_else(|| {
             unavailable(crate::grid::GridError::ShortRead {
                 server: server.server_id().to_owned(),
@@ -876,38 +911,22 @@ impl Downloader {
         let mut fetched = HashMap::with_capacity(needed.len());
         for node in needed {
             let bytes = read.next().unwrap_or_default();
-            fetched.insert(node, node_hash(server.as_ref(), &bytes).map_err(unavailable)?);
+            fetched.insert(
+                node,
+                node_hash(server.as_ref(), &bytes).map_err(unavailable)?,
+            );
         }
-        // A data block is decrypted where it lies, in the same pass as its
-        // hashing (it is in the cache then); it is released only once the
-        // hash has been checked below and the segment against the
-        // ciphertext tree.
-        let k = self.trailer.k;
-        let plain_at = (u16::from(share.0) < k).then(|| {
-            s * self.layout.segment_size + u64::from(share.0) * block_len
-        });
-        let key = self.key.clone();
-        let (hash, block) = tokio::task::spawn_blocking(move || {
-            let hash = block_hash(&block);
-            let block = match plain_at {
-                Some(offset) => {
-                    let mut buf = block
-                        .try_into_mut()
-                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                    key.apply_keystream(offset, &mut buf);
-                    buf.freeze()
-                }
-                None => block,
-            };
-            (hash, block)
-        })
-        .await
-            .map_err(|e| {
-                BlockFailure::Share(ProblemKind::TaskFailed {
-                    what: "hashing",
-                    source: Arc::new(e),
-                })
-            })?;
+        let (hash, block) = match hashed.take() {
+            Some(hash) => (hash, block),
+            None => tokio::task::spawn_blocking(move || hash_and_decrypt(block, plain_at, &key))
+                .await
+                .map_err(|e| {
+                    BlockFailure::Share(ProblemKind::TaskFailed {
+                        what: "hashing",
+                        source: Arc::new(e),
+                    })
+                })?,
+        };
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {
             Some(tree) => tree.verify_leaf(s, hash, &fetched),
@@ -1217,7 +1236,10 @@ impl Downloader {
             let mut fetched: HashMap<u64, Hash> = HashMap::with_capacity(needed.len());
             if !needed.is_empty() {
                 let offset = self.layout.ciphertext_tree_offset;
-                let ranges = needed.iter().map(|node| node_range(offset, *node)).collect();
+                let ranges = needed
+                    .iter()
+                    .map(|node| node_range(offset, *node))
+                    .collect();
                 let reads = server.read_ranges(self.si, share, ranges);
                 let Ok(Ok(reads)) = tokio::time::timeout(READ_TIMEOUT, reads).await else {
                     continue;
@@ -1243,6 +1265,23 @@ impl Downloader {
     }
 }
 
+/// A block's hash, and the block decrypted in place if `plain_at` (its
+/// offset in the file) says it is a data block.
+fn hash_and_decrypt(block: Bytes, plain_at: Option<u64>, key: &FileKey) -> (Hash, Bytes) {
+    let hash = block_hash(&block);
+    let block = match plain_at {
+        Some(offset) => {
+            let mut buf = block
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            key.apply_keystream(offset, &mut buf);
+            buf.freeze()
+        }
+        None => block,
+    };
+    (hash, block)
+}
+
 /// Where node `node` of the tree stored at `tree_offset` lies in a share.
 fn node_range(tree_offset: u64, node: u64) -> std::ops::Range<u64> {
     let start = tree_offset + 32 * node;
@@ -1251,11 +1290,13 @@ fn node_range(tree_offset: u64, node: u64) -> std::ops::Range<u64> {
 
 /// A node read from a server: exactly 32 bytes, else the server's fault.
 fn node_hash(server: &dyn ShareStore, bytes: &[u8]) -> Result<Hash, crate::grid::GridError> {
-    bytes.try_into().map_err(|_| crate::grid::GridError::ShortRead {
-        server: server.server_id().to_owned(),
-        got: bytes.len(),
-        want: 32,
-    })
+    bytes
+        .try_into()
+        .map_err(|_| crate::grid::GridError::ShortRead {
+            server: server.server_id().to_owned(),
+            got: bytes.len(),
+            want: 32,
+        })
 }
 
 /// Reads node `node` of the tree stored at `tree_offset` in a share.

@@ -307,6 +307,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Exactly `ranges` of a share, with one open file.
+fn read_ranges_now(
+    inner: &Inner,
+    si: StorageIndex,
+    share: ShareNum,
+    ranges: &[Range<u64>],
+) -> GridResult<Vec<Bytes>> {
+    let file = File::open(inner.share_path(si, share))
+        .map_err(|e| inner.share_error("read: open", si, share, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| inner.io_error("read: stat", e))?
+        .len();
+    ranges
+        .iter()
+        .map(|range| read_range(inner, &file, len, si, share, range.clone()))
+        .collect()
+}
+
 /// Exactly `range` of a share file `len` bytes long.
 fn read_range(
     inner: &Inner,
@@ -351,7 +370,10 @@ fn read_range(
     if buf.len() != capacity {
         return Err(inner.io_error(
             "read",
-            io::Error::new(io::ErrorKind::UnexpectedEof, "share shorter than its length"),
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "share shorter than its length",
+            ),
         ));
     }
     Ok(Bytes::from(buf))
@@ -461,8 +483,10 @@ impl ShareStore for LocalStore {
     ) -> GridResult<Bytes> {
         let mut pieces = self.read_ranges(si, share, vec![range]).await?;
         pieces.pop().ok_or_else(|| {
-            self.inner
-                .io_error("read", io::Error::other("no answer for the one range asked"))
+            self.inner.io_error(
+                "read",
+                io::Error::other("no answer for the one range asked"),
+            )
         })
     }
 
@@ -476,18 +500,22 @@ impl ShareStore for LocalStore {
         // One open and one trip to the blocking pool for a block and the
         // tree nodes that prove it.
         blocking(&self.inner, "read", move || {
-            let file = File::open(inner.share_path(si, share))
-                .map_err(|e| inner.share_error("read: open", si, share, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| inner.io_error("read: stat", e))?
-                .len();
-            ranges
-                .into_iter()
-                .map(|range| read_range(&inner, &file, len, si, share, range))
-                .collect()
+            read_ranges_now(&inner, si, share, &ranges)
         })
         .await
+    }
+
+    fn reads_blocking(&self) -> bool {
+        true
+    }
+
+    fn read_ranges_blocking(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: &[Range<u64>],
+    ) -> GridResult<Vec<Bytes>> {
+        read_ranges_now(&self.inner, si, share, ranges)
     }
 
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {

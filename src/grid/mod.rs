@@ -289,6 +289,29 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
             .await
     }
 
+    /// Whether [`ShareStore::read_ranges_blocking`] works: the store's
+    /// bytes are on this machine and reading them only blocks a thread.
+    fn reads_blocking(&self) -> bool {
+        false
+    }
+
+    /// [`ShareStore::read_ranges`] on the calling thread, for a caller on
+    /// the blocking pool with more to do with the bytes (hashing,
+    /// decrypting): one trip to the pool instead of two. Stores whose
+    /// [`ShareStore::reads_blocking`] is false answer an error.
+    fn read_ranges_blocking(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: &[Range<u64>],
+    ) -> GridResult<Vec<Bytes>> {
+        let _ = (si, share, ranges);
+        Err(GridError::Unsupported {
+            server: self.server_id().to_owned(),
+            operation: "blocking reads",
+        })
+    }
+
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
 
     async fn delete(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<()>;
