@@ -139,7 +139,7 @@ impl ReadHandle {
             _ => ReadAhead {
                 at: self.pos,
                 pending: Bytes::new(),
-                stream: Mutex::new(Box::pin(Arc::clone(downloader).stream(self.pos))),
+                stream: Mutex::new(Box::pin(Arc::clone(downloader).pieces(self.pos))),
             },
         };
         let mut ahead = ahead;

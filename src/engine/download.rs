@@ -14,11 +14,13 @@
 //! short or zeroed data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, Stream, StreamExt};
+use lru::LruCache;
 
 use super::cap::FileCap;
 use super::codec::{segment_hash, SegmentCoder};
@@ -27,12 +29,20 @@ use super::hashtree::HashTree;
 use super::hashtree::{self, verify_proof, VerifiedTree};
 use super::layout::{Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_LEN, TRAILER_LEN};
 use super::{Corruption, EngineError, EngineResult, ProblemKind, ShareProblem};
-use crate::grid::{Grid, ShareNum, ShareStore, StorageIndex};
+use crate::grid::{BufferLease, BufferPool, Grid, ShareNum, ShareStore, StorageIndex};
 
 /// Decoded segments kept for readers that ask for small pieces in order.
-const CACHED_SEGMENTS: usize = 4;
+const CACHED_SEGMENTS: NonZeroUsize = match NonZeroUsize::new(4) {
+    Some(n) => n,
+    None => panic!("zero capacity"), // evaluated at compile time
+};
 /// Segments fetched ahead of a streaming reader.
 const READ_AHEAD: usize = 4;
+/// Memory for read-ahead across every stream of the process: each stream
+/// fetches the segment its reader waits for whatever this says, and reads
+/// further ahead only while this has room. Sixty-four GETs at once then
+/// hold a segment each plus this, not four segments each.
+const READ_AHEAD_MEMORY: u64 = 64 << 20;
 /// A share that could not be reached is tried again after this long,
 /// doubled on each further failure up to [`MAX_BACKOFF`]: an outage that
 /// ends must not leave a long-lived reader without the share for good.
@@ -105,7 +115,7 @@ pub struct Downloader {
     layout: ShareLayout,
     coder: Arc<SegmentCoder>,
     state: Mutex<ReadState>,
-    cache: Mutex<VecDeque<(u64, Bytes)>>,
+    cache: Mutex<LruCache<u64, Segment>>,
     /// Where failures and demotions of servers are recorded.
     health: Arc<crate::grid::health::ServerHealth>,
 }
@@ -123,8 +133,143 @@ impl std::fmt::Debug for Downloader {
 struct GoodBlock {
     share: ShareNum,
     candidate: usize,
+    /// The ciphertext of a parity block; a data block's plaintext (it was
+    /// decrypted where it lay, beside its hashing).
     block: Bytes,
+    plain: bool,
     hash: Hash,
+}
+
+/// The plaintext of one segment in the pieces it was read in: the k data
+/// blocks, each decrypted in its own buffer, or one piece after decoding.
+/// A streaming reader hands the pieces on without copying them together.
+#[derive(Clone, Debug, Default)]
+struct Segment {
+    pieces: Vec<Bytes>,
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+
+    /// Bytes `from..to` (within the segment): a slice of one piece when
+    /// they lie in one, else a copy.
+    fn slice(&self, from: usize, to: usize) -> Bytes {
+        let mut at = 0;
+        let mut out: Option<BytesMut> = None;
+        for piece in &self.pieces {
+            let (start, end) = (at, at + piece.len());
+            at = end;
+            if end <= from || start >= to {
+                continue;
+            }
+            let (a, b) = (from.max(start) - start, to.min(end) - start);
+            if out.is_none() && from >= start && to <= end {
+                return piece.slice(a..b);
+            }
+            out.get_or_insert_with(|| BytesMut::with_capacity(to - from))
+                .extend_from_slice(&piece[a..b]);
+        }
+        out.map(BytesMut::freeze).unwrap_or_default()
+    }
+
+    /// The pieces from byte `skip` on.
+    fn pieces_from(self, skip: usize) -> impl Iterator<Item = Bytes> {
+        let mut at = 0;
+        self.pieces.into_iter().filter_map(move |piece| {
+            let start = at;
+            at += piece.len();
+            let from = skip.saturating_sub(start).min(piece.len());
+            (from < piece.len()).then(|| piece.slice(from..))
+        })
+    }
+}
+
+/// The room all read-ahead shares ([`READ_AHEAD_MEMORY`]).
+fn read_ahead_pool() -> &'static BufferPool {
+    static POOL: OnceLock<BufferPool> = OnceLock::new();
+    POOL.get_or_init(|| BufferPool::with_bytes(READ_AHEAD_MEMORY))
+}
+
+/// A segment being fetched by a task of its own, so that its reads,
+/// hashing and decryption go on while the reader sends what it has; it is
+/// cancelled when dropped.
+struct Fetching {
+    task: tokio::task::JoinHandle<EngineResult<Segment>>,
+    /// Its room in the read-ahead memory, if it is ahead of the reader.
+    _lease: Option<BufferLease>,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What [`Downloader::pieces`] keeps between pieces.
+struct PieceStream {
+    reader: Arc<Downloader>,
+    /// The next segment to start fetching, and the end.
+    next: u64,
+    count: u64,
+    /// Bytes of the first segment before the stream's offset.
+    skip: usize,
+    ahead: VecDeque<Fetching>,
+    ready: VecDeque<Bytes>,
+}
+
+impl PieceStream {
+    /// Starts fetching the segments ahead: always the next one when
+    /// nothing else is under way, more while the shared memory has room.
+    fn top_up(&mut self) {
+        while self.next < self.count && self.ahead.len() < READ_AHEAD {
+            let lease = if self.ahead.is_empty() {
+                None
+            } else {
+                match read_ahead_pool().try_lease(self.reader.layout.segment_size) {
+                    Some(lease) => Some(lease),
+                    None => break,
+                }
+            };
+            let reader = Arc::clone(&self.reader);
+            let s = self.next;
+            self.ahead.push_back(Fetching {
+                task: tokio::spawn(async move { reader.segment_uncached(s).await }),
+                _lease: lease,
+            });
+            self.next += 1;
+        }
+    }
+
+    async fn next_piece(&mut self) -> Option<EngineResult<Bytes>> {
+        loop {
+            self.top_up();
+            if let Some(piece) = self.ready.pop_front() {
+                return Some(Ok(piece));
+            }
+            let mut head = self.ahead.pop_front()?;
+            let segment = match (&mut head.task).await {
+                Ok(result) => result,
+                Err(source) => Err(EngineError::TaskFailed {
+                    what: "segment reader",
+                    source,
+                }),
+            };
+            match segment {
+                Ok(segment) => {
+                    self.ready.extend(segment.pieces_from(self.skip));
+                    self.skip = 0;
+                }
+                Err(e) => {
+                    // Nothing after a failed segment: the reader stops here.
+                    self.ahead.clear();
+                    self.next = self.count;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 impl Downloader {
@@ -287,7 +432,7 @@ impl Downloader {
                 problems_dropped: problems.len().saturating_sub(MAX_PROBLEMS) as u64,
                 problems: problems.into_iter().take(MAX_PROBLEMS).collect(),
             }),
-            cache: Mutex::new(VecDeque::new()),
+            cache: Mutex::new(LruCache::new(CACHED_SEGMENTS)),
             health: Arc::clone(grid.health()),
             trailer,
             layout,
@@ -345,7 +490,7 @@ impl Downloader {
         if first == last {
             let segment = self.segment(first).await?;
             let start = (offset - first * segment_size) as usize;
-            return Ok(segment.slice(start..start + len as usize));
+            return Ok(segment.slice(start, start + len as usize));
         }
         let mut out = BytesMut::with_capacity(len as usize);
         for s in first..=last {
@@ -353,7 +498,7 @@ impl Downloader {
             let seg_start = s * segment_size;
             let from = offset.max(seg_start) - seg_start;
             let to = end.min(seg_start + segment.len() as u64) - seg_start;
-            out.extend_from_slice(&segment[from as usize..to as usize]);
+            out.extend_from_slice(&segment.slice(from as usize, to as usize));
         }
         Ok(out.freeze())
     }
@@ -374,33 +519,71 @@ impl Downloader {
                 async move {
                     let segment = this.segment(s).await?;
                     let skip = offset.saturating_sub(s * segment_size) as usize;
-                    Ok(segment.slice(skip.min(segment.len())..))
+                    let len = segment.len();
+                    Ok(segment.slice(skip.min(len), len))
                 }
             })
             .buffered(READ_AHEAD)
     }
 
-    /// The plaintext of segment `s`, from the cache or the grid.
-    async fn segment(&self, s: u64) -> EngineResult<Bytes> {
-        if let Some((_, bytes)) = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.iter().find(|(index, _)| *index == s).cloned())
-        {
-            return Ok(bytes);
-        }
-        let bytes = self.fetch_segment(s).await?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHED_SEGMENTS {
-                cache.pop_front();
-            }
-            cache.push_back((s, bytes.clone()));
-        }
-        Ok(bytes)
+    /// The file from `offset` to its end, in pieces of at most a block
+    /// (each a buffer the grid was read into, never copied together), with
+    /// segments fetched and verified ahead on tasks of their own within a
+    /// memory budget shared by every stream. What a GET sends.
+    pub fn pieces(self: Arc<Self>, offset: u64) -> impl Stream<Item = EngineResult<Bytes>> + Send {
+        let segment_size = self.layout.segment_size;
+        let first = offset / segment_size;
+        let count = if offset >= self.size() {
+            first
+        } else {
+            self.trailer.segment_count
+        };
+        let state = PieceStream {
+            reader: self,
+            next: first,
+            count,
+            skip: offset.saturating_sub(first.saturating_mul(segment_size)) as usize,
+            ahead: VecDeque::new(),
+            ready: VecDeque::new(),
+        };
+        stream::unfold(state, |mut state| async move {
+            let piece = state.next_piece().await?;
+            Some((piece, state))
+        })
     }
 
-    async fn fetch_segment(&self, s: u64) -> EngineResult<Bytes> {
+    /// The plaintext of segment `s`, from the cache or the grid.
+    async fn segment(&self, s: u64) -> EngineResult<Segment> {
+        if let Some(segment) = self.cached(s) {
+            return Ok(segment);
+        }
+        let segment = self.fetch_segment(s).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .put(s, segment.clone());
+        Ok(segment)
+    }
+
+    /// [`Downloader::segment`] without keeping it: a stream reads each
+    /// segment once, and a reader kept for later requests should not hold
+    /// on to the last few segments of every file streamed through it.
+    async fn segment_uncached(&self, s: u64) -> EngineResult<Segment> {
+        match self.cached(s) {
+            Some(segment) => Ok(segment),
+            None => self.fetch_segment(s).await,
+        }
+    }
+
+    fn cached(&self, s: u64) -> Option<Segment> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&s)
+            .cloned()
+    }
+
+    async fn fetch_segment(&self, s: u64) -> EngineResult<Segment> {
         let k = usize::from(self.trailer.k);
         let mut good: Vec<GoodBlock> = Vec::with_capacity(k);
         // Blocks being fetched: a slow server gets a backup read from
@@ -464,37 +647,58 @@ impl Downloader {
         }
         drop(in_flight);
 
+        good.sort_by_key(|b| b.share);
+        let seg_len = self.layout.segment_len(s) as usize;
         let decoded = good.iter().any(|b| usize::from(b.share.0) >= k);
+        if !decoded {
+            // The k data blocks, decrypted already: their hashes give the
+            // segment hash, and the plaintext is their concatenation less
+            // the padding.
+            let hashes: Vec<Hash> = good.iter().map(|b| b.hash).collect();
+            self.check_segment_hash(s, segment_hash(&hashes), &good)
+                .await?;
+            let mut left = seg_len;
+            let pieces = good
+                .into_iter()
+                .filter_map(|b| {
+                    let take = left.min(b.block.len());
+                    left -= take;
+                    (take > 0).then(|| b.block.slice(..take))
+                })
+                .collect();
+            return Ok(Segment { pieces });
+        }
+
         let n = usize::from(self.trailer.n);
         let coder = Arc::clone(&self.coder);
         let key = self.key.clone();
-        let seg_len = self.layout.segment_len(s) as usize;
         let offset = s * self.layout.segment_size;
-        let mut slots: Vec<Option<Bytes>> = vec![None; n];
-        for block in &good {
-            slots[usize::from(block.share.0)] = Some(block.block.clone());
-        }
-        // With the k data shares in hand their block hashes give the
-        // segment hash directly; after decoding it is computed from the
-        // rebuilt ciphertext.
-        let mut in_hand: Vec<(ShareNum, Hash)> = good.iter().map(|b| (b.share, b.hash)).collect();
-        in_hand.sort_by_key(|(share, _)| *share);
-        let data_hashes: Option<Vec<Hash>> =
-            (!decoded).then(|| in_hand.into_iter().map(|(_, hash)| hash).collect());
+        let block_len = self.layout.block_len(s);
+        let blocks: Vec<(ShareNum, bool, Bytes)> = good
+            .iter()
+            .map(|b| (b.share, b.plain, b.block.clone()))
+            .collect();
         let (plain, hash) = tokio::task::spawn_blocking(move || {
+            let mut slots: Vec<Option<Bytes>> = vec![None; n];
+            for (share, plain, block) in blocks {
+                let block = if plain {
+                    // Back to ciphertext for the decoder.
+                    let mut cipher = BytesMut::from(&block[..]);
+                    key.apply_keystream(offset + u64::from(share.0) * block_len, &mut cipher);
+                    cipher.freeze()
+                } else {
+                    block
+                };
+                slots[usize::from(share.0)] = Some(block);
+            }
             let mut cipher = coder.decode(slots)?;
-            let hash = match data_hashes {
-                Some(hashes) => segment_hash(&hashes),
-                None => {
-                    let block_len = cipher.len() / k;
-                    let hashes: Vec<Hash> = cipher
-                        .chunks(block_len.max(1))
-                        .take(k)
-                        .map(|block| coder.block_hash(block))
-                        .collect();
-                    segment_hash(&hashes)
-                }
-            };
+            let block_len = cipher.len() / k;
+            let hashes: Vec<Hash> = cipher
+                .chunks(block_len.max(1))
+                .take(k)
+                .map(|block| coder.block_hash(block))
+                .collect();
+            let hash = segment_hash(&hashes);
             cipher.truncate(seg_len);
             key.apply_keystream(offset, &mut cipher);
             Ok::<_, super::CodecError>((cipher.freeze(), hash))
@@ -510,7 +714,9 @@ impl Downloader {
         // block trees may still disagree with the ciphertext the uploader
         // hashed, and then no plaintext is released.
         self.check_segment_hash(s, hash, &good).await?;
-        Ok(plain)
+        Ok(Segment {
+            pieces: vec![plain],
+        })
     }
 
     /// Up to `count` usable candidates for shares neither in `good` nor
@@ -637,19 +843,64 @@ impl Downloader {
             }
         };
         let start = self.layout.block_offset(s);
-        let block_read = server.read(self.si, share, start..start + self.layout.block_len(s));
-        let node_reads = futures::future::join_all(needed.iter().map(|node| {
-            read_node(
-                server.as_ref(),
-                self.si,
-                share,
-                self.layout.block_tree_offset,
-                *node,
-            )
-        }));
-        let (block, nodes) = futures::join!(block_read, node_reads);
-        let block = block.map_err(unavailable)?;
-        if block.len() as u64 != self.layout.block_len(s) {
+        let block_len = self.layout.block_len(s);
+        let mut ranges = Vec::with_capacity(1 + needed.len());
+        ranges.push(start..start + block_len);
+        ranges.extend(
+            needed
+                .iter()
+                .map(|node| node_range(self.layout.block_tree_offset, *node)),
+        );
+        // A data block is decrypted where it lies, in the same pass as its
+        // hashing (it is in the cache then); it is released only once the
+        // hash has been checked below and the segment against the
+        // ciphertext tree.
+        let plain_at = (u16::from(share.0) < self.trailer.k)
+            .then(|| s * self.layout.segment_size + u64::from(share.0) * block_len);
+        let key = self.key.clone();
+        let (mut read, mut hashed) = if server.reads_blocking() {
+            // Bytes on this machine: read, hash and decrypt in one trip
+            // to the blocking pool.
+            let (store, si, key) = (Arc::clone(&server), self.si, key.clone());
+            let coder = Arc::clone(&self.coder);
+            tokio::task::spawn_blocking(move || {
+                let mut read = store.read_ranges_blocking(si, share, &ranges)?;
+                let mut hashed = None;
+                if read.first().is_some_and(|b| b.len() as u64 == block_len) {
+                    let block = read.remove(0);
+                    let (hash, block) = hash_and_decrypt(&coder, block, plain_at, &key);
+                    read.insert(0, block);
+                    hashed = Some(hash);
+                }
+                Ok((read, hashed))
+            })
+            .await
+            .map_err(|e| {
+                BlockFailure::Share(ProblemKind::TaskFailed {
+                    what: "reading",
+                    source: Arc::new(e),
+                })
+            })?
+            .map_err(unavailable)?
+        } else {
+            let read = server
+                .read_ranges(self.si, share, ranges)
+                .await
+                .map_err(unavailable)?;
+            (read, None)
+        };
+        if read.is_empty() {
+            read.push(Bytes::new());
+        }
+        let mut read = read.into_iter();
+        let block = read.next().ok_or_else(|| {
+            unavailable(crate::grid::GridError::ShortRead {
+                server: server.server_id().to_owned(),
+                got: 0,
+                want: block_len,
+            })
+        })?;
+        if block.len() as u64 != block_len {
             return Err(BlockFailure::Block(ProblemKind::Corrupt(
                 Corruption::BlockLength {
                     segment: s,
@@ -659,19 +910,27 @@ impl Downloader {
             )));
         }
         let mut fetched = HashMap::with_capacity(needed.len());
-        for (node, hash) in needed.into_iter().zip(nodes) {
-            fetched.insert(node, hash.map_err(unavailable)?);
+        for node in needed {
+            let bytes = read.next().unwrap_or_default();
+            fetched.insert(
+                node,
+                node_hash(server.as_ref(), &bytes).map_err(unavailable)?,
+            );
         }
-        let hashed = block.clone();
         let coder = Arc::clone(&self.coder);
-        let hash = tokio::task::spawn_blocking(move || coder.block_hash(&hashed))
-            .await
-            .map_err(|e| {
-                BlockFailure::Share(ProblemKind::TaskFailed {
-                    what: "hashing",
-                    source: Arc::new(e),
-                })
-            })?;
+        let (hash, block) = match hashed.take() {
+            Some(hash) => (hash, block),
+            None => tokio::task::spawn_blocking(move || {
+                hash_and_decrypt(&coder, block, plain_at, &key)
+            })
+                .await
+                .map_err(|e| {
+                    BlockFailure::Share(ProblemKind::TaskFailed {
+                        what: "hashing",
+                        source: Arc::new(e),
+                    })
+                })?,
+        };
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {
             Some(tree) => tree.verify_leaf(s, hash, &fetched),
@@ -686,6 +945,7 @@ impl Downloader {
             share,
             candidate,
             block,
+            plain: plain_at.is_some(),
             hash,
         })
     }
@@ -978,19 +1238,29 @@ impl Downloader {
                     state.ciphertext_tree.nodes_needed(s),
                 )
             };
-            let offset = self.layout.ciphertext_tree_offset;
-            let reads = futures::future::join_all(
-                needed
+            let mut fetched: HashMap<u64, Hash> = HashMap::with_capacity(needed.len());
+            if !needed.is_empty() {
+                let offset = self.layout.ciphertext_tree_offset;
+                let ranges = needed
                     .iter()
-                    .map(|node| read_node(server.as_ref(), self.si, share, offset, *node)),
-            );
-            let Ok(reads) = tokio::time::timeout(READ_TIMEOUT, reads).await else {
-                continue;
-            };
-            let Ok(nodes) = reads.into_iter().collect::<Result<Vec<Hash>, _>>() else {
-                continue;
-            };
-            let fetched: HashMap<u64, Hash> = needed.into_iter().zip(nodes).collect();
+                    .map(|node| node_range(offset, *node))
+                    .collect();
+                let reads = server.read_ranges(self.si, share, ranges);
+                let Ok(Ok(reads)) = tokio::time::timeout(READ_TIMEOUT, reads).await else {
+                    continue;
+                };
+                let nodes: Result<Vec<Hash>, _> = reads
+                    .iter()
+                    .map(|bytes| node_hash(server.as_ref(), bytes))
+                    .collect();
+                let Ok(nodes) = nodes else {
+                    continue;
+                };
+                if nodes.len() != needed.len() {
+                    continue;
+                }
+                fetched.extend(needed.into_iter().zip(nodes));
+            }
             let mut state = lock(&self.state);
             if state.ciphertext_tree.verify_leaf(s, hash, &fetched) {
                 return Ok(());
@@ -998,6 +1268,45 @@ impl Downloader {
         }
         Err(EngineError::Inconsistent { segment: s })
     }
+}
+
+/// A block's hash, and the block decrypted in place if `plain_at` (its
+/// offset in the file) says it is a data block.
+fn hash_and_decrypt(
+    coder: &SegmentCoder,
+    block: Bytes,
+    plain_at: Option<u64>,
+    key: &FileKey,
+) -> (Hash, Bytes) {
+    let hash = coder.block_hash(&block);
+    let block = match plain_at {
+        Some(offset) => {
+            let mut buf = block
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            key.apply_keystream(offset, &mut buf);
+            buf.freeze()
+        }
+        None => block,
+    };
+    (hash, block)
+}
+
+/// Where node `node` of the tree stored at `tree_offset` lies in a share.
+fn node_range(tree_offset: u64, node: u64) -> std::ops::Range<u64> {
+    let start = tree_offset + 32 * node;
+    start..start + 32
+}
+
+/// A node read from a server: exactly 32 bytes, else the server's fault.
+fn node_hash(server: &dyn ShareStore, bytes: &[u8]) -> Result<Hash, crate::grid::GridError> {
+    bytes
+        .try_into()
+        .map_err(|_| crate::grid::GridError::ShortRead {
+            server: server.server_id().to_owned(),
+            got: bytes.len(),
+            want: 32,
+        })
 }
 
 /// Reads node `node` of the tree stored at `tree_offset` in a share.

@@ -307,6 +307,78 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Exactly `ranges` of a share, with one open file.
+fn read_ranges_now(
+    inner: &Inner,
+    si: StorageIndex,
+    share: ShareNum,
+    ranges: &[Range<u64>],
+) -> GridResult<Vec<Bytes>> {
+    let file = File::open(inner.share_path(si, share))
+        .map_err(|e| inner.share_error("read: open", si, share, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| inner.io_error("read: stat", e))?
+        .len();
+    ranges
+        .iter()
+        .map(|range| read_range(inner, &file, len, si, share, range.clone()))
+        .collect()
+}
+
+/// Exactly `range` of a share file `len` bytes long.
+fn read_range(
+    inner: &Inner,
+    file: &File,
+    len: u64,
+    si: StorageIndex,
+    share: ShareNum,
+    range: Range<u64>,
+) -> GridResult<Bytes> {
+    use std::io::{Read, Seek};
+    let count = range
+        .end
+        .checked_sub(range.start)
+        .filter(|_| range.end <= len)
+        .ok_or_else(|| GridError::OutOfRange {
+            server: inner.server_id.clone(),
+            si,
+            share,
+            range: range.clone(),
+            len,
+        })?;
+    let too_large = || {
+        inner.io_error(
+            "read",
+            io::Error::new(io::ErrorKind::InvalidInput, "range larger than memory"),
+        )
+    };
+    let capacity = usize::try_from(count).map_err(|_| too_large())?;
+    // Read into spare capacity: read_to_end does not zero it first, which
+    // a `vec![0; count]` would (a pass over every byte served).
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(capacity).map_err(|_| too_large())?;
+    let mut reader = file;
+    reader
+        .seek(io::SeekFrom::Start(range.start))
+        .map_err(|e| inner.io_error("read: seek", e))?;
+    reader
+        .take(count)
+        .read_to_end(&mut buf)
+        .map_err(|e| inner.io_error("read", e))?;
+    // A share that shrank under us is an error, not short data.
+    if buf.len() != capacity {
+        return Err(inner.io_error(
+            "read",
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "share shorter than its length",
+            ),
+        ));
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// Runs blocking file work on the blocking pool.
 async fn blocking<T, F>(inner: &Inner, operation: &'static str, work: F) -> GridResult<T>
 where
@@ -409,39 +481,41 @@ impl ShareStore for LocalStore {
         share: ShareNum,
         range: Range<u64>,
     ) -> GridResult<Bytes> {
+        let mut pieces = self.read_ranges(si, share, vec![range]).await?;
+        pieces.pop().ok_or_else(|| {
+            self.inner.io_error(
+                "read",
+                io::Error::other("no answer for the one range asked"),
+            )
+        })
+    }
+
+    async fn read_ranges(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: Vec<Range<u64>>,
+    ) -> GridResult<Vec<Bytes>> {
         let inner = Arc::clone(&self.inner);
+        // One open and one trip to the blocking pool for a block and the
+        // tree nodes that prove it.
         blocking(&self.inner, "read", move || {
-            let file = File::open(inner.share_path(si, share))
-                .map_err(|e| inner.share_error("read: open", si, share, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| inner.io_error("read: stat", e))?
-                .len();
-            let count = range
-                .end
-                .checked_sub(range.start)
-                .filter(|_| range.end <= len)
-                .ok_or_else(|| GridError::OutOfRange {
-                    server: inner.server_id.clone(),
-                    si,
-                    share,
-                    range: range.clone(),
-                    len,
-                })?;
-            let count = usize::try_from(count).map_err(|_| {
-                inner.io_error(
-                    "read",
-                    io::Error::new(io::ErrorKind::InvalidInput, "range larger than memory"),
-                )
-            })?;
-            let mut buf = vec![0; count];
-            // read_exact_at never returns fewer bytes: a share that shrank
-            // under us is an error, not short data.
-            file.read_exact_at(&mut buf, range.start)
-                .map_err(|e| inner.io_error("read", e))?;
-            Ok(Bytes::from(buf))
+            read_ranges_now(&inner, si, share, &ranges)
         })
         .await
+    }
+
+    fn reads_blocking(&self) -> bool {
+        true
+    }
+
+    fn read_ranges_blocking(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: &[Range<u64>],
+    ) -> GridResult<Vec<Bytes>> {
+        read_ranges_now(&self.inner, si, share, ranges)
     }
 
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {

@@ -292,6 +292,43 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     async fn read(&self, si: StorageIndex, share: ShareNum, range: Range<u64>)
         -> GridResult<Bytes>;
 
+    /// Several ranges of one share, each as [`ShareStore::read`] would
+    /// answer it: a block and the hash-tree nodes that prove it. A store
+    /// that can serve them in one go (one open file, one trip to the
+    /// blocking pool) overrides this; the default reads them together.
+    async fn read_ranges(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: Vec<Range<u64>>,
+    ) -> GridResult<Vec<Bytes>> {
+        futures::future::try_join_all(ranges.into_iter().map(|range| self.read(si, share, range)))
+            .await
+    }
+
+    /// Whether [`ShareStore::read_ranges_blocking`] works: the store's
+    /// bytes are on this machine and reading them only blocks a thread.
+    fn reads_blocking(&self) -> bool {
+        false
+    }
+
+    /// [`ShareStore::read_ranges`] on the calling thread, for a caller on
+    /// the blocking pool with more to do with the bytes (hashing,
+    /// decrypting): one trip to the pool instead of two. Stores whose
+    /// [`ShareStore::reads_blocking`] is false answer an error.
+    fn read_ranges_blocking(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        ranges: &[Range<u64>],
+    ) -> GridResult<Vec<Bytes>> {
+        let _ = (si, share, ranges);
+        Err(GridError::Unsupported {
+            server: self.server_id().to_owned(),
+            operation: "blocking reads",
+        })
+    }
+
     /// The finished shares of `si` this server holds, in no order.
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>>;
 
