@@ -8,6 +8,7 @@ mod meta;
 pub mod moving;
 pub mod pending;
 pub mod propstat;
+pub mod xmlstream;
 mod read;
 mod readers;
 mod write;
