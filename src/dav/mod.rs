@@ -8,10 +8,10 @@ mod meta;
 pub mod moving;
 pub mod pending;
 pub mod propstat;
-pub mod xmlstream;
 mod read;
 mod readers;
 mod write;
+pub mod xmlstream;
 
 pub use fs::{GridFs, GridFsOptions};
 pub use locks::NamespaceLockSystem;

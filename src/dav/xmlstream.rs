@@ -145,7 +145,12 @@ impl<R: Rewrite> Splitter<R> {
             };
             self.pos = end;
             match (self.state, token) {
-                (State::Prolog, Token::Start { self_closing: false }) => {
+                (
+                    State::Prolog,
+                    Token::Start {
+                        self_closing: false,
+                    },
+                ) => {
                     self.root_open = self.buf[lt..end].to_vec();
                     self.state = State::Inside;
                     self.depth = 1;

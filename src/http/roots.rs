@@ -111,7 +111,10 @@ pub async fn strip_answer(
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let mut response = Response::from_parts(parts, body);
     let body = StreamedAnswer::take(&mut response);
-    StreamedAnswer::attach(&mut response, Box::pin(Rewritten::new(body, Stripping { root })));
+    StreamedAnswer::attach(
+        &mut response,
+        Box::pin(Rewritten::new(body, Stripping { root })),
+    );
     response
 }
 
