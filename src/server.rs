@@ -428,8 +428,6 @@ async fn admit(
 
 /// The largest PROPFIND body read into memory.
 const MAX_PROPFIND_BODY: usize = 1 << 20;
-/// The largest PROPFIND answer completed with 404s; larger ones pass as they are.
-const MAX_PROPFIND_ANSWER: usize = 64 << 20;
 
 async fn handle(
     front: Front,
@@ -520,34 +518,16 @@ async fn handle_propfind(
     if response.status() != StatusCode::MULTI_STATUS {
         return response;
     }
+    // Completed one response at a time as it streams: a folder of any
+    // size costs the memory of one entry (dav::xmlstream).
     let (mut parts, body) = response.into_parts();
-    let collected = Limited::new(body, MAX_PROPFIND_ANSWER).collect();
-    let answer = match propstat::scoped(requested.as_ref(), collected).await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            tracing::error!(error = %e, "PROPFIND answer could not be completed");
-            return status_only(StatusCode::INTERNAL_SERVER_ERROR);
-        }
-    };
-    // A Depth: 1 answer over a large folder is megabytes of XML: parse and
-    // rewrite it off the reactor.
-    let completed = tokio::task::spawn_blocking(
-        // allprop and propname answers too: their getetag needs its quotes.
-        move || match propstat::complete_answer(requested.as_ref(), &answer) {
-            Some(fixed) => Bytes::from(fixed),
-            None => answer,
-        },
-    )
-    .await;
-    let answer = match completed {
-        Ok(answer) => answer,
-        Err(e) => {
-            tracing::error!(error = %e, "completing a PROPFIND answer failed");
-            return status_only(StatusCode::INTERNAL_SERVER_ERROR);
-        }
-    };
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, dav_server::body::Body::from(answer))
+    let mut response = Response::from_parts(parts, dav_server::body::Body::empty());
+    crate::http::listener::StreamedAnswer::attach(
+        &mut response,
+        Box::pin(propstat::streamed(requested, body)),
+    );
+    response
 }
 
 fn status_only(status: StatusCode) -> Response<dav_server::body::Body> {

@@ -12,11 +12,20 @@
 //! RSS (`VmHWM`, reset through `/proc/PID/clear_refs` before each phase) is
 //! its own. Environment:
 //!
-//! - `GRIDDAV_BENCH_QUICK=1`: sizes 16 and 256 MiB, slow grid 128 MiB,
-//!   concurrency 16 x 16 MiB.
+//! Scenarios (issue 13): `sizes` (one large PUT, GET and Range GETs per
+//! size), `small` (10,000 files of 1-64 KiB as Finder and Explorer copy
+//! them, 1 and 8 clients: benches/http/small.rs), `folders` (PROPFIND
+//! Depth: 1 of 1,000, 10,000 and 100,000 entries: benches/http/folders.rs),
+//! `concurrent` (64 clients PUT 64 MiB each at once, then GET them, against
+//! one stream on the same server), `slow` (griddav on a throttled grid).
+//!
+//! - `GRIDDAV_BENCH_QUICK=1`: sizes 16 and 256 MiB, 500 small files,
+//!   folders of 1,000 and 10,000, 64 clients x 8 MiB, slow grid 128 MiB.
 //! - `GRIDDAV_BENCH_SIZES=16,256,1024,4096` (MiB), `GRIDDAV_BENCH_PEERS=griddav,localfs,rclone`,
-//!   `GRIDDAV_BENCH_SCENARIOS=sizes,slow,concurrent`, `GRIDDAV_BENCH_REPEAT=N`
-//!   (median of N fresh runs per size).
+//!   `GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow`, `GRIDDAV_BENCH_REPEAT=N`
+//!   (median of N fresh runs per size), `GRIDDAV_BENCH_SMALL_FILES`,
+//!   `GRIDDAV_BENCH_FOLDERS=1000,10000,100000`.
+//! - `GRIDDAV_BIN`: the griddav binary to run (default: this build's).
 //! - `GRIDDAV_BENCH_DIR`: where the servers' directories go (default: a
 //!   temporary directory under the current one).
 //! - `GRIDDAV_BENCH_SLOW_MIB`, `GRIDDAV_BENCH_SLOW_RATE` (bytes/s of share
@@ -100,6 +109,8 @@ struct Settings {
     slow_rate: f64,
     clients: usize,
     client_size: u64,
+    small_files: usize,
+    folders: Vec<usize>,
     root: PathBuf,
     out: PathBuf,
 }
@@ -127,8 +138,24 @@ impl Settings {
                     .collect()
             })
             .unwrap_or_else(|| vec![Peer::Griddav, Peer::LocalFs, Peer::Rclone]);
-        let scenarios = env_list("GRIDDAV_BENCH_SCENARIOS")
-            .unwrap_or_else(|| vec!["sizes".into(), "slow".into(), "concurrent".into()]);
+        let scenarios = env_list("GRIDDAV_BENCH_SCENARIOS").unwrap_or_else(|| {
+            ["sizes", "small", "folders", "concurrent", "slow"]
+                .map(String::from)
+                .to_vec()
+        });
+        let folders = env_list("GRIDDAV_BENCH_FOLDERS")
+            .map(|l| {
+                l.iter()
+                    .map(|s| s.parse::<usize>().expect("folder size in entries"))
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                if quick {
+                    vec![1000, 10_000]
+                } else {
+                    vec![1000, 10_000, 100_000]
+                }
+            });
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         Settings {
             quick,
@@ -139,12 +166,15 @@ impl Settings {
             slow_size: env_u64("GRIDDAV_BENCH_SLOW_MIB").unwrap_or(if quick { 128 } else { 1024 })
                 * MIB,
             slow_rate: env_u64("GRIDDAV_BENCH_SLOW_RATE").unwrap_or(40_000_000) as f64,
-            clients: env_u64("GRIDDAV_BENCH_CLIENTS").unwrap_or(16) as usize,
-            client_size: env_u64("GRIDDAV_BENCH_CLIENT_MIB").unwrap_or(if quick {
-                16
+            clients: env_u64("GRIDDAV_BENCH_CLIENTS").unwrap_or(64) as usize,
+            client_size: env_u64("GRIDDAV_BENCH_CLIENT_MIB").unwrap_or(if quick { 8 } else { 64 })
+                * MIB,
+            small_files: env_u64("GRIDDAV_BENCH_SMALL_FILES").unwrap_or(if quick {
+                500
             } else {
-                256
-            }) * MIB,
+                10_000
+            }) as usize,
+            folders,
             root: std::env::var_os("GRIDDAV_BENCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".")),
@@ -215,7 +245,11 @@ impl Server {
         let me = std::env::current_exe().expect("current exe");
         let (mut command, data) = match peer {
             Peer::Griddav => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_griddav"));
+                // GRIDDAV_BIN: another build (say main's) to compare with.
+                let bin = std::env::var_os("GRIDDAV_BIN")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_griddav")));
+                let mut c = Command::new(bin);
                 c.arg("serve")
                     .arg("--data-dir")
                     .arg(dir)
@@ -786,6 +820,9 @@ struct Concurrent {
     peer: Peer,
     clients: usize,
     size: u64,
+    /// One PUT and one GET of `size` alone, on the same server, first.
+    single_put_mbs: f64,
+    single_get_mbs: f64,
     put_mbs: f64,
     put_rss_mib: f64,
     max_close_ms: f64,
@@ -802,6 +839,29 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
     let clients = settings.clients;
     let size = settings.client_size;
     let errors = Arc::new(Mutex::new(Vec::new()));
+    let (single_put_mbs, single_get_mbs) = match put(server.addr, "/single.bin", size, pattern)
+        .and_then(|t| {
+            if (200..300).contains(&t.status) {
+                Ok(mbs(size, t.secs()))
+            } else {
+                Err(io::Error::other(format!("PUT answered {}", t.status)))
+            }
+        })
+        .and_then(|p| {
+            Ok((
+                p,
+                mbs(size, get(server.addr, "/single.bin", size, pattern)?),
+            ))
+        }) {
+        Ok(r) => r,
+        Err(e) => {
+            errors
+                .lock()
+                .expect("errors")
+                .push(format!("single stream: {e}"));
+            (f64::NAN, f64::NAN)
+        }
+    };
 
     let run = |get_phase: bool| -> (f64, f64, f64) {
         server.reset_peak();
@@ -868,6 +928,8 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
         peer,
         clients,
         size,
+        single_put_mbs,
+        single_get_mbs,
         put_mbs,
         put_rss_mib,
         max_close_ms,
@@ -876,10 +938,12 @@ fn concurrent(settings: &Settings, peer: Peer, pattern: &Arc<Vec<u8>>) -> Concur
         errors,
     };
     eprintln!(
-        "  {} x {} MiB into {}: PUT {:.1} MB/s (RSS {:.1} MiB, slowest close {:.1} ms), GET {:.1} MB/s (RSS {:.1} MiB), {} errors",
+        "  {} x {} MiB into {}: single stream PUT {:.1} GET {:.1} MB/s; together PUT {:.1} MB/s (RSS {:.1} MiB, slowest close {:.1} ms), GET {:.1} MB/s (RSS {:.1} MiB), {} errors",
         c.clients,
         c.size / MIB,
         peer.name(),
+        c.single_put_mbs,
+        c.single_get_mbs,
         c.put_mbs,
         c.put_rss_mib,
         c.max_close_ms,
@@ -948,7 +1012,10 @@ mod throttled {
     }
 }
 
+mod conn;
+mod folders;
 mod report;
+mod small;
 use report::{loadavg, machine, sh, write_report};
 
 fn run_all() {
@@ -988,20 +1055,44 @@ fn run_all() {
             }
         }
     }
-    let slow = settings.has("slow").then(|| slow_grid(&settings, &pattern));
-    let mut conc = Vec::new();
-    if settings.has("concurrent") {
-        for &peer in &settings.peers {
-            if peer != Peer::Rclone || settings.peers.len() == 1 {
-                conc.push(concurrent(&settings, peer, &pattern));
+    let mut smalls = BTreeMap::new();
+    if settings.has("small") {
+        for client in [small::Client::Finder, small::Client::Explorer] {
+            for clients in [1, 8] {
+                for &peer in &settings.peers {
+                    let r = small::run(
+                        &settings,
+                        peer,
+                        client,
+                        clients,
+                        settings.small_files,
+                        &pattern,
+                    );
+                    smalls.insert((client, clients, peer), r);
+                }
             }
         }
     }
+    let mut folders = BTreeMap::new();
+    if settings.has("folders") {
+        for &peer in &settings.peers {
+            folders.insert(peer, folders::run(&settings, peer, &settings.folders));
+        }
+    }
+    let mut conc = Vec::new();
+    if settings.has("concurrent") {
+        for &peer in &settings.peers {
+            conc.push(concurrent(&settings, peer, &pattern));
+        }
+    }
+    let slow = settings.has("slow").then(|| slow_grid(&settings, &pattern));
     machine.load_after = loadavg();
     write_report(
         &settings,
         &machine,
         &results,
+        &smalls,
+        &folders,
         slow.as_ref(),
         &conc,
         &started,

@@ -11,6 +11,7 @@ pub mod propstat;
 mod read;
 mod readers;
 mod write;
+pub mod xmlstream;
 
 pub use fs::{GridFs, GridFsOptions};
 pub use locks::NamespaceLockSystem;

@@ -30,11 +30,6 @@ const DAV: &str = "DAV:";
 /// clients name a dozen or two (Finder 12, Windows 9, LibreOffice 2).
 pub const MAX_NAMED_PROPS: usize = 256;
 
-/// The most (entry, named property) pairs the answer is completed for.
-/// Completion holds the whole answer as a tree; past this a larger one
-/// goes out as the handler wrote it (found properties only).
-const MAX_COMPLETED_CELLS: usize = 1 << 20;
-
 /// A property name: namespace (None for no namespace) and local name.
 pub type PropName = (Option<String>, String);
 
@@ -115,6 +110,53 @@ pub async fn scoped<F: Future>(requested: Option<&Requested>, work: F) -> F::Out
     match requested {
         Some(requested) => NAMED.scope(Arc::clone(&requested.scope), work).await,
         None => work.await,
+    }
+}
+
+/// A PROPFIND answer's body as it streams to the client: completed one
+/// `response` at a time ([`Completion`]), and polled with the named
+/// properties in scope, since dav-server looks the properties up while
+/// its body is read (see [`scoped`]).
+pub fn streamed(
+    requested: Option<Requested>,
+    body: dav_server::body::Body,
+) -> super::xmlstream::Rewritten<ScopedBody<dav_server::body::Body>, Completion> {
+    let completion = Completion::new(requested.as_ref());
+    let scoped = ScopedBody {
+        scope: requested.map(|r| r.scope),
+        inner: body,
+    };
+    super::xmlstream::Rewritten::new(scoped, completion)
+}
+
+/// A body polled inside a named PROPFIND's scope.
+pub struct ScopedBody<B> {
+    scope: Option<Arc<NamedPropfind>>,
+    inner: B,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for ScopedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        let inner = std::pin::Pin::new(&mut this.inner);
+        match &this.scope {
+            Some(scope) => NAMED.sync_scope(Arc::clone(scope), || inner.poll_frame(cx)),
+            None => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -240,112 +282,139 @@ fn named_elements(body: &[u8]) -> Option<Vec<PropName>> {
     (!names.is_empty()).then_some(names)
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
-}
-
 fn is_dav(element: &Element, name: &str) -> bool {
     element.name == name && element.namespace.as_deref() == Some(DAV)
 }
 
 /// The multistatus answer with a 404 `propstat` for every requested
 /// property that no `propstat` of its `response` mentions, and with DAV:
-/// elements under the `D:` prefix. `None` when nothing needed to change or
-/// the answer is not a multistatus. `None` for allprop and propname: their
-/// answers only get the D: prefix and quoted entity tags.
+/// elements under the `D:` prefix. `None` when nothing needed to change.
+/// allprop and propname answers (`requested` is `None`) only get the D:
+/// prefix and quoted entity tags. The whole-answer form of [`Completion`].
 pub fn complete_answer(requested: Option<&Requested>, response: &[u8]) -> Option<Vec<u8>> {
-    let requested = requested.map_or(&[][..], Requested::names);
-    // dav-server writes one `<D:response>` per entry: count before
-    // building a tree of them all.
-    let entries = count(response, b"<D:response>");
-    if entries.saturating_mul(requested.len()) > MAX_COMPLETED_CELLS {
-        tracing::warn!(
-            entries,
-            named = requested.len(),
-            "PROPFIND answer too large to complete with 404s; sent as the handler made it"
-        );
-        return None;
+    let mut splitter = super::xmlstream::Splitter::new(Completion::new(requested));
+    let mut out = splitter.push(response);
+    out.extend(splitter.finish());
+    (out != response).then_some(out)
+}
+
+/// Completes a multistatus answer one `response` at a time, as it streams
+/// ([`super::xmlstream`]): see [`complete_answer`] for what changes.
+pub struct Completion {
+    requested: Arc<Vec<PropName>>,
+}
+
+impl Completion {
+    pub fn new(requested: Option<&Requested>) -> Completion {
+        Completion {
+            requested: Arc::new(requested.map_or_else(Vec::new, |r| r.names.clone())),
+        }
     }
-    let mut root = Element::parse(Cursor::new(response)).ok()?;
+}
+
+impl super::xmlstream::Rewrite for Completion {
+    fn child(&mut self, root_open: &[u8], child: &[u8]) -> Option<Vec<u8>> {
+        complete_response(&self.requested, root_open, child)
+    }
+}
+
+/// One `response` (`child`) of a multistatus whose start tag is
+/// `root_open`, completed; `None` when it needs no change or is not a
+/// multistatus response.
+fn complete_response(requested: &[PropName], root_open: &[u8], child: &[u8]) -> Option<Vec<u8>> {
+    let name_end = root_open
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/')?;
+    let root_name = root_open.get(1..name_end)?;
+    let mut document = Vec::with_capacity(root_open.len() + child.len() + root_name.len() + 3);
+    document.extend_from_slice(root_open);
+    document.extend_from_slice(child);
+    document.extend_from_slice(b"</");
+    document.extend_from_slice(root_name);
+    document.push(b'>');
+    let mut root = Element::parse(Cursor::new(&document[..])).ok()?;
     if !is_dav(&root, "multistatus") {
         return None;
     }
-    let mut changed = false;
-    for node in &mut root.children {
-        if let Some(element) = node.as_mut_element() {
-            changed |= use_dav_prefix(element);
-            changed |= quote_etags(element);
-        }
-    }
-    for node in &mut root.children {
-        let Some(response) = node.as_mut_element().filter(|e| is_dav(e, "response")) else {
-            continue;
-        };
-        let mut present: HashSet<(Option<&str>, &str)> = HashSet::new();
-        for propstat in response.children.iter().filter_map(XMLNode::as_element) {
-            if !is_dav(propstat, "propstat") {
-                continue;
-            }
-            for prop in propstat.children.iter().filter_map(XMLNode::as_element) {
-                if is_dav(prop, "prop") {
-                    present.extend(
-                        prop.children
-                            .iter()
-                            .filter_map(XMLNode::as_element)
-                            .map(|e| {
-                                (
-                                    e.namespace.as_deref().filter(|ns| !ns.is_empty()),
-                                    e.name.as_str(),
-                                )
-                            }),
-                    );
-                }
-            }
-        }
-        let missing: Vec<&PropName> = requested
-            .iter()
-            .filter(|(namespace, name)| !present.contains(&(namespace.as_deref(), name.as_str())))
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        let mut prop = dav_element("prop");
-        for (index, (namespace, name)) in missing.into_iter().enumerate() {
-            let mut element = Element::new(name);
-            if let Some(namespace) = namespace {
-                if namespace == DAV {
-                    element.prefix = Some("D".into());
-                } else {
-                    // A prefix of our own per property: no clash with the document's.
-                    let prefix = format!("gd{index}");
-                    let mut namespaces = xmltree::Namespace::empty();
-                    namespaces.put(prefix.as_str(), namespace.as_str());
-                    element.namespaces = Some(namespaces);
-                    element.prefix = Some(prefix);
-                }
-                element.namespace = Some(namespace.clone());
-            }
-            prop.children.push(XMLNode::Element(element));
-        }
-        let mut status = dav_element("status");
-        status
-            .children
-            .push(XMLNode::Text("HTTP/1.1 404 Not Found".into()));
-        let mut propstat = dav_element("propstat");
-        propstat.children.push(XMLNode::Element(prop));
-        propstat.children.push(XMLNode::Element(status));
-        response.children.push(XMLNode::Element(propstat));
-        changed = true;
+    let [XMLNode::Element(response)] = root.children.as_mut_slice() else {
+        return None;
+    };
+    let mut changed = use_dav_prefix(response);
+    changed |= quote_etags(response);
+    if is_dav(response, "response") {
+        changed |= add_missing(requested, response);
     }
     if !changed {
         return None;
     }
-    let mut out = Vec::with_capacity(response.len() + 256);
-    root.write(&mut out).ok()?;
-    Some(out)
+    let mut out = Vec::with_capacity(document.len() + 256);
+    let config = xmltree::EmitterConfig::new().write_document_declaration(false);
+    root.write_with_config(&mut out, config).ok()?;
+    // Out of `<root ...>CHILD</root>` (the root has a child, so its start
+    // tag is not self-closing; attribute values have `>` escaped).
+    let open_end = out.iter().position(|b| *b == b'>')? + 1;
+    let close_start = out.len().checked_sub(root_name.len() + 3)?;
+    (open_end <= close_start).then(|| out[open_end..close_start].to_vec())
+}
+
+/// Adds a 404 `propstat` to `response` for every requested property none
+/// of its `propstat`s mentions. Returns whether anything changed.
+fn add_missing(requested: &[PropName], response: &mut Element) -> bool {
+    let mut present: HashSet<(Option<&str>, &str)> = HashSet::new();
+    for propstat in response.children.iter().filter_map(XMLNode::as_element) {
+        if !is_dav(propstat, "propstat") {
+            continue;
+        }
+        for prop in propstat.children.iter().filter_map(XMLNode::as_element) {
+            if is_dav(prop, "prop") {
+                present.extend(
+                    prop.children
+                        .iter()
+                        .filter_map(XMLNode::as_element)
+                        .map(|e| {
+                            (
+                                e.namespace.as_deref().filter(|ns| !ns.is_empty()),
+                                e.name.as_str(),
+                            )
+                        }),
+                );
+            }
+        }
+    }
+    let missing: Vec<&PropName> = requested
+        .iter()
+        .filter(|(namespace, name)| !present.contains(&(namespace.as_deref(), name.as_str())))
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
+    let mut prop = dav_element("prop");
+    for (index, (namespace, name)) in missing.into_iter().enumerate() {
+        let mut element = Element::new(name);
+        if let Some(namespace) = namespace {
+            if namespace == DAV {
+                element.prefix = Some("D".into());
+            } else {
+                // A prefix of our own per property: no clash with the document's.
+                let prefix = format!("gd{index}");
+                let mut namespaces = xmltree::Namespace::empty();
+                namespaces.put(prefix.as_str(), namespace.as_str());
+                element.namespaces = Some(namespaces);
+                element.prefix = Some(prefix);
+            }
+            element.namespace = Some(namespace.clone());
+        }
+        prop.children.push(XMLNode::Element(element));
+    }
+    let mut status = dav_element("status");
+    status
+        .children
+        .push(XMLNode::Text("HTTP/1.1 404 Not Found".into()));
+    let mut propstat = dav_element("propstat");
+    propstat.children.push(XMLNode::Element(prop));
+    propstat.children.push(XMLNode::Element(status));
+    response.children.push(XMLNode::Element(propstat));
+    true
 }
 
 /// Puts `element` and its descendants of the DAV: namespace under the `D:`

@@ -641,12 +641,56 @@ impl Body for TimedBody {
     }
 }
 
+/// A streamed answer body of griddav's own, as a rewrite of dav-server's
+/// (a PROPFIND answer completed one response at a time).
+pub type OwnBody = Pin<Box<dyn Body<Data = Bytes, Error = io::Error> + Send>>;
+
+/// An answer whose body is a stream of griddav's own rather than
+/// dav-server's [`DavBody`], which only a dav-server handler can make
+/// stream. The service returns such an answer with an empty `DavBody` and
+/// this extension holding the real body; [`AnswerBody`] sends that.
+#[derive(Clone)]
+pub struct StreamedAnswer(Arc<std::sync::Mutex<Option<OwnBody>>>);
+
+impl StreamedAnswer {
+    /// Makes `body` the body of `response`.
+    pub fn attach(response: &mut Response<DavBody>, body: OwnBody) {
+        *response.body_mut() = DavBody::empty();
+        response
+            .extensions_mut()
+            .insert(StreamedAnswer(Arc::new(std::sync::Mutex::new(Some(body)))));
+    }
+
+    /// The body of `response`, taken out: its own stream if it has one,
+    /// else dav-server's, boxed.
+    pub fn take(response: &mut Response<DavBody>) -> OwnBody {
+        match Self::take_own(response) {
+            Some(own) => own,
+            None => Box::pin(std::mem::replace(response.body_mut(), DavBody::empty())),
+        }
+    }
+
+    fn take_own(response: &mut Response<DavBody>) -> Option<OwnBody> {
+        let own = response.extensions_mut().remove::<StreamedAnswer>()?;
+        // Only plain data behind it: a panic elsewhere leaves it usable.
+        let body = own.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        body
+    }
+}
+
+/// What an answer's body is made of.
+enum Inner {
+    Dav(DavBody),
+    Own(OwnBody),
+}
+
 /// An answer's body as hyper gets it: dav-server's body, telling hyper its
 /// exact size and its end when it is one buffer, so that the head and the
 /// whole body leave in one write, with no chunked terminator written
-/// afterwards. Ends the request's [`InFlight`] when dropped.
+/// afterwards; or a [`StreamedAnswer`]. Ends the request's [`InFlight`]
+/// when dropped.
 pub struct AnswerBody {
-    inner: DavBody,
+    inner: Inner,
     /// The size to announce; `None` when the answer has its own
     /// Content-Length (hyper checks the two agree) or streams.
     exact: Option<u64>,
@@ -714,10 +758,11 @@ impl Drop for Access {
 
 impl AnswerBody {
     fn wrap(
-        response: Response<DavBody>,
+        mut response: Response<DavBody>,
         in_flight: InFlight,
         mut access: Access,
     ) -> Response<AnswerBody> {
+        let own = StreamedAnswer::take_own(&mut response);
         let has_length = response
             .headers()
             .contains_key(http::header::CONTENT_LENGTH);
@@ -732,12 +777,20 @@ impl AnswerBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         response.map(|inner| {
-            let exact = match &inner.inner {
-                BodyType::Bytes(Some(bytes)) if !has_length => Some(bytes.len() as u64),
+            let inner = match own {
+                Some(own) => Inner::Own(own),
+                None => Inner::Dav(inner),
+            };
+            let exact = match &inner {
+                Inner::Dav(DavBody {
+                    inner: BodyType::Bytes(Some(bytes)),
+                }) if !has_length => Some(bytes.len() as u64),
                 _ => None,
             };
-            access.expected = match &inner.inner {
-                BodyType::Empty | BodyType::Bytes(None) => Some(0),
+            access.expected = match &inner {
+                Inner::Dav(DavBody {
+                    inner: BodyType::Empty | BodyType::Bytes(None),
+                }) => Some(0),
                 _ => declared.or(exact),
             };
             AnswerBody {
@@ -759,7 +812,10 @@ impl Body for AnswerBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        let poll = match &mut this.inner {
+            Inner::Dav(dav) => Pin::new(dav).poll_frame(cx),
+            Inner::Own(own) => own.as_mut().poll_frame(cx),
+        };
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -773,11 +829,17 @@ impl Body for AnswerBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.inner.inner, BodyType::Empty | BodyType::Bytes(None))
+        match &self.inner {
+            Inner::Dav(dav) => matches!(dav.inner, BodyType::Empty | BodyType::Bytes(None)),
+            Inner::Own(own) => own.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.inner.inner, self.exact) {
+        let Inner::Dav(dav) = &self.inner else {
+            return SizeHint::default();
+        };
+        match (&dav.inner, self.exact) {
             (BodyType::Bytes(Some(_)), Some(len)) => SizeHint::with_exact(len),
             (BodyType::Empty | BodyType::Bytes(None), _) => SizeHint::with_exact(0),
             _ => SizeHint::default(),

@@ -9,17 +9,12 @@
 //! ancestor that blocks the request) becomes the user's `/`: it is the
 //! nearest thing the user can name, and it tells nothing of the tree above.
 
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LOCATION, LOCATION};
 use http::{Method, Response};
-use http_body_util::{BodyExt, Limited};
 
 use crate::auth::User;
-
-/// The largest XML answer read to take the root out of it; larger ones
-/// are refused. As large as the largest PROPFIND answer griddav completes
-/// (`server::MAX_PROPFIND_ANSWER`), so a big folder lists for users too.
-const MAX_ANSWER: usize = 64 << 20;
+use crate::dav::xmlstream::{Rewrite, Rewritten};
+use crate::http::listener::StreamedAnswer;
 
 /// The root's URL form: `/a/b`; empty for `/`.
 pub fn encoded_root(user: &User) -> String {
@@ -111,18 +106,28 @@ pub async fn strip_answer(
     if !xml || !names_paths(method) {
         return Response::from_parts(parts, body);
     }
-    let bytes: Bytes = match Limited::new(body, MAX_ANSWER).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            tracing::error!(error = %e, "an answer could not be read to take the root out of it");
-            let mut response = Response::new(dav_server::body::Body::empty());
-            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            return response;
-        }
-    };
+    // As the answer streams, one child of its root element at a time
+    // (dav::xmlstream): a big folder's listing is never held whole.
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    let stripped = strip_hrefs(&bytes, &root);
-    Response::from_parts(parts, dav_server::body::Body::from(Bytes::from(stripped)))
+    let mut response = Response::from_parts(parts, body);
+    let body = StreamedAnswer::take(&mut response);
+    StreamedAnswer::attach(
+        &mut response,
+        Box::pin(Rewritten::new(body, Stripping { root })),
+    );
+    response
+}
+
+/// Takes the root out of the hrefs of each child of an answer's root.
+struct Stripping {
+    root: String,
+}
+
+impl Rewrite for Stripping {
+    fn child(&mut self, _root_open: &[u8], child: &[u8]) -> Option<Vec<u8>> {
+        let stripped = strip_hrefs(child, &self.root);
+        (stripped != child).then_some(stripped)
+    }
 }
 
 #[cfg(test)]
