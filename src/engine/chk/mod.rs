@@ -9,12 +9,14 @@
 //!   hashutil.rs  tagged SHA-256d hashes      hashtree.rs  Tahoe's Merkle trees
 //!   params.rs    segment and block sizes     ueb.rs       URI extension block
 //!   layout.rs    share header and offsets    uri.rs       URI:CHK: capabilities
-//!   zfec.rs      zfec's k-of-n code
+//!   zfec.rs      zfec's k-of-n code          encode.rs / decode.rs
 //! ```
 //!
 //! Each piece is checked against vectors made by the real Python code
 //! (tests/chk/make_*_vectors.py).
 
+pub mod decode;
+pub mod encode;
 pub mod hashtree;
 pub mod hashutil;
 pub mod layout;

@@ -8,6 +8,8 @@
 use aes::cipher::{KeyIvInit, StreamCipher};
 use serde::Deserialize;
 
+use super::decode::decode_all;
+use super::encode::encode_all;
 use super::hashtree::{hash_tree, needed_hashes};
 use super::hashutil::*;
 use super::layout::{ParsedHeader, ShareLayout};
@@ -137,6 +139,124 @@ fn base32_and_aes_match_tahoe() {
     }
 }
 
+/// The share hash chain's (node, hash) pairs, sorted: Tahoe writes them in
+/// the iteration order of a Python set, griddav in node order; readers take
+/// any order.
+fn normalized(share: &[u8]) -> Vec<u8> {
+    let hdr = ParsedHeader::parse(share).unwrap();
+    let (a, b) = (
+        hdr.offsets.share_hashes as usize,
+        hdr.offsets.uri_extension as usize,
+    );
+    let mut pairs: Vec<&[u8]> = share[a..b].chunks(34).collect();
+    pairs.sort();
+    let mut out = share[..a].to_vec();
+    out.extend(pairs.concat());
+    out.extend_from_slice(&share[b..]);
+    out
+}
+
+#[test]
+fn files_encode_byte_identical_with_tahoes_encoder() {
+    let v = vectors();
+    assert!(v.files.len() >= 6);
+    for f in &v.files {
+        let key: [u8; 16] = h(&f.key).try_into().unwrap();
+        let plain = h(&f.plaintext);
+        let params = ChkParams::for_upload(f.size, f.k, f.n, f.max_segment_size).unwrap();
+        let (shares, cap) = encode_all(key, params, &plain).unwrap();
+        assert_eq!(cap.to_uri(), f.cap, "{} bytes {}-of-{}", f.size, f.k, f.n);
+        assert_eq!(ChkCap::parse(&f.cap).unwrap(), cap);
+        for (i, (mine, theirs)) in shares.iter().zip(&f.shares).enumerate() {
+            assert_eq!(
+                normalized(mine),
+                normalized(&h(theirs)),
+                "{} bytes, share {i}",
+                f.size
+            );
+        }
+    }
+}
+
+#[test]
+fn files_tahoe_wrote_decode_from_any_k_shares() {
+    for f in &vectors().files {
+        let cap = ChkCap::parse(&f.cap).unwrap();
+        let plain = h(&f.plaintext);
+        let shares: Vec<Vec<u8>> = f.shares.iter().map(|s| h(s)).collect();
+        let all: Vec<(u16, &[u8])> = shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u16, s.as_slice()))
+            .collect();
+        let k = usize::from(f.k);
+        // The data shares, the last k (all parity when n >= 2k), and every
+        // share: each must give the plaintext.
+        for set in [&all[..k], &all[all.len() - k..], &all[..]] {
+            assert_eq!(decode_all(&cap, set).unwrap(), plain, "{} bytes", f.size);
+        }
+    }
+}
+
+#[test]
+fn corruption_is_detected_and_routed_around() {
+    let v = vectors();
+    let f = v
+        .files
+        .iter()
+        .find(|f| f.k == 3 && f.n == 10 && f.size > 500)
+        .unwrap();
+    let cap = ChkCap::parse(&f.cap).unwrap();
+    let plain = h(&f.plaintext);
+    let good: Vec<Vec<u8>> = f.shares.iter().map(|s| h(s)).collect();
+    let hdr = ParsedHeader::parse(&good[0]).unwrap();
+    let o = hdr.offsets;
+    // A flipped byte in a block, in a block hash, in the share hash chain,
+    // in the UEB: with only k shares each is an error, never wrong data;
+    // with one more share the file still reads.
+    for at in [
+        o.data + 1,
+        o.block_hashes + 40,
+        o.share_hashes + 5,
+        o.uri_extension + 10,
+    ] {
+        let mut bad = good.clone();
+        bad[1][at as usize] ^= 0x40;
+        let k_only: Vec<(u16, &[u8])> = (0..3).map(|i| (i as u16, bad[i].as_slice())).collect();
+        let err = decode_all(&cap, &k_only).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChkError::NotEnoughShares { .. } | ChkError::BadShare { shnum: 1, .. }
+            ),
+            "offset {at}: {err:?}"
+        );
+        let plus_one: Vec<(u16, &[u8])> = (0..4).map(|i| (i as u16, bad[i].as_slice())).collect();
+        assert_eq!(decode_all(&cap, &plus_one).unwrap(), plain, "offset {at}");
+    }
+    // A capability with another UEB hash matches no share.
+    let mut other = cap.clone();
+    other.ueb_hash[0] ^= 1;
+    let all: Vec<(u16, &[u8])> = good
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u16, s.as_slice()))
+        .collect();
+    assert!(matches!(
+        decode_all(&other, &all).unwrap_err(),
+        ChkError::BadShare { .. }
+    ));
+    // A capability claiming an absurd size is refused, not allocated for.
+    let mut huge = cap.clone();
+    huge.size = u64::MAX;
+    assert!(decode_all(&huge, &all).is_err());
+    // A truncated share is refused, not read past.
+    let short: Vec<(u16, &[u8])> = (0..3)
+        .map(|i| (i as u16, &good[i][..good[i].len() - 1]))
+        .collect();
+    assert!(decode_all(&cap, &short).is_err());
+}
+
 #[test]
 fn caps_parse_strictly() {
     let v = vectors();
@@ -154,6 +274,41 @@ fn caps_parse_strictly() {
     ] {
         assert_eq!(ChkCap::parse(&bad), Err(ChkError::BadCap), "{bad}");
     }
+}
+
+#[test]
+fn streaming_writes_in_any_pieces_give_the_same_shares() {
+    let params = ChkParams::for_upload(10_000, 3, 10, 1000).unwrap();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let key = [7u8; 16];
+    let (whole, cap) = encode_all(key, params, &data).unwrap();
+    for piece in [1usize, 7, 999, 1000, 1001, 4096] {
+        let mut enc = super::encode::ChkEncoder::new(key, params).unwrap();
+        let mut shares: Vec<Vec<u8>> = vec![enc.header(); 10];
+        for chunk in data.chunks(piece) {
+            for seg in enc.write(chunk).unwrap() {
+                for (s, b) in shares.iter_mut().zip(seg.blocks) {
+                    assert_eq!(s.len() as u64, seg.share_offset);
+                    s.extend_from_slice(&b);
+                }
+            }
+        }
+        let share_size = enc.share_size();
+        let fin = enc.finish().unwrap();
+        for (s, t) in shares.iter_mut().zip(fin.tails) {
+            assert_eq!(s.len() as u64, fin.tail_offset);
+            s.extend_from_slice(&t);
+            assert_eq!(s.len() as u64, share_size);
+        }
+        assert_eq!(shares, whole, "pieces of {piece}");
+        assert_eq!(fin.cap, cap);
+    }
+    // Too many or too few bytes is an error, not a file.
+    let mut enc = super::encode::ChkEncoder::new(key, params).unwrap();
+    assert!(enc.write(&[0u8; 10_001]).is_err());
+    let mut enc = super::encode::ChkEncoder::new(key, params).unwrap();
+    enc.write(&data[..9_999]).unwrap();
+    assert!(enc.finish().is_err());
 }
 
 /// The share layout Tahoe's Encoder wrote: header fields and offsets, the

@@ -124,15 +124,13 @@ fn invert_vdm(src: &mut [u8], k: usize) {
     let mut b = vec![0u8; k];
     let p: Vec<u8> = (0..k).map(|i| src[i * k + 1]).collect();
     c[k - 1] = p[0];
-    for i in 1..k {
-        let p_i = p[i];
+    for (i, &p_i) in p.iter().enumerate().skip(1) {
         for j in (k - i)..(k - 1) {
             c[j] ^= gf_mul(p_i, c[j + 1]);
         }
         c[k - 1] ^= p_i;
     }
-    for row in 0..k {
-        let xx = p[row];
+    for (row, &xx) in p.iter().enumerate() {
         let mut tt: u8 = 1;
         b[k - 1] = 1;
         for i in (1..k).rev() {
@@ -358,6 +356,7 @@ impl Zfec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 
