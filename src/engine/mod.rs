@@ -13,6 +13,7 @@
 
 pub mod budget;
 pub mod cap;
+pub mod chk;
 pub mod codec;
 pub mod crypto;
 pub mod delete;

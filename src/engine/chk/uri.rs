@@ -1,0 +1,96 @@
+//! The CHK read capability, `URI:CHK:<key>:<UEB hash>:<k>:<n>:<size>`, in
+//! Tahoe's base32 (RFC 3548 alphabet, lower case, no padding).
+
+use std::fmt;
+
+use data_encoding::{Encoding, Specification};
+use std::sync::OnceLock;
+
+use super::hashutil::{storage_index, Hash};
+use super::ChkError;
+
+pub fn base32() -> &'static Encoding {
+    static ENC: OnceLock<Encoding> = OnceLock::new();
+    ENC.get_or_init(|| {
+        let mut spec = Specification::new();
+        spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+        // Tahoe rejects base32 whose unused trailing bits are set; so do we.
+        spec.check_trailing_bits = true;
+        #[allow(clippy::expect_used)]
+        spec.encoding().expect("a valid base32 specification")
+    })
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChkCap {
+    pub key: [u8; 16],
+    pub ueb_hash: Hash,
+    pub k: u16,
+    pub n: u16,
+    pub size: u64,
+}
+
+impl fmt::Debug for ChkCap {
+    // The key is a secret: never in a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChkCap({}-of-{}, {} bytes)", self.k, self.n, self.size)
+    }
+}
+
+impl ChkCap {
+    pub fn storage_index(&self) -> [u8; 16] {
+        storage_index(&self.key)
+    }
+
+    pub fn to_uri(&self) -> String {
+        format!(
+            "URI:CHK:{}:{}:{}:{}:{}",
+            base32().encode(&self.key),
+            base32().encode(&self.ueb_hash),
+            self.k,
+            self.n,
+            self.size
+        )
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ChkError> {
+        let bad = ChkError::BadCap;
+        let rest = s.strip_prefix("URI:CHK:").ok_or(bad.clone())?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        let [key, ueb, k, n, size] = parts.as_slice() else {
+            return Err(bad);
+        };
+        let key: [u8; 16] = decode_exact(key)?;
+        let ueb_hash: Hash = decode_exact(ueb)?;
+        let num = |s: &str| -> Result<u64, ChkError> {
+            if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ChkError::BadCap);
+            }
+            s.parse().map_err(|_| ChkError::BadCap)
+        };
+        let k = u16::try_from(num(k)?).map_err(|_| ChkError::BadCap)?;
+        let n = u16::try_from(num(n)?).map_err(|_| ChkError::BadCap)?;
+        if k == 0 || k > n || n > 256 {
+            return Err(ChkError::BadCap);
+        }
+        Ok(Self {
+            key,
+            ueb_hash,
+            k,
+            n,
+            size: num(size)?,
+        })
+    }
+}
+
+fn decode_exact<const N: usize>(s: &str) -> Result<[u8; N], ChkError> {
+    // Only lower-case base32 of exactly N bytes.
+    if base32().encode_len(N) != s.len() {
+        return Err(ChkError::BadCap);
+    }
+    base32()
+        .decode(s.as_bytes())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or(ChkError::BadCap)
+}
