@@ -920,16 +920,16 @@ impl Downloader {
         let coder = Arc::clone(&self.coder);
         let (hash, block) = match hashed.take() {
             Some(hash) => (hash, block),
-            None => tokio::task::spawn_blocking(move || {
-                hash_and_decrypt(&coder, block, plain_at, &key)
-            })
-                .await
-                .map_err(|e| {
-                    BlockFailure::Share(ProblemKind::TaskFailed {
-                        what: "hashing",
-                        source: Arc::new(e),
-                    })
-                })?,
+            None => {
+                tokio::task::spawn_blocking(move || hash_and_decrypt(&coder, block, plain_at, &key))
+                    .await
+                    .map_err(|e| {
+                        BlockFailure::Share(ProblemKind::TaskFailed {
+                            what: "hashing",
+                            source: Arc::new(e),
+                        })
+                    })?
+            }
         };
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {
