@@ -73,7 +73,7 @@ impl ReadHandle {
         };
         let downloader = self.fs.downloader(cap).await?;
         downloader
-            .read(0, 1)
+            .check_readable()
             .await
             .map_err(|e| engine_error("read", &e))?;
         self.downloader = Some(downloader);

@@ -471,6 +471,22 @@ impl Downloader {
         state.problems_dropped > 0 || state.problems.iter().any(|p| p.kind.is_unavailable())
     }
 
+    /// Fetches and verifies the first segment from the grid now, even when
+    /// it is cached (a reader is kept across requests, and a cached
+    /// segment says nothing of whether the servers still answer), and
+    /// keeps it for the reads that follow.
+    pub async fn check_readable(&self) -> EngineResult<()> {
+        if self.size() == 0 {
+            return Ok(());
+        }
+        let segment = self.fetch_segment(0).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .put(0, segment);
+        Ok(())
+    }
+
     /// Exactly the bytes `offset..offset + len` of the file.
     pub async fn read(&self, offset: u64, len: u64) -> EngineResult<Bytes> {
         let end = offset.checked_add(len).filter(|end| *end <= self.size());
