@@ -15,19 +15,31 @@ pub type Hash = [u8; 32];
 
 /// The tags of version 1. Do not change: on-disk format.
 pub mod tag {
+    /// A block in format version 1, hashed with SHA-256.
     pub const BLOCK: &str = "griddav/v1/block";
     /// A block in format version 2, hashed with BLAKE3.
     pub const BLOCK_V2: &str = "griddav/v2/block";
+    /// An internal node of a hash tree.
     pub const NODE: &str = "griddav/v1/node";
+    /// Padding leaves of a hash tree up to a power of two.
     pub const PAD: &str = "griddav/v1/pad";
+    /// A segment, from its k data-block hashes (ciphertext-tree leaf).
     pub const SEGMENT: &str = "griddav/v1/segment";
+    /// The trailer, whose hash the capability carries.
     pub const TRAILER: &str = "griddav/v1/trailer";
+    /// The storage index, derived from the file key so servers never see the key.
     pub const STORAGE_INDEX: &str = "griddav/v1/storage-index";
+    /// A file's write enabler, the secret a server checks before a write.
     pub const WRITE_ENABLER: &str = "griddav/v1/write-enabler";
+    /// A file's lease-renewal secret.
     pub const LEASE_RENEW: &str = "griddav/v1/lease-renew";
+    /// A file's lease-cancel secret.
     pub const LEASE_CANCEL: &str = "griddav/v1/lease-cancel";
+    /// The write enabler one server sees: the file's, bound to that server.
     pub const SERVER_WRITE_ENABLER: &str = "griddav/v1/server-write-enabler";
+    /// The lease-renewal secret one server sees.
     pub const SERVER_LEASE_RENEW: &str = "griddav/v1/server-lease-renew";
+    /// The lease-cancel secret one server sees.
     pub const SERVER_LEASE_CANCEL: &str = "griddav/v1/server-lease-cancel";
 }
 
@@ -70,6 +82,7 @@ pub fn tagged_blake3(tag: &str, data: &[u8]) -> Hash {
 pub struct FileKey([u8; 32]);
 
 impl FileKey {
+    /// A fresh key from the operating system's random source.
     pub fn random() -> Self {
         use rand::RngCore;
         let mut key = [0u8; 32];
@@ -77,10 +90,12 @@ impl FileKey {
         Self(key)
     }
 
+    /// A key from a capability the caller parsed.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The key's bytes: a secret, never to be logged.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

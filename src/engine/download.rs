@@ -439,10 +439,12 @@ impl Downloader {
         })
     }
 
+    /// Plaintext bytes of the file, from the verified trailer.
     pub fn size(&self) -> u64 {
         self.trailer.size
     }
 
+    /// Plaintext bytes per segment: the unit a read fetches and verifies.
     pub fn segment_size(&self) -> u64 {
         self.layout.segment_size
     }
@@ -920,16 +922,16 @@ impl Downloader {
         let coder = Arc::clone(&self.coder);
         let (hash, block) = match hashed.take() {
             Some(hash) => (hash, block),
-            None => tokio::task::spawn_blocking(move || {
-                hash_and_decrypt(&coder, block, plain_at, &key)
-            })
-                .await
-                .map_err(|e| {
-                    BlockFailure::Share(ProblemKind::TaskFailed {
-                        what: "hashing",
-                        source: Arc::new(e),
-                    })
-                })?,
+            None => {
+                tokio::task::spawn_blocking(move || hash_and_decrypt(&coder, block, plain_at, &key))
+                    .await
+                    .map_err(|e| {
+                        BlockFailure::Share(ProblemKind::TaskFailed {
+                            what: "hashing",
+                            source: Arc::new(e),
+                        })
+                    })?
+            }
         };
         let mut state = lock(&self.state);
         let ok = match &mut state.candidates[candidate].block_tree {

@@ -67,12 +67,15 @@ pub enum FileStatus {
 /// A share on a server.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Holding {
+    /// The share number.
     pub share: u8,
+    /// The id of the server holding it.
     pub server: String,
 }
 
 /// Something a check found wrong, or that went wrong while repairing.
 #[derive(Clone, Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum CheckProblem {
     /// A share that failed verification or could not be read, or a server
     /// whose listing failed or did not come.
@@ -111,9 +114,11 @@ fn serialize_error<S: serde::Serializer>(
 /// What a check found and did for one file.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FileReport {
+    /// Whether the file is healthy, was repaired, or cannot be read.
     pub status: FileStatus,
     /// The file's coding: k shares of n read it.
     pub k: u16,
+    /// Shares written for the file.
     pub n: u16,
     /// Good shares after the run (verified ones when deep).
     pub shares: Vec<Holding>,
@@ -132,6 +137,7 @@ pub struct FileReport {
     pub leases_renewed: usize,
     /// Share bytes read (verification) and plaintext bytes decoded (repair).
     pub bytes_read: u64,
+    /// Share bytes uploaded by the repair.
     pub bytes_written: u64,
     /// Why a repair that was needed did not complete.
     #[serde(serialize_with = "serialize_error")]

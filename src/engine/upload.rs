@@ -61,6 +61,7 @@ enum State {
 /// A finished upload.
 #[derive(Debug)]
 pub struct Finished {
+    /// The capability that reads the file back: a secret for the namespace only.
     pub cap: FileCap,
     /// All n shares stored, on as many distinct servers as the grid has
     /// (up to n). When not, repair has work to do.
@@ -234,6 +235,7 @@ impl Uploader {
         Ok(uploader)
     }
 
+    /// The storage index the shares are stored under; known before any byte is sent.
     pub fn storage_index(&self) -> StorageIndex {
         self.si
     }

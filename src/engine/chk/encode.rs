@@ -20,6 +20,7 @@ use super::{Aes128Ctr, ChkError};
 /// One segment's blocks, one per share number, and where they go.
 #[derive(Debug)]
 pub struct SegmentBlocks {
+    /// The segment's number, from 0.
     pub segment: u64,
     /// Offset of these blocks within every share.
     pub share_offset: u64,
@@ -34,9 +35,12 @@ pub struct Finished {
     pub tail_offset: u64,
     /// `tails[shnum]`: hash trees, share hash chain, UEB.
     pub tails: Vec<Vec<u8>>,
+    /// The file's `URI:CHK:` capability: a secret.
     pub cap: ChkCap,
 }
 
+/// Tahoe's CHK uploader as a sans-I/O state machine: plaintext in, the
+/// blocks of each segment out, then each share's tail and the capability.
 pub struct ChkEncoder {
     params: ChkParams,
     layout: ShareLayout,
@@ -54,6 +58,7 @@ pub struct ChkEncoder {
 }
 
 impl ChkEncoder {
+    /// An encoder for a file of `params`' shape under AES key `key`.
     pub fn new(key: [u8; 16], params: ChkParams) -> Result<Self, ChkError> {
         let ueb_len = Self::ueb_len(&params) as u64;
         let layout = ShareLayout::new(&params, ueb_len)?;
@@ -87,6 +92,7 @@ impl ChkEncoder {
         .len()
     }
 
+    /// The file's shape, as fixed at creation.
     pub fn params(&self) -> &ChkParams {
         &self.params
     }
