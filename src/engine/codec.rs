@@ -187,6 +187,7 @@ impl SegmentCoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

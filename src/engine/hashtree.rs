@@ -84,7 +84,9 @@ impl HashTree {
         let mut proof = Vec::new();
         let mut node = (self.width - 1 + leaf) as u64;
         while node > 0 {
-            proof.push(self.nodes[sibling(node) as usize]);
+            #[allow(clippy::cast_possible_truncation)] // a node below nodes.len(), a usize
+            let sibling = sibling(node) as usize;
+            proof.push(self.nodes[sibling]);
             node = parent(node);
         }
         proof
@@ -201,6 +203,7 @@ impl VerifiedTree {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

@@ -41,13 +41,19 @@ pub const CODEC_RS_GF8: u8 = 1;
 
 /// Bytes of the header: magic, version, share, k, n, segment size.
 /// Do not change: on-disk format.
-pub const HEADER_LEN: u64 = 20;
+pub const HEADER_LEN: u64 = HEADER_BYTES as u64;
+/// [`HEADER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const HEADER_BYTES: usize = 20;
 /// Bytes of the trailer: version, cipher, codec, k, n, segment size, size,
 /// segment count and two roots. Do not change: on-disk format.
-pub const TRAILER_LEN: u64 = 92;
+pub const TRAILER_LEN: u64 = TRAILER_BYTES as u64;
+/// [`TRAILER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const TRAILER_BYTES: usize = 92;
 /// Bytes of the footer: four offsets, share, version, magic.
 /// Do not change: on-disk format.
-pub const FOOTER_LEN: u64 = 40;
+pub const FOOTER_LEN: u64 = FOOTER_BYTES as u64;
+/// [`FOOTER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const FOOTER_BYTES: usize = 40;
 
 /// Largest segment a reader accepts: bounds what one segment can make it
 /// allocate, whatever a share claims.
@@ -158,8 +164,8 @@ pub struct Header {
 
 impl Header {
     /// The header's bytes as written at the start of the share.
-    pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
-        let mut out = [0u8; HEADER_LEN as usize];
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut out = [0u8; HEADER_BYTES];
         out[..8].copy_from_slice(&HEADER_MAGIC);
         out[8..10].copy_from_slice(&self.version.to_be_bytes());
         out[10..12].copy_from_slice(&self.share.to_be_bytes());
@@ -211,8 +217,8 @@ pub struct Trailer {
 
 impl Trailer {
     /// The trailer's bytes, the same in every share of the file.
-    pub fn encode(&self) -> [u8; TRAILER_LEN as usize] {
-        let mut out = Vec::with_capacity(TRAILER_LEN as usize);
+    pub fn encode(&self) -> [u8; TRAILER_BYTES] {
+        let mut out = Vec::with_capacity(TRAILER_BYTES);
         out.extend_from_slice(&self.version.to_be_bytes());
         out.push(CIPHER_AES256_CTR);
         out.push(CODEC_RS_GF8);
@@ -223,7 +229,7 @@ impl Trailer {
         out.extend_from_slice(&self.segment_count.to_be_bytes());
         out.extend_from_slice(&self.share_root);
         out.extend_from_slice(&self.ciphertext_root);
-        let mut fixed = [0u8; TRAILER_LEN as usize];
+        let mut fixed = [0u8; TRAILER_BYTES];
         fixed.copy_from_slice(&out);
         fixed
     }
@@ -305,8 +311,8 @@ pub struct Footer {
 
 impl Footer {
     /// The footer's bytes as written at the end of the share.
-    pub fn encode(&self) -> [u8; FOOTER_LEN as usize] {
-        let mut out = [0u8; FOOTER_LEN as usize];
+    pub fn encode(&self) -> [u8; FOOTER_BYTES] {
+        let mut out = [0u8; FOOTER_BYTES];
         out[..8].copy_from_slice(&self.block_tree_offset.to_be_bytes());
         out[8..16].copy_from_slice(&self.ciphertext_tree_offset.to_be_bytes());
         out[16..24].copy_from_slice(&self.proof_offset.to_be_bytes());
@@ -463,6 +469,7 @@ impl ShareLayout {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

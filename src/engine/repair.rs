@@ -263,7 +263,7 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
     report
         .shares
         .sort_by(|a, b| (a.share, &a.server).cmp(&(b.share, &b.server)));
-    report.missing = after.missing.iter().map(|s| *s as u8).collect();
+    report.missing = after.missing.iter().map(|s| share_num(*s).0).collect();
     report.servers = after.distinct_servers;
     report
 }
@@ -495,6 +495,14 @@ fn augment(
 /// nothing of this file, in placement order. On a grid with fewer
 /// reachable servers than shares, missing shares that find no empty
 /// server go to the least loaded one.
+/// A share number of the file (below its n) as a [`ShareNum`].
+fn share_num(share: usize) -> ShareNum {
+    // share < n <= 256, checked by EncodingParams::validate
+    #[allow(clippy::cast_possible_truncation)]
+    let share = share as u8;
+    ShareNum(share)
+}
+
 fn targets(survey: &Survey, assessment: &Assessment, n: usize) -> Vec<(ShareNum, usize)> {
     let mut free = (0..survey.servers.len())
         .filter(|rank| survey.reachable[*rank] && !survey.listed.contains(rank));
@@ -517,13 +525,13 @@ fn targets(survey: &Survey, assessment: &Assessment, n: usize) -> Vec<(ShareNum,
         });
         if let Some(rank) = rank {
             load[rank] += 1;
-            chosen.push((ShareNum(*share as u8), rank));
+            chosen.push((share_num(*share), rank));
         }
     }
     let room = assessment.want.saturating_sub(assessment.matched);
     for share in assessment.unplaced.iter().take(room) {
         if let Some(rank) = free.next() {
-            chosen.push((ShareNum(*share as u8), rank));
+            chosen.push((share_num(*share), rank));
         }
     }
     chosen

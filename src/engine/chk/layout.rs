@@ -134,8 +134,10 @@ impl ShareLayout {
         let mut out = self.version.to_be_bytes().to_vec();
         for f in fields {
             if self.version == 1 {
-                // new() chose v1 only when every field fits.
-                out.extend_from_slice(&(f as u32).to_be_bytes());
+                // new() chose v1 only when every field fits 32 bits
+                #[allow(clippy::cast_possible_truncation)]
+                let f = f as u32;
+                out.extend_from_slice(&f.to_be_bytes());
             } else {
                 out.extend_from_slice(&f.to_be_bytes());
             }
@@ -146,7 +148,11 @@ impl ShareLayout {
     /// The bytes at `uri_extension`: its length, then the UEB.
     pub fn ueb_field(&self, ueb: &[u8]) -> Vec<u8> {
         let mut out = if self.version == 1 {
-            (ueb.len() as u32).to_be_bytes().to_vec()
+            // Ueb::pack's few hundred bytes (a reader refuses past
+            // MAX_UEB_LEN, 64 KiB): far below u32::MAX.
+            #[allow(clippy::cast_possible_truncation)]
+            let len = ueb.len() as u32;
+            len.to_be_bytes().to_vec()
         } else {
             (ueb.len() as u64).to_be_bytes().to_vec()
         };

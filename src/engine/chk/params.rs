@@ -95,6 +95,17 @@ impl ChkParams {
         })
     }
 
+    /// `num_segments` as a count for indexing. It is at most
+    /// [`MAX_SEGMENTS`] (2^24), checked in [`Self::new`], the only
+    /// constructor, so it fits every platform's `usize`, and so does every
+    /// segment number below it.
+    pub fn segment_count(&self) -> usize {
+        // num_segments <= MAX_SEGMENTS = 2^24, checked in ChkParams::new
+        #[allow(clippy::cast_possible_truncation)]
+        let count = self.num_segments as usize;
+        count
+    }
+
     /// Ciphertext bytes of segment `seg` (unpadded).
     pub fn segment_len(&self, seg: u64) -> u64 {
         if seg + 1 == self.num_segments {

@@ -366,6 +366,7 @@ impl Zfec {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 
