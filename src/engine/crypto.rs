@@ -29,13 +29,15 @@ pub mod tag {
     pub const TRAILER: &str = "griddav/v1/trailer";
     /// The storage index, derived from the file key so servers never see the key.
     pub const STORAGE_INDEX: &str = "griddav/v1/storage-index";
-    /// A file's write enabler, the secret a server checks before a write.
+    /// The write enabler of files written before secrets were per server:
+    /// the same on every server; only to delete such files.
     pub const WRITE_ENABLER: &str = "griddav/v1/write-enabler";
-    /// A file's lease-renewal secret.
+    /// The lease-renewal secret of such files.
     pub const LEASE_RENEW: &str = "griddav/v1/lease-renew";
-    /// A file's lease-cancel secret.
+    /// The lease-cancel secret of such files.
     pub const LEASE_CANCEL: &str = "griddav/v1/lease-cancel";
-    /// The write enabler one server sees: the file's, bound to that server.
+    /// The write enabler one server sees: from the file key and that
+    /// server's identity, so it is no use on another server.
     pub const SERVER_WRITE_ENABLER: &str = "griddav/v1/server-write-enabler";
     /// The lease-renewal secret one server sees.
     pub const SERVER_LEASE_RENEW: &str = "griddav/v1/server-lease-renew";

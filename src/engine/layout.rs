@@ -355,7 +355,7 @@ pub struct ShareLayout {
     pub size: u64,
     /// Shares needed to read the file (the trailer's k, widened for arithmetic).
     pub k: u64,
-    /// Segments in the file; at least one block per share each, none for an empty file.
+    /// Segments in the file: `ceil(size / segment_size)`, 0 for an empty file.
     pub segment_count: u64,
     /// Block size of every full segment: ceil(segment size / k).
     pub full_block_len: u64,

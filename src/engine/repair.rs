@@ -114,7 +114,7 @@ fn serialize_error<S: serde::Serializer>(
 /// What a check found and did for one file.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FileReport {
-    /// Whether the file is healthy, was repaired, or cannot be read.
+    /// Healthy, repaired, degraded or unrecoverable after the run.
     pub status: FileStatus,
     /// The file's coding: k shares of n read it.
     pub k: u16,

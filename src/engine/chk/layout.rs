@@ -39,7 +39,7 @@ pub fn num_share_hashes(n: u16) -> u64 {
 pub struct Offsets {
     /// The first block.
     pub data: u64,
-    /// The plaintext hash tree (always empty: Tahoe no longer writes it).
+    /// The plaintext hash tree: unused, written as zeros as Tahoe does.
     pub plaintext_hash_tree: u64,
     /// The ciphertext (segment) hash tree.
     pub crypttext_hash_tree: u64,
