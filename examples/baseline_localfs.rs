@@ -17,10 +17,10 @@ use dav_server::localfs::LocalFs;
 use dav_server::DavHandler;
 
 /// griddav's default `read_buf_size`: both servers read in the same steps.
-pub const READ_BUF_SIZE: usize = 256 << 10;
+pub(crate) const READ_BUF_SIZE: usize = 256 << 10;
 
 /// Serves `dir` on `listen` until the process is killed.
-pub fn serve_localfs(dir: PathBuf, listen: std::net::SocketAddr) -> std::io::Result<()> {
+pub(crate) fn serve_localfs(dir: PathBuf, listen: std::net::SocketAddr) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -968,7 +968,7 @@ mod throttled {
     use griddav::config::Config;
     use griddav::grid::{Grid, Link, ShareStore, ThrottledStore};
 
-    pub fn serve(dir: PathBuf, rate: f64) -> Result<(), Box<dyn std::error::Error>> {
+    pub(crate) fn serve(dir: PathBuf, rate: f64) -> Result<(), Box<dyn std::error::Error>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;

@@ -44,6 +44,7 @@ pub struct Requested {
 }
 
 impl Requested {
+    /// The property names asked for, in request order.
     pub fn names(&self) -> &[PropName] {
         &self.names
     }
@@ -305,6 +306,8 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// A completion for the request's properties; `None` for an `allprop` or
+    /// a request with no body.
     pub fn new(requested: Option<&Requested>) -> Completion {
         Completion {
             requested: Arc::new(requested.map_or_else(Vec::new, |r| r.names.clone())),

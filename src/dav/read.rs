@@ -27,7 +27,7 @@ struct ReadAhead {
     stream: Mutex<SegmentStream>,
 }
 
-pub struct ReadHandle {
+pub(crate) struct ReadHandle {
     fs: Arc<FsInner>,
     meta: GridMeta,
     content: Option<Content>,

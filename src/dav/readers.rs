@@ -49,7 +49,7 @@ impl Default for ReaderCache {
 }
 
 impl ReaderCache {
-    pub fn get(&self, cap: &str) -> Option<Arc<Downloader>> {
+    pub(crate) fn get(&self, cap: &str) -> Option<Arc<Downloader>> {
         let mut entries = self.lock();
         if entries
             .peek(cap)
@@ -61,11 +61,11 @@ impl ReaderCache {
         entries.get(cap).map(|entry| Arc::clone(&entry.reader))
     }
 
-    pub fn contains(&self, cap: &str) -> bool {
+    pub(crate) fn contains(&self, cap: &str) -> bool {
         self.lock().contains(cap)
     }
 
-    pub fn insert(&self, cap: &str, reader: Arc<Downloader>) {
+    pub(crate) fn insert(&self, cap: &str, reader: Arc<Downloader>) {
         self.lock().put(
             cap.to_owned(),
             Entry {

@@ -48,7 +48,7 @@ enum State {
     Failed,
 }
 
-pub struct WriteHandle {
+pub(crate) struct WriteHandle {
     fs: Arc<FsInner>,
     path: String,
     base: Option<Base>,

@@ -34,6 +34,7 @@ pub const MAX_PIECE: usize = 16 << 20;
 /// declarations the child relies on; `child` is the child's complete
 /// text. Returns the replacement, or `None` to keep the child as it is.
 pub trait Rewrite: Send {
+    /// The replacement for `child`, or `None` to keep it.
     fn child(&mut self, root_open: &[u8], child: &[u8]) -> Option<Vec<u8>>;
 }
 
@@ -71,6 +72,7 @@ enum Token {
 }
 
 impl<R: Rewrite> Splitter<R> {
+    /// A splitter that hands each child of the root to `rewrite`.
     pub fn new(rewrite: R) -> Splitter<R> {
         Splitter {
             rewrite,
@@ -269,6 +271,7 @@ pub struct Rewritten<B, R> {
 }
 
 impl<B, R: Rewrite> Rewritten<B, R> {
+    /// `inner` with each child of the root passed through `rewrite`.
     pub fn new(inner: B, rewrite: R) -> Rewritten<B, R> {
         Rewritten {
             inner,

@@ -19,8 +19,11 @@ use super::{EncodingParams, EngineError, ParamsError};
 /// A segment encoded into its N blocks.
 #[derive(Debug)]
 pub struct EncodedSegment {
+    /// `blocks[share]`, n of them: k data blocks, then parity.
     pub blocks: Vec<Bytes>,
+    /// `block_hashes[share]`, in the file's format version's block hash.
     pub block_hashes: Vec<Hash>,
+    /// The ciphertext-tree leaf: [`segment_hash`] of the k data-block hashes.
     pub segment_hash: Hash,
 }
 
@@ -42,6 +45,8 @@ pub fn segment_hash(data_block_hashes: &[Hash]) -> Hash {
     tagged_hash(tag::SEGMENT, &parts)
 }
 
+/// Reed-Solomon coding of segments into n blocks and back, for one file's
+/// k, n and format version. Pure and synchronous: run on the blocking pool.
 #[derive(Debug)]
 pub struct SegmentCoder {
     /// The format version: which hash the blocks get.
@@ -55,15 +60,21 @@ pub struct SegmentCoder {
 /// Why blocks could not be decoded into a segment.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum CodecError {
+    /// The caller passed a slot list of the wrong length (our bug).
     #[error("{slots} block slots for {shares} shares")]
     SlotCount { slots: usize, shares: usize },
+    /// The blocks differ in length (a bad share got past verification).
     #[error("blocks of different lengths")]
     UnequalBlocks,
+    /// k = n and a data block is missing: nothing can rebuild it.
     #[error("a data block is missing and there is no parity")]
     NoParity,
+    /// The Reed-Solomon library refused the blocks.
     #[error("reed-solomon reconstruction failed: {0}")]
     Reconstruct(#[source] reed_solomon_erasure::Error),
+    /// The library reported success but left a data block empty.
     #[error("reconstruction left a data block empty")]
     EmptyAfterReconstruct,
 }
@@ -86,6 +97,7 @@ impl SegmentCoder {
         Ok(Self { version, k, n, rs })
     }
 
+    /// The format version the blocks are hashed for.
     pub fn version(&self) -> u16 {
         self.version
     }
@@ -175,6 +187,7 @@ impl SegmentCoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

@@ -15,19 +15,33 @@ pub type Hash = [u8; 32];
 
 /// The tags of version 1. Do not change: on-disk format.
 pub mod tag {
+    /// A block in format version 1, hashed with SHA-256.
     pub const BLOCK: &str = "griddav/v1/block";
     /// A block in format version 2, hashed with BLAKE3.
     pub const BLOCK_V2: &str = "griddav/v2/block";
+    /// An internal node of a hash tree.
     pub const NODE: &str = "griddav/v1/node";
+    /// Padding leaves of a hash tree up to a power of two.
     pub const PAD: &str = "griddav/v1/pad";
+    /// A segment, from its k data-block hashes (ciphertext-tree leaf).
     pub const SEGMENT: &str = "griddav/v1/segment";
+    /// The trailer, whose hash the capability carries.
     pub const TRAILER: &str = "griddav/v1/trailer";
+    /// The storage index, derived from the file key so servers never see the key.
     pub const STORAGE_INDEX: &str = "griddav/v1/storage-index";
+    /// The write enabler of files written before secrets were per server:
+    /// the same on every server; only to delete such files.
     pub const WRITE_ENABLER: &str = "griddav/v1/write-enabler";
+    /// The lease-renewal secret of such files.
     pub const LEASE_RENEW: &str = "griddav/v1/lease-renew";
+    /// The lease-cancel secret of such files.
     pub const LEASE_CANCEL: &str = "griddav/v1/lease-cancel";
+    /// The write enabler one server sees: from the file key and that
+    /// server's identity, so it is no use on another server.
     pub const SERVER_WRITE_ENABLER: &str = "griddav/v1/server-write-enabler";
+    /// The lease-renewal secret one server sees.
     pub const SERVER_LEASE_RENEW: &str = "griddav/v1/server-lease-renew";
+    /// The lease-cancel secret one server sees.
     pub const SERVER_LEASE_CANCEL: &str = "griddav/v1/server-lease-cancel";
 }
 
@@ -70,6 +84,7 @@ pub fn tagged_blake3(tag: &str, data: &[u8]) -> Hash {
 pub struct FileKey([u8; 32]);
 
 impl FileKey {
+    /// A fresh key from the operating system's random source.
     pub fn random() -> Self {
         use rand::RngCore;
         let mut key = [0u8; 32];
@@ -77,10 +92,12 @@ impl FileKey {
         Self(key)
     }
 
+    /// A key from a capability the caller parsed.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The key's bytes: a secret, never to be logged.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

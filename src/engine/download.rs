@@ -27,7 +27,10 @@ use super::codec::{segment_hash, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
 use super::hashtree::{self, verify_proof, VerifiedTree};
-use super::layout::{Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_LEN, TRAILER_LEN};
+use super::layout::{
+    Footer, Header, ShareLayout, Trailer, FOOTER_LEN, HEADER_BYTES, HEADER_LEN, TRAILER_BYTES,
+    TRAILER_LEN,
+};
 use super::{Corruption, EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{BufferLease, BufferPool, Grid, ShareNum, ShareStore, StorageIndex};
 
@@ -439,10 +442,12 @@ impl Downloader {
         })
     }
 
+    /// Plaintext bytes of the file, from the verified trailer.
     pub fn size(&self) -> u64 {
         self.trailer.size
     }
 
+    /// Plaintext bytes per segment: the unit a read fetches and verifies.
     pub fn segment_size(&self) -> u64 {
         self.layout.segment_size
     }
@@ -505,16 +510,18 @@ impl Downloader {
         let last = (end - 1) / segment_size;
         if first == last {
             let segment = self.segment(first).await?;
-            let start = (offset - first * segment_size) as usize;
-            return Ok(segment.slice(start, start + len as usize));
+            let start = in_segment(offset - first * segment_size);
+            return Ok(segment.slice(start, start + in_segment(len)));
         }
-        let mut out = BytesMut::with_capacity(len as usize);
+        // Only a capacity hint: a length past `usize` (32-bit targets) gets
+        // none, and fails as it grows as it would have anyway.
+        let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
         for s in first..=last {
             let segment = self.segment(s).await?;
             let seg_start = s * segment_size;
             let from = offset.max(seg_start) - seg_start;
             let to = end.min(seg_start + segment.len() as u64) - seg_start;
-            out.extend_from_slice(&segment.slice(from as usize, to as usize));
+            out.extend_from_slice(&segment.slice(in_segment(from), in_segment(to)));
         }
         Ok(out.freeze())
     }
@@ -534,7 +541,7 @@ impl Downloader {
                 let this = Arc::clone(&self);
                 async move {
                     let segment = this.segment(s).await?;
-                    let skip = offset.saturating_sub(s * segment_size) as usize;
+                    let skip = in_segment(offset.saturating_sub(s * segment_size));
                     let len = segment.len();
                     Ok(segment.slice(skip.min(len), len))
                 }
@@ -558,7 +565,7 @@ impl Downloader {
             reader: self,
             next: first,
             count,
-            skip: offset.saturating_sub(first.saturating_mul(segment_size)) as usize,
+            skip: in_segment(offset.saturating_sub(first.saturating_mul(segment_size))),
             ahead: VecDeque::new(),
             ready: VecDeque::new(),
         };
@@ -664,7 +671,7 @@ impl Downloader {
         drop(in_flight);
 
         good.sort_by_key(|b| b.share);
-        let seg_len = self.layout.segment_len(s) as usize;
+        let seg_len = in_segment(self.layout.segment_len(s));
         let decoded = good.iter().any(|b| usize::from(b.share.0) >= k);
         if !decoded {
             // The k data blocks, decrypted already: their hashes give the
@@ -1001,7 +1008,7 @@ impl Downloader {
         Ok(VerifiedTree::new(self.trailer.segment_count, root))
     }
 
-    fn expected_header(&self, share: ShareNum) -> [u8; HEADER_LEN as usize] {
+    fn expected_header(&self, share: ShareNum) -> [u8; HEADER_BYTES] {
         Header {
             version: self.trailer.version,
             share: u16::from(share.0),
@@ -1041,8 +1048,11 @@ impl Downloader {
         let mut problems = Vec::new();
         for share in 0..self.trailer.n {
             if !candidates.iter().any(|(s, _)| u16::from(s.0) == share) {
+                // share < n <= 256, checked by EncodingParams::validate
+                #[allow(clippy::cast_possible_truncation)]
+                let share = ShareNum(share as u8);
                 problems.push(ShareProblem {
-                    share: Some(ShareNum(share as u8)),
+                    share: Some(share),
                     server: String::new(),
                     kind: ProblemKind::Missing,
                 });
@@ -1133,7 +1143,9 @@ impl Downloader {
         let coder = Arc::clone(&self.coder);
         let k = usize::from(self.trailer.k);
         let n = usize::from(self.trailer.n);
-        let leaf = leaves.and_then(|l| l.get(s as usize)).copied();
+        let leaf = leaves
+            .and_then(|l| l.get(usize::try_from(s).ok()?))
+            .copied();
         let outcome = tokio::task::spawn_blocking(move || {
             let hashes: Vec<Hash> = shares.iter().map(|(_, b)| coder.block_hash(b)).collect();
             let disagreeing = cross_check(&coder, k, n, &shares, leaf);
@@ -1221,13 +1233,17 @@ impl Downloader {
             return corrupt(Corruption::HeaderMismatch);
         }
         let stored = read(layout.ciphertext_tree_offset..layout.proof_offset).await?;
-        let first_leaf = (hashtree::width_for(layout.segment_count) - 1) as usize * 32;
-        let Some(leaf_bytes) = stored.get(first_leaf..) else {
+        // An offset past `usize` is past anything read into memory: short.
+        let first_leaf = usize::try_from(hashtree::width_for(layout.segment_count) - 1)
+            .ok()
+            .and_then(|width| width.checked_mul(32));
+        let Some(leaf_bytes) = first_leaf.and_then(|first| stored.get(first..)) else {
             return corrupt(Corruption::CiphertextTreeShort);
         };
         let stored_leaves: Vec<Hash> = leaf_bytes
             .chunks_exact(32)
-            .take(layout.segment_count as usize)
+            // More leaves than `usize` holds cannot be in memory: take all.
+            .take(usize::try_from(layout.segment_count).unwrap_or(usize::MAX))
             .map(|c| c.try_into().unwrap_or([0; 32]))
             .collect();
         let rebuilt = HashTree::from_leaves(&stored_leaves);
@@ -1447,7 +1463,7 @@ async fn read_trailer(
             want: tail_len,
         }));
     }
-    let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_LEN as usize);
+    let (trailer_bytes, footer_bytes) = tail.split_at(TRAILER_BYTES);
     let trailer = Trailer::decode(trailer_bytes).map_err(|e| corrupt(Corruption::Trailer(e)))?;
     if trailer.hash() != cap.trailer_hash {
         return Err(corrupt(Corruption::TrailerHash));
@@ -1484,6 +1500,17 @@ fn lock(state: &Mutex<ReadState>) -> MutexGuard<'_, ReadState> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A position or length within one segment as a `usize`: at most the
+/// segment size, which `Trailer::params` bounds by
+/// [`MAX_SEGMENT_SIZE`](super::layout::MAX_SEGMENT_SIZE) (64 MiB) before any
+/// layout exists.
+fn in_segment(x: u64) -> usize {
+    debug_assert!(x <= u64::from(super::layout::MAX_SEGMENT_SIZE));
+    #[allow(clippy::cast_possible_truncation)] // x <= MAX_SEGMENT_SIZE, checked in Trailer::params
+    let x = x as usize;
+    x
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! `Uploader::with_key`, which is not public (a key must never encrypt two
 //! files, so no caller outside the crate may choose one).
 
+// Test vectors: byte patterns wrap on purpose; sizes and indices are small.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;

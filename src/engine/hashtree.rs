@@ -60,6 +60,7 @@ pub struct HashTree {
 }
 
 impl HashTree {
+    /// The full tree over `leaves`, padded to a power of two; a writer's tree.
     pub fn from_leaves(leaves: &[Hash]) -> Self {
         let width = leaves.len().max(1).next_power_of_two();
         let mut nodes = vec![[0u8; 32]; 2 * width - 1];
@@ -73,6 +74,7 @@ impl HashTree {
         Self { nodes, width }
     }
 
+    /// The root hash; of the padded tree when there is a single or no leaf.
     pub fn root(&self) -> Hash {
         self.nodes[0]
     }
@@ -82,7 +84,9 @@ impl HashTree {
         let mut proof = Vec::new();
         let mut node = (self.width - 1 + leaf) as u64;
         while node > 0 {
-            proof.push(self.nodes[sibling(node) as usize]);
+            #[allow(clippy::cast_possible_truncation)] // a node below nodes.len(), a usize
+            let sibling = sibling(node) as usize;
+            proof.push(self.nodes[sibling]);
             node = parent(node);
         }
         proof
@@ -125,6 +129,8 @@ pub struct VerifiedTree {
 const MAX_CACHED_NODES: usize = 1 << 16;
 
 impl VerifiedTree {
+    /// A reader's tree of `leaves` leaves whose only trusted node is `root`
+    /// (from a verified trailer); nodes are checked as they arrive.
     pub fn new(leaves: u64, root: Hash) -> Self {
         let mut verified = HashMap::new();
         verified.insert(0, root);
@@ -197,6 +203,7 @@ impl VerifiedTree {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

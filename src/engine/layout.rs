@@ -39,41 +39,65 @@ pub const CIPHER_AES256_CTR: u8 = 1;
 /// `galois_8` matrix: shares 0..k are the data.
 pub const CODEC_RS_GF8: u8 = 1;
 
-pub const HEADER_LEN: u64 = 20;
-pub const TRAILER_LEN: u64 = 92;
-pub const FOOTER_LEN: u64 = 40;
+/// Bytes of the header: magic, version, share, k, n, segment size.
+/// Do not change: on-disk format.
+pub const HEADER_LEN: u64 = HEADER_BYTES as u64;
+/// [`HEADER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const HEADER_BYTES: usize = 20;
+/// Bytes of the trailer: version, cipher, codec, k, n, segment size, size,
+/// segment count and two roots. Do not change: on-disk format.
+pub const TRAILER_LEN: u64 = TRAILER_BYTES as u64;
+/// [`TRAILER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const TRAILER_BYTES: usize = 92;
+/// Bytes of the footer: four offsets, share, version, magic.
+/// Do not change: on-disk format.
+pub const FOOTER_LEN: u64 = FOOTER_BYTES as u64;
+/// [`FOOTER_LEN`] as a `usize`: the size of the encoded array.
+pub(crate) const FOOTER_BYTES: usize = 40;
 
 /// Largest segment a reader accepts: bounds what one segment can make it
 /// allocate, whatever a share claims.
 pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
 
+/// Why share bytes do not parse as this layout: a bad or foreign share,
+/// never a bug of ours.
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum LayoutError {
+    /// A header or footer without its magic: not a griddav share.
     #[error("bad magic in {what}")]
     BadMagic { what: &'static str },
+    /// A version this build cannot read (written by a newer one).
     #[error("unsupported format version {version} in {what}")]
     UnsupportedVersion { what: &'static str, version: u16 },
+    /// A cipher or codec id this build does not know.
     #[error("unsupported {what} id {id}")]
     UnsupportedAlgorithm { what: &'static str, id: u8 },
+    /// A fixed-size part of the wrong length.
     #[error("{what} is {len} bytes, expected {expected}")]
     BadLength {
         what: &'static str,
         len: usize,
         expected: u64,
     },
+    /// The trailer's k, n or segment size are out of range.
     #[error("invalid encoding parameters: {0}")]
     BadParams(#[from] super::ParamsError),
+    /// The trailer's segment count disagrees with its size and segment size.
     #[error("segment count {claimed} does not match size {size} and segment size {segment_size}")]
     BadSegmentCount {
         claimed: u64,
         size: u64,
         segment_size: u32,
     },
+    /// Offsets past `u64`: no real file, so a forged trailer.
     #[error("file too large for its layout")]
     Overflow,
+    /// The footer's offsets are not the ones the verified trailer implies.
     #[error("footer offsets do not match the trailer")]
     FooterMismatch,
+    /// Bytes ran out before the last field.
     #[error("{what} ends before its fields do")]
     Truncated { what: &'static str },
 }
@@ -126,16 +150,22 @@ fn check_len(what: &'static str, bytes: &[u8], expected: u64) -> Result<(), Layo
 /// The first bytes of every share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version of this share.
     pub version: u16,
+    /// Which of the n shares this is (0-based; 0..k are data).
     pub share: u16,
+    /// Shares needed to read the file.
     pub k: u16,
+    /// Shares written.
     pub n: u16,
+    /// Plaintext bytes per segment (the last may be shorter).
     pub segment_size: u32,
 }
 
 impl Header {
-    pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
-        let mut out = [0u8; HEADER_LEN as usize];
+    /// The header's bytes as written at the start of the share.
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut out = [0u8; HEADER_BYTES];
         out[..8].copy_from_slice(&HEADER_MAGIC);
         out[8..10].copy_from_slice(&self.version.to_be_bytes());
         out[10..12].copy_from_slice(&self.share.to_be_bytes());
@@ -145,6 +175,7 @@ impl Header {
         out
     }
 
+    /// Parses a header read from a share; checks the magic and version only.
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("header", bytes, HEADER_LEN)?;
         let mut r = Reader::new("header", bytes);
@@ -168,10 +199,15 @@ impl Header {
 pub struct Trailer {
     /// The format version: which hash the blocks have.
     pub version: u16,
+    /// Shares needed to read the file.
     pub k: u16,
+    /// Shares written.
     pub n: u16,
+    /// Plaintext bytes per segment, at most [`MAX_SEGMENT_SIZE`].
     pub segment_size: u32,
+    /// Plaintext bytes of the whole file.
     pub size: u64,
+    /// `ceil(size / segment_size)`; checked by [`ShareLayout::new`].
     pub segment_count: u64,
     /// Root of the tree over the N block-tree roots.
     pub share_root: Hash,
@@ -180,8 +216,9 @@ pub struct Trailer {
 }
 
 impl Trailer {
-    pub fn encode(&self) -> [u8; TRAILER_LEN as usize] {
-        let mut out = Vec::with_capacity(TRAILER_LEN as usize);
+    /// The trailer's bytes, the same in every share of the file.
+    pub fn encode(&self) -> [u8; TRAILER_BYTES] {
+        let mut out = Vec::with_capacity(TRAILER_BYTES);
         out.extend_from_slice(&self.version.to_be_bytes());
         out.push(CIPHER_AES256_CTR);
         out.push(CODEC_RS_GF8);
@@ -192,7 +229,7 @@ impl Trailer {
         out.extend_from_slice(&self.segment_count.to_be_bytes());
         out.extend_from_slice(&self.share_root);
         out.extend_from_slice(&self.ciphertext_root);
-        let mut fixed = [0u8; TRAILER_LEN as usize];
+        let mut fixed = [0u8; TRAILER_BYTES];
         fixed.copy_from_slice(&out);
         fixed
     }
@@ -230,6 +267,8 @@ impl Trailer {
         Ok(trailer)
     }
 
+    /// The hash the capability carries: verifies this trailer and, through
+    /// its roots, every block.
     pub fn hash(&self) -> Hash {
         tagged_hash(tag::TRAILER, &[&self.encode()])
     }
@@ -256,17 +295,24 @@ pub fn segment_count(size: u64, segment_size: u32) -> u64 {
 /// Untrusted: a reader checks it against the layout its verified trailer implies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footer {
+    /// Where the block tree starts (just after the last block).
     pub block_tree_offset: u64,
+    /// Where the ciphertext tree starts.
     pub ciphertext_tree_offset: u64,
+    /// Where this share's proof (block-tree root to share root) starts.
     pub proof_offset: u64,
+    /// Where the trailer starts; the footer follows it.
     pub trailer_offset: u64,
+    /// Which share this is; must match the header.
     pub share: u16,
+    /// Format version; must match the trailer.
     pub version: u16,
 }
 
 impl Footer {
-    pub fn encode(&self) -> [u8; FOOTER_LEN as usize] {
-        let mut out = [0u8; FOOTER_LEN as usize];
+    /// The footer's bytes as written at the end of the share.
+    pub fn encode(&self) -> [u8; FOOTER_BYTES] {
+        let mut out = [0u8; FOOTER_BYTES];
         out[..8].copy_from_slice(&self.block_tree_offset.to_be_bytes());
         out[8..16].copy_from_slice(&self.ciphertext_tree_offset.to_be_bytes());
         out[16..24].copy_from_slice(&self.proof_offset.to_be_bytes());
@@ -277,6 +323,7 @@ impl Footer {
         out
     }
 
+    /// Parses the last [`FOOTER_LEN`] bytes of a share; checks magic and version only.
     pub fn decode(bytes: &[u8]) -> Result<Self, LayoutError> {
         check_len("footer", bytes, FOOTER_LEN)?;
         let mut r = Reader::new("footer", bytes);
@@ -302,18 +349,29 @@ impl Footer {
 pub struct ShareLayout {
     /// The trailer's format version, repeated in every footer.
     pub version: u16,
+    /// Plaintext bytes per full segment.
     pub segment_size: u64,
+    /// Plaintext bytes of the whole file.
     pub size: u64,
+    /// Shares needed to read the file (the trailer's k, widened for arithmetic).
     pub k: u64,
+    /// Segments in the file: `ceil(size / segment_size)`, 0 for an empty file.
     pub segment_count: u64,
     /// Block size of every full segment: ceil(segment size / k).
     pub full_block_len: u64,
+    /// Offset of the block tree in every share.
     pub block_tree_offset: u64,
+    /// Offset of the ciphertext tree in every share.
     pub ciphertext_tree_offset: u64,
+    /// Offset of the share proof in every share.
     pub proof_offset: u64,
+    /// Bytes of the share proof: 32 per level of the share tree.
     pub proof_len: u64,
+    /// Offset of the trailer in every share.
     pub trailer_offset: u64,
+    /// Offset of the footer in every share.
     pub footer_offset: u64,
+    /// Total bytes of every share.
     pub share_len: u64,
 }
 
@@ -378,6 +436,7 @@ impl ShareLayout {
         (self.size - start).min(self.segment_size)
     }
 
+    /// Bytes of block `segment` in every share: `ceil(segment_len / k)`.
     pub fn block_len(&self, segment: u64) -> u64 {
         self.segment_len(segment).div_ceil(self.k)
     }
@@ -387,6 +446,7 @@ impl ShareLayout {
         HEADER_LEN + segment * self.full_block_len
     }
 
+    /// The footer share `share` ends with.
     pub fn footer(&self, share: u16) -> Footer {
         Footer {
             block_tree_offset: self.block_tree_offset,
@@ -409,6 +469,7 @@ impl ShareLayout {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 

@@ -11,6 +11,10 @@
 //! advance; [`Downloader`] reads any byte range back, verifying every block
 //! against the capability before it returns a byte.
 
+// Share bytes and clients choose most numbers here: every narrowing cast
+// says why it cannot truncate, or is a checked conversion with an error.
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod budget;
 pub mod cap;
 pub mod chk;

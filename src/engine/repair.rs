@@ -67,12 +67,15 @@ pub enum FileStatus {
 /// A share on a server.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Holding {
+    /// The share number.
     pub share: u8,
+    /// The id of the server holding it.
     pub server: String,
 }
 
 /// Something a check found wrong, or that went wrong while repairing.
 #[derive(Clone, Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum CheckProblem {
     /// A share that failed verification or could not be read, or a server
     /// whose listing failed or did not come.
@@ -111,9 +114,11 @@ fn serialize_error<S: serde::Serializer>(
 /// What a check found and did for one file.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FileReport {
+    /// Healthy, repaired, degraded or unrecoverable after the run.
     pub status: FileStatus,
     /// The file's coding: k shares of n read it.
     pub k: u16,
+    /// Shares written for the file.
     pub n: u16,
     /// Good shares after the run (verified ones when deep).
     pub shares: Vec<Holding>,
@@ -132,6 +137,7 @@ pub struct FileReport {
     pub leases_renewed: usize,
     /// Share bytes read (verification) and plaintext bytes decoded (repair).
     pub bytes_read: u64,
+    /// Share bytes uploaded by the repair.
     pub bytes_written: u64,
     /// Why a repair that was needed did not complete.
     #[serde(serialize_with = "serialize_error")]
@@ -257,7 +263,7 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
     report
         .shares
         .sort_by(|a, b| (a.share, &a.server).cmp(&(b.share, &b.server)));
-    report.missing = after.missing.iter().map(|s| *s as u8).collect();
+    report.missing = after.missing.iter().map(|s| share_num(*s).0).collect();
     report.servers = after.distinct_servers;
     report
 }
@@ -489,6 +495,14 @@ fn augment(
 /// nothing of this file, in placement order. On a grid with fewer
 /// reachable servers than shares, missing shares that find no empty
 /// server go to the least loaded one.
+/// A share number of the file (below its n) as a [`ShareNum`].
+fn share_num(share: usize) -> ShareNum {
+    // share < n <= 256, checked by EncodingParams::validate
+    #[allow(clippy::cast_possible_truncation)]
+    let share = share as u8;
+    ShareNum(share)
+}
+
 fn targets(survey: &Survey, assessment: &Assessment, n: usize) -> Vec<(ShareNum, usize)> {
     let mut free = (0..survey.servers.len())
         .filter(|rank| survey.reachable[*rank] && !survey.listed.contains(rank));
@@ -511,13 +525,13 @@ fn targets(survey: &Survey, assessment: &Assessment, n: usize) -> Vec<(ShareNum,
         });
         if let Some(rank) = rank {
             load[rank] += 1;
-            chosen.push((ShareNum(*share as u8), rank));
+            chosen.push((share_num(*share), rank));
         }
     }
     let room = assessment.want.saturating_sub(assessment.matched);
     for share in assessment.unplaced.iter().take(room) {
         if let Some(rank) = free.next() {
-            chosen.push((ShareNum(*share as u8), rank));
+            chosen.push((share_num(*share), rank));
         }
     }
     chosen

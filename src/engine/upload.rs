@@ -61,6 +61,7 @@ enum State {
 /// A finished upload.
 #[derive(Debug)]
 pub struct Finished {
+    /// The capability that reads the file back: a secret for the namespace only.
     pub cap: FileCap,
     /// All n shares stored, on as many distinct servers as the grid has
     /// (up to n). When not, repair has work to do.
@@ -148,7 +149,7 @@ impl Uploader {
             let server = Arc::clone(&servers[i % servers.len()]);
             let secrets = key.share_secrets(server.identity());
             async move {
-                // n <= 256, checked by validate().
+                #[allow(clippy::cast_possible_truncation)] // i < n <= 256, checked by validate()
                 let share = ShareNum(i as u8);
                 let result = server.create(si, share, &secrets).await;
                 (share, server, result)
@@ -221,8 +222,10 @@ impl Uploader {
         };
         let headers: Vec<Bytes> = (0..n)
             .map(|i| {
+                #[allow(clippy::cast_possible_truncation)] // i < n <= 256, checked by validate()
+                let share = i as u16;
                 let header = Header {
-                    share: i as u16,
+                    share,
                     ..header_template
                 };
                 Bytes::copy_from_slice(&header.encode())
@@ -234,6 +237,7 @@ impl Uploader {
         Ok(uploader)
     }
 
+    /// The storage index the shares are stored under; known before any byte is sent.
     pub fn storage_index(&self) -> StorageIndex {
         self.si
     }
@@ -754,9 +758,11 @@ pub(super) fn build_tails(
         .iter()
         .enumerate()
         .map(|(share, tree)| {
+            #[allow(clippy::cast_possible_truncation)] // one tree per share: share < n <= 256
             let share = share as u16;
-            let mut tail =
-                Vec::with_capacity((layout.share_len - layout.block_tree_offset) as usize);
+            // Only a capacity hint: none past `usize` (32-bit targets).
+            let tail_len = usize::try_from(layout.share_len - layout.block_tree_offset);
+            let mut tail = Vec::with_capacity(tail_len.unwrap_or(0));
             tail.extend_from_slice(&tree.to_bytes());
             tail.extend_from_slice(&ciphertext_bytes);
             for hash in share_tree.proof(usize::from(share)) {

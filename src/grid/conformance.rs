@@ -12,7 +12,7 @@ use futures::future::join_all;
 use super::{GridError, ShareNum, ShareSecrets, ShareStore, StorageIndex, MAX_RECORD_LEN};
 
 /// Runs every check of the contract.
-pub async fn run_all(store: &dyn ShareStore) {
+pub(crate) async fn run_all(store: &dyn ShareStore) {
     round_trip(store).await;
     range_reads(store).await;
     empty_share(store).await;
@@ -28,11 +28,11 @@ pub async fn run_all(store: &dyn ShareStore) {
     records_are_bounded(store).await;
 }
 
-pub fn random_si() -> StorageIndex {
+pub(crate) fn random_si() -> StorageIndex {
     StorageIndex::from_bytes(rand::random())
 }
 
-pub fn secrets() -> ShareSecrets {
+pub(crate) fn secrets() -> ShareSecrets {
     ShareSecrets {
         write_enabler: [0x11; 32],
         lease_renew: [0x22; 32],
@@ -42,14 +42,14 @@ pub fn secrets() -> ShareSecrets {
 
 /// Bytes that differ at every offset of a share and between shares, so a
 /// read from the wrong place cannot pass by accident.
-pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
         .collect()
 }
 
 /// Writes `data` as one finished share in appends of `chunk` bytes.
-pub async fn put(
+pub(crate) async fn put(
     store: &dyn ShareStore,
     si: StorageIndex,
     share: ShareNum,
@@ -95,7 +95,7 @@ fn assert_already_exists<T: std::fmt::Debug>(result: Result<T, GridError>, what:
     }
 }
 
-pub async fn round_trip(store: &dyn ShareStore) {
+pub(crate) async fn round_trip(store: &dyn ShareStore) {
     assert!(!store.server_id().is_empty());
     let si = random_si();
     let first = pattern(1, 10_000);
@@ -131,7 +131,7 @@ pub async fn round_trip(store: &dyn ShareStore) {
     );
 }
 
-pub async fn range_reads(store: &dyn ShareStore) {
+pub(crate) async fn range_reads(store: &dyn ShareStore) {
     let si = random_si();
     let data = pattern(3, 4096);
     put(store, si, ShareNum(2), &data, 100).await;
@@ -176,7 +176,7 @@ pub async fn range_reads(store: &dyn ShareStore) {
     }
 }
 
-pub async fn empty_share(store: &dyn ShareStore) {
+pub(crate) async fn empty_share(store: &dyn ShareStore) {
     let si = random_si();
     let writer = store
         .create(si, ShareNum(0), &secrets())
@@ -188,7 +188,7 @@ pub async fn empty_share(store: &dyn ShareStore) {
     assert!(read.is_empty());
 }
 
-pub async fn partial_share_is_invisible(store: &dyn ShareStore) {
+pub(crate) async fn partial_share_is_invisible(store: &dyn ShareStore) {
     let si = random_si();
     let mut writer = store
         .create(si, ShareNum(4), &secrets())
@@ -211,7 +211,7 @@ pub async fn partial_share_is_invisible(store: &dyn ShareStore) {
     assert_eq!(sorted_list(store, si).await, vec![(4, 500)]);
 }
 
-pub async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
+pub(crate) async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
     let si = random_si();
     for (share, claimed) in [(ShareNum(0), 99), (ShareNum(1), 101), (ShareNum(2), 0)] {
         let mut writer = store.create(si, share, &secrets()).await.expect("create");
@@ -245,7 +245,7 @@ pub async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
     }
 }
 
-pub async fn create_of_existing_share_fails(store: &dyn ShareStore) {
+pub(crate) async fn create_of_existing_share_fails(store: &dyn ShareStore) {
     let si = random_si();
     put(store, si, ShareNum(0), b"finished", 8).await;
     assert_already_exists(
@@ -277,7 +277,7 @@ pub async fn create_of_existing_share_fails(store: &dyn ShareStore) {
     assert_eq!(&read[..], b"finished");
 }
 
-pub async fn racing_creates_have_one_winner(store: &dyn ShareStore) {
+pub(crate) async fn racing_creates_have_one_winner(store: &dyn ShareStore) {
     let si = random_si();
     let secrets = secrets();
     let results = join_all((0..8).map(|_| store.create(si, ShareNum(3), &secrets))).await;
@@ -299,7 +299,7 @@ pub async fn racing_creates_have_one_winner(store: &dyn ShareStore) {
     assert_eq!(sorted_list(store, si).await, vec![(3, 3)]);
 }
 
-pub async fn abort_removes_everything(store: &dyn ShareStore) {
+pub(crate) async fn abort_removes_everything(store: &dyn ShareStore) {
     let si = random_si();
     let mut writer = store
         .create(si, ShareNum(5), &secrets())
@@ -327,7 +327,7 @@ pub async fn abort_removes_everything(store: &dyn ShareStore) {
     writer.abort().await.expect("abort");
 }
 
-pub async fn drop_removes_everything(store: &dyn ShareStore) {
+pub(crate) async fn drop_removes_everything(store: &dyn ShareStore) {
     let si = random_si();
     let mut writer = store
         .create(si, ShareNum(8), &secrets())
@@ -350,7 +350,7 @@ pub async fn drop_removes_everything(store: &dyn ShareStore) {
 }
 
 /// Creates a share that an earlier writer's Drop is still cleaning up.
-pub async fn create_eventually(
+pub(crate) async fn create_eventually(
     store: &dyn ShareStore,
     si: StorageIndex,
     share: ShareNum,
@@ -367,7 +367,7 @@ pub async fn create_eventually(
     panic!("share {share} of {si} still exists 5 s after its writer was dropped");
 }
 
-pub async fn delete_removes_finished_shares(store: &dyn ShareStore) {
+pub(crate) async fn delete_removes_finished_shares(store: &dyn ShareStore) {
     let si = random_si();
     let other = random_si();
     put(store, si, ShareNum(0), b"zero", 4).await;
@@ -389,7 +389,7 @@ pub async fn delete_removes_finished_shares(store: &dyn ShareStore) {
     assert_eq!(sorted_list(store, si).await, vec![(0, 5)]);
 }
 
-pub async fn unknown_storage_index(store: &dyn ShareStore) {
+pub(crate) async fn unknown_storage_index(store: &dyn ShareStore) {
     let si = random_si();
     assert_eq!(sorted_list(store, si).await, vec![]);
     assert_not_found(
@@ -400,7 +400,7 @@ pub async fn unknown_storage_index(store: &dyn ShareStore) {
 
 /// Root records: none until written, then exactly the last bytes written
 /// (longer or shorter than before), each slot on its own, apart from shares.
-pub async fn records_round_trip(store: &dyn ShareStore) {
+pub(crate) async fn records_round_trip(store: &dyn ShareStore) {
     let slot = random_si();
     let other = random_si();
     assert_eq!(store.get_record(slot).await.expect("get unwritten"), None);
@@ -438,7 +438,7 @@ pub async fn records_round_trip(store: &dyn ShareStore) {
     assert_eq!(store.get_record(random_si()).await.expect("get"), None);
 }
 
-pub async fn records_are_bounded(store: &dyn ShareStore) {
+pub(crate) async fn records_are_bounded(store: &dyn ShareStore) {
     let slot = random_si();
     let kept = Bytes::from_static(b"kept");
     store

@@ -137,6 +137,7 @@ impl LocalStore {
         })
     }
 
+    /// The directory the shares live under.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

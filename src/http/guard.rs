@@ -1254,7 +1254,7 @@ mod tests {
         /// A file system whose every call panics, as a stand-in for a
         /// dav-server bug.
         #[derive(Clone)]
-        pub struct Panics;
+        pub(crate) struct Panics;
 
         impl DavFileSystem for Panics {
             fn open<'a>(

@@ -49,29 +49,38 @@ const TEMP_INCREMENT: &str = ".namespace-increment.tmp";
 /// Increments before a new base, unless configured otherwise.
 pub const DEFAULT_MAX_INCREMENTS: usize = 100;
 
+/// Why a namespace copy failed; the namespace itself is untouched.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum SnapshotError {
+    /// A local file operation failed.
     #[error("namespace copy: {context}: {source}")]
     Io {
         context: &'static str,
         #[source]
         source: std::io::Error,
     },
+    /// Reading the namespace database failed.
     #[error("namespace copy: {context}: {source}")]
     Sqlite {
         context: &'static str,
         #[source]
         source: rusqlite::Error,
     },
+    /// Uploading the copy or its record failed.
     #[error("namespace copy: upload: {0}")]
     Engine(#[from] EngineError),
+    /// The namespace refused the copy's transaction.
     #[error("namespace copy: {0}")]
     Namespace(#[from] NamespaceError),
+    /// The root record could not be made or read.
     #[error("namespace copy: {0}")]
     Record(#[from] RecordError),
+    /// Every server refused the new root record.
     #[error("namespace copy: no server stored the root record: {}", errors.join("; "))]
     NoRecordStored { errors: Vec<String> },
+    /// The image or increment could not be built.
     #[error("namespace copy: {0}")]
     Image(#[from] FormatError),
 }
@@ -83,6 +92,7 @@ fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
 /// Whether a copy is a whole image or the pages changed since the last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyKind {
+    /// The whole database image: what later increments build on.
     Base,
     /// The n-th increment on its base.
     Increment(usize),
@@ -91,12 +101,15 @@ pub enum CopyKind {
 /// What one copy cost.
 #[derive(Clone, Debug)]
 pub struct CopyReport {
+    /// The root record sequence number that names this copy.
     pub seq: u64,
+    /// A base or the n-th increment on it.
     pub kind: CopyKind,
     /// Bytes uploaded (before erasure coding).
     pub bytes: u64,
     /// The size of the whole namespace image.
     pub image_bytes: u64,
+    /// Wall time from start to the record stored.
     pub elapsed: Duration,
     /// Servers that stored the new root record.
     pub servers: usize,

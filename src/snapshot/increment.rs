@@ -40,8 +40,8 @@ const VERSION: u8 = 1;
 /// The first 16 bytes of every SQLite database: a base.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 mod tag {
-    pub const PAGE: &str = "griddav/v1/namespace-page";
-    pub const IMAGE: &str = "griddav/v1/namespace-image";
+    pub(crate) const PAGE: &str = "griddav/v1/namespace-page";
+    pub(crate) const IMAGE: &str = "griddav/v1/namespace-image";
 }
 
 /// Files an increment may build on: more than any sane configuration
@@ -52,17 +52,23 @@ const MAX_CAP_LEN: usize = 1024;
 /// How long a copy waits for a writer that holds the database locked.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The hash of one database page: a tagged SHA-256.
 pub type PageHash = [u8; 32];
 
+/// Why a base image or increment could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
+    /// The copy ends before its header or pages do.
     #[error("namespace increment cut short")]
     CutShort,
+    /// The copy's bytes contradict its header.
     #[error("namespace increment malformed: {0}")]
     Malformed(&'static str),
+    /// Reading or writing the local database file failed.
     #[error("namespace image: {0}")]
     Io(#[from] std::io::Error),
+    /// SQLite refused the image.
     #[error("namespace image: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -78,7 +84,9 @@ fn read_err(e: std::io::Error) -> FormatError {
 /// The page hashes of one image of the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
+    /// Bytes per database page.
     pub page_size: u32,
+    /// `hashes[page]`, one per page in order.
     pub hashes: Vec<PageHash>,
 }
 
@@ -94,6 +102,7 @@ impl Image {
         hasher.finalize().into()
     }
 
+    /// Bytes of the database image: page size times page count.
     pub fn bytes(&self) -> u64 {
         u64::from(self.page_size).saturating_mul(self.hashes.len() as u64)
     }
@@ -250,8 +259,11 @@ pub fn write_increment(
 /// The header of an increment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Bytes per page of the image it yields.
     pub page_size: u32,
+    /// Pages in the image it yields.
     pub page_count: u32,
+    /// [`Image::digest`] of the image it yields: checked after applying.
     pub digest: [u8; 32],
     /// What it builds on, base first.
     pub chain: Vec<String>,
@@ -273,7 +285,9 @@ fn u32_of(r: &mut impl Read) -> Result<u32, FormatError> {
 
 /// What the first bytes of a copy say it is.
 pub enum Kind {
+    /// A whole database image.
     Base,
+    /// The pages changed since an earlier copy.
     Increment(Header),
 }
 

@@ -29,11 +29,11 @@ const VERSION: u8 = 1;
 const HEADER_LEN: usize = 5;
 const TAG_LEN: usize = 16;
 mod tag {
-    pub const KEY: &str = "griddav/v1/root-record-key";
-    pub const SLOT: &str = "griddav/v1/root-record-slot";
-    pub const WRITE_ENABLER: &str = "griddav/v1/root-record-write-enabler";
-    pub const LEASE_RENEW: &str = "griddav/v1/root-record-lease-renew";
-    pub const LEASE_CANCEL: &str = "griddav/v1/root-record-lease-cancel";
+    pub(crate) const KEY: &str = "griddav/v1/root-record-key";
+    pub(crate) const SLOT: &str = "griddav/v1/root-record-slot";
+    pub(crate) const WRITE_ENABLER: &str = "griddav/v1/root-record-write-enabler";
+    pub(crate) const LEASE_RENEW: &str = "griddav/v1/root-record-lease-renew";
+    pub(crate) const LEASE_CANCEL: &str = "griddav/v1/root-record-lease-cancel";
 }
 
 /// Copies a record names at most (what fits the record's size limit with
@@ -48,6 +48,7 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct CopyEntry {
     /// The record sequence number that first named it.
     pub seq: u64,
+    /// When the copy was taken, in milliseconds since the Unix epoch.
     pub taken_at_ms: u64,
     /// The capability of the copy (a secret).
     pub cap: String,
@@ -65,20 +66,26 @@ impl std::fmt::Debug for CopyEntry {
 /// What a root record says.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RootRecord {
+    /// Increases with every record written: the newest record wins.
     pub seq: u64,
     /// Newest first.
     pub copies: Vec<CopyEntry>,
 }
 
+/// Why bytes from a server are not a root record of ours.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordError {
+    /// Bad magic or version: not a root record.
     #[error("not a root record (bad magic or version)")]
     NotARecord,
+    /// The AEAD tag does not verify: another root secret, or altered bytes.
     #[error("root record does not verify: another root secret, or altered")]
     DoesNotVerify,
+    /// The record's fields are out of shape.
     #[error("root record is malformed: {0}")]
     Malformed(&'static str),
+    /// The record is past the length limit.
     #[error("root record names too many copies or is too long")]
     TooLong,
 }

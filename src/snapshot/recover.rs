@@ -31,36 +31,46 @@ const TEMP_BASE: &str = ".namespace-recover-base.tmp";
 /// Where each increment of a chain is downloaded before it is applied.
 const TEMP_INCREMENT: &str = ".namespace-recover-increment.tmp";
 
+/// Why `griddav recover` did not install a namespace.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum RecoverError {
+    /// A namespace already exists and `--force` was not given.
     #[error(
         "{} exists: recover would replace this namespace; give --force to set it aside \
          (renamed, not deleted) and recover anyway", path.display()
     )]
     Exists { path: PathBuf },
+    /// The data directory holds another root secret and `--force` was not given.
     #[error(
         "{} holds another root secret: this data directory belongs to another key; \
          give --force to set it aside and recover anyway", path.display()
     )]
     OtherSecret { path: PathBuf },
+    /// No server returned a record that verifies with this key.
     #[error(
         "no server holds a root record that verifies with this key{}",
         problems_text(problems)
     )]
     NoRecord { problems: Vec<String> },
+    /// No copy the newest record names could be read.
     #[error("no namespace copy named by root record {seq} could be read: {}", failures.join("; "))]
     NoCopy { seq: u64, failures: Vec<String> },
+    /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
         #[source]
         source: std::io::Error,
     },
+    /// The root secret could not be read or parsed.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A copy could not be downloaded or applied.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A record was malformed.
     #[error(transparent)]
     Record(#[from] RecordError),
 }
@@ -84,11 +94,13 @@ pub struct Recovered {
     pub record_seq: u64,
     /// The copy installed.
     pub copy_seq: u64,
+    /// When the installed copy was taken, in milliseconds since the Unix epoch.
     pub taken_at_ms: u64,
     /// Bytes downloaded: the base and every increment applied.
     pub bytes: u64,
     /// Increments applied on the base.
     pub increments: usize,
+    /// Wall time of the whole recovery.
     pub elapsed: Duration,
     /// Servers whose record verified.
     pub records_verified: usize,

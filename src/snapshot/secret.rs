@@ -26,17 +26,22 @@ const CHECKSUM_LEN: usize = 3;
 /// the secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum SecretError {
+    /// The secret file could not be read or written.
     #[error("root secret {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// The secret file is not 32 bytes.
     #[error("root secret {}: {len} bytes, expected 32 (damaged?)", path.display())]
     Length { path: PathBuf, len: usize },
+    /// The secret file is readable by group or others.
     #[error("root secret {}: readable by others (mode {mode:o}); make it 0600", path.display())]
     Mode { path: PathBuf, mode: u32 },
+    /// The recovery key the operator typed is not one.
     #[error("recovery key: {0}")]
     Parse(&'static str),
 }
@@ -52,10 +57,12 @@ impl fmt::Debug for RootSecret {
 }
 
 impl RootSecret {
+    /// A secret from a parsed recovery key.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The secret's bytes: never to be logged.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

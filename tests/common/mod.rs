@@ -2,6 +2,9 @@
 //! with failing servers, test content.
 
 #![allow(dead_code)]
+// Each test crate includes this module privately: its `pub` items are
+// the test crates' shared API, so `pub(crate)` would only add noise.
+#![allow(unreachable_pub)]
 
 use std::sync::Arc;
 

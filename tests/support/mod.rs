@@ -3,6 +3,9 @@
 //! misbehave, generated content, and a look at the grid's directories.
 
 #![allow(dead_code, unused_imports)]
+// Each test crate includes this module privately: its `pub` items are
+// the test crates' shared API, so `pub(crate)` would only add noise.
+#![allow(unreachable_pub)]
 
 pub mod content;
 pub mod grid;

@@ -6,6 +6,9 @@
 //! Objects live as plain files under `<root>/<bucket>/<key>`, so a test can
 //! corrupt one; multipart uploads in progress are `<root>/.upload-*` files.
 
+// Included privately by the S3 store's unit tests and by test crates:
+// its `pub` items are their shared API, not the library's.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -2,6 +2,9 @@
 //! `tests/tahoe/harness.sh`, found from `GRIDDAV_TAHOE_CONFIG`.
 
 #![allow(dead_code)]
+// Each test crate includes this module privately: its `pub` items are
+// the test crates' shared API, so `pub(crate)` would only add noise.
+#![allow(unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

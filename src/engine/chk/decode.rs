@@ -80,7 +80,9 @@ fn check_share<'a>(
     header: ParsedHeader,
 ) -> Result<CheckedShare<'a>, ChkError> {
     let o = header.offsets;
-    let width = roundup_pow2(p.num_segments as usize) as u64;
+    let leaf_count = p.segment_count();
+    let first_leaf = roundup_pow2(leaf_count) - 1;
+    let width = roundup_pow2(leaf_count) as u64;
     let tree_nodes = 2 * width - 1;
     if o.share_hashes - o.block_hashes < tree_nodes * 32
         || o.plaintext_hash_tree - o.data < p.share_data_size
@@ -89,7 +91,7 @@ fn check_share<'a>(
     }
     let tree =
         hashes(data, o.block_hashes, tree_nodes).ok_or(bad(shnum, "truncated block hashes"))?;
-    let leaves = &tree[(width - 1) as usize..(width - 1 + p.num_segments) as usize];
+    let leaves = &tree[first_leaf..first_leaf + leaf_count];
     // The whole stored tree, not only the nodes a path needs: Tahoe's
     // downloader checks the nodes it reads and its verifier all of them, so
     // a share with any bad node is corrupt to Tahoe too.
@@ -162,12 +164,14 @@ pub fn decode_all(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkE
     };
     let p = ueb.params;
     // The crypttext tree from the first share that carries a good one.
-    let width = roundup_pow2(p.num_segments as usize) as u64;
+    let leaf_count = p.segment_count();
+    let first_leaf = roundup_pow2(leaf_count) - 1;
+    let width = roundup_pow2(leaf_count) as u64;
     let mut segment_hashes = None;
     for c in &checked {
         let o = c.header.offsets;
         if let Some(tree) = hashes(c.data, o.crypttext_hash_tree, 2 * width - 1) {
-            let leaves = &tree[(width - 1) as usize..(width - 1 + p.num_segments) as usize];
+            let leaves = &tree[first_leaf..first_leaf + leaf_count];
             let full = hash_tree(leaves);
             if full[0] == ueb.crypttext_root_hash && full == tree {
                 segment_hashes = Some(leaves.to_vec());
@@ -186,7 +190,7 @@ pub fn decode_all(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkE
     let mut out = Vec::with_capacity(usize::try_from(p.size.min(64 << 20)).unwrap_or(0));
     // Shares whose blocks proved bad drop out for the rest of the file.
     let mut good: Vec<bool> = vec![true; checked.len()];
-    for seg in 0..p.num_segments {
+    for (seg_ix, seg) in (0..p.num_segments).enumerate() {
         let blen = p.block_len(seg);
         let mut blocks: Vec<(usize, &[u8])> = Vec::with_capacity(k);
         for (i, c) in checked.iter().enumerate() {
@@ -200,7 +204,7 @@ pub fn decode_all(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkE
                 .checked_mul(p.block_size)
                 .and_then(|x| x.checked_add(c.header.offsets.data));
             match at.and_then(|at| slice(c.data, at, blen)) {
-                Some(b) if block_hash(b) == c.block_hashes[seg as usize] => {
+                Some(b) if block_hash(b) == c.block_hashes[seg_ix] => {
                     blocks.push((usize::from(c.shnum), b))
                 }
                 _ => good[i] = false,
@@ -214,8 +218,10 @@ pub fn decode_all(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkE
         }
         let primary = code.decode(&blocks)?;
         let mut segment: Vec<u8> = primary.concat();
-        segment.truncate(p.segment_len(seg) as usize);
-        if tagged_hash(CIPHERTEXT_SEGMENT_TAG, &segment) != segment_hashes[seg as usize] {
+        // A length past `usize` (32-bit targets) exceeds any segment in
+        // memory: truncating to `usize::MAX` keeps it whole, as intended.
+        segment.truncate(usize::try_from(p.segment_len(seg)).unwrap_or(usize::MAX));
+        if tagged_hash(CIPHERTEXT_SEGMENT_TAG, &segment) != segment_hashes[seg_ix] {
             return Err(ChkError::Integrity(
                 "segment does not match the crypttext hash tree",
             ));

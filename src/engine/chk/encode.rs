@@ -20,6 +20,7 @@ use super::{Aes128Ctr, ChkError};
 /// One segment's blocks, one per share number, and where they go.
 #[derive(Debug)]
 pub struct SegmentBlocks {
+    /// The segment's number, from 0.
     pub segment: u64,
     /// Offset of these blocks within every share.
     pub share_offset: u64,
@@ -34,9 +35,12 @@ pub struct Finished {
     pub tail_offset: u64,
     /// `tails[shnum]`: hash trees, share hash chain, UEB.
     pub tails: Vec<Vec<u8>>,
+    /// The file's `URI:CHK:` capability: a secret.
     pub cap: ChkCap,
 }
 
+/// Tahoe's CHK uploader as a sans-I/O state machine: plaintext in, the
+/// blocks of each segment out, then each share's tail and the capability.
 pub struct ChkEncoder {
     params: ChkParams,
     layout: ShareLayout,
@@ -54,6 +58,7 @@ pub struct ChkEncoder {
 }
 
 impl ChkEncoder {
+    /// An encoder for a file of `params`' shape under AES key `key`.
     pub fn new(key: [u8; 16], params: ChkParams) -> Result<Self, ChkError> {
         let ueb_len = Self::ueb_len(&params) as u64;
         let layout = ShareLayout::new(&params, ueb_len)?;
@@ -87,6 +92,7 @@ impl ChkEncoder {
         .len()
     }
 
+    /// The file's shape, as fixed at creation.
     pub fn params(&self) -> &ChkParams {
         &self.params
     }
@@ -116,7 +122,7 @@ impl ChkEncoder {
         self.received = total;
         let mut out = Vec::new();
         while !data.is_empty() {
-            let want = self.params.segment_len(self.next_segment) as usize - self.segment.len();
+            let want = to_usize(self.params.segment_len(self.next_segment))? - self.segment.len();
             let take = want.min(data.len());
             let start = self.segment.len();
             self.segment.extend_from_slice(&data[..take]);
@@ -137,7 +143,7 @@ impl ChkEncoder {
         self.segment_hashes.push(h.finish());
         // The tail is coded zero-padded to a multiple of k; its hashes cover
         // the real ciphertext only.
-        let block_len = self.params.block_len(seg) as usize;
+        let block_len = to_usize(self.params.block_len(seg))?;
         let k = usize::from(self.params.k);
         self.segment.resize(block_len * k, 0);
         // ChkParams never has an empty block: a CHK file holds >= 1 byte.
@@ -181,9 +187,9 @@ impl ChkEncoder {
         let mut tails = Vec::with_capacity(n);
         for (shnum, block_tree) in block_trees.iter().enumerate() {
             let mut t =
-                Vec::with_capacity((self.layout.share_size() - o.plaintext_hash_tree) as usize);
+                Vec::with_capacity(to_usize(self.layout.share_size() - o.plaintext_hash_tree)?);
             // The unused plaintext hash tree: zeros, as Tahoe writes it.
-            t.resize((o.crypttext_hash_tree - o.plaintext_hash_tree) as usize, 0);
+            t.resize(to_usize(o.crypttext_hash_tree - o.plaintext_hash_tree)?, 0);
             for h in &crypttext_tree {
                 t.extend_from_slice(h);
             }
@@ -191,7 +197,10 @@ impl ChkEncoder {
                 t.extend_from_slice(h);
             }
             for i in needed_hashes(n, shnum, true) {
-                t.extend_from_slice(&(i as u16).to_be_bytes());
+                // a node of a tree over n <= 256 leaves: i < 511
+                #[allow(clippy::cast_possible_truncation)]
+                let node = i as u16;
+                t.extend_from_slice(&node.to_be_bytes());
                 t.extend_from_slice(&share_tree[i]);
             }
             t.extend_from_slice(&self.layout.ueb_field(&ueb));
@@ -234,4 +243,10 @@ pub fn encode_all(
         s.extend_from_slice(&t);
     }
     Ok((shares, fin.cap))
+}
+
+/// A length the encoder is about to allocate, as a `usize`: only a 32-bit
+/// target with a segment or tail past 4 GiB fails it.
+fn to_usize(len: u64) -> Result<usize, ChkError> {
+    usize::try_from(len).map_err(|_| ChkError::BadParams("segment too large for this platform"))
 }

@@ -7,10 +7,12 @@ use super::hashutil::{
     tagged_hash, tagged_pair_hash, Hash, MERKLE_EMPTY_LEAF_TAG, MERKLE_INTERNAL_NODE_TAG,
 };
 
+/// The leaf that pads a tree to a power of two at position `i`.
 pub fn empty_leaf_hash(i: usize) -> Hash {
     tagged_hash(MERKLE_EMPTY_LEAF_TAG, i.to_string().as_bytes())
 }
 
+/// An internal node over its two children.
 pub fn pair_hash(a: &Hash, b: &Hash) -> Hash {
     tagged_pair_hash(MERKLE_INTERNAL_NODE_TAG, a, b)
 }

@@ -33,22 +33,36 @@ pub fn num_share_hashes(n: u16) -> u64 {
     u64::from(roundup_pow2(usize::from(n)).trailing_zeros()) + 1
 }
 
+/// Where each part of a share starts, from the share's start.
+/// The fields are Tahoe's names in `WriteBucketProxy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
+    /// The first block.
     pub data: u64,
+    /// The plaintext hash tree: unused, written as zeros as Tahoe does.
     pub plaintext_hash_tree: u64,
+    /// The ciphertext (segment) hash tree.
     pub crypttext_hash_tree: u64,
+    /// This share's block hash tree.
     pub block_hashes: u64,
+    /// The share hash chain: this share's path to the share root.
     pub share_hashes: u64,
+    /// The length-prefixed URI extension block.
     pub uri_extension: u64,
 }
 
+/// Where everything is in one CHK share, as Tahoe's uploader lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShareLayout {
+    /// 1 with 32-bit offsets, 2 with 64-bit (for shares past 4 GiB).
     pub version: u32,
+    /// Bytes per block of a full segment.
     pub block_size: u64,
+    /// Block bytes in the share: `ceil(size / k)`.
     pub data_size: u64,
+    /// Where each part starts.
     pub offsets: Offsets,
+    /// Bytes of the packed URI extension block.
     pub ueb_len: u64,
 }
 
@@ -104,6 +118,7 @@ impl ShareLayout {
         self.offsets.uri_extension + self.field_size() + self.ueb_len
     }
 
+    /// The share's first bytes: version, sizes and offsets.
     pub fn header(&self) -> Vec<u8> {
         let o = &self.offsets;
         let fields = [
@@ -119,8 +134,10 @@ impl ShareLayout {
         let mut out = self.version.to_be_bytes().to_vec();
         for f in fields {
             if self.version == 1 {
-                // new() chose v1 only when every field fits.
-                out.extend_from_slice(&(f as u32).to_be_bytes());
+                // new() chose v1 only when every field fits 32 bits
+                #[allow(clippy::cast_possible_truncation)]
+                let f = f as u32;
+                out.extend_from_slice(&f.to_be_bytes());
             } else {
                 out.extend_from_slice(&f.to_be_bytes());
             }
@@ -131,7 +148,11 @@ impl ShareLayout {
     /// The bytes at `uri_extension`: its length, then the UEB.
     pub fn ueb_field(&self, ueb: &[u8]) -> Vec<u8> {
         let mut out = if self.version == 1 {
-            (ueb.len() as u32).to_be_bytes().to_vec()
+            // Ueb::pack's few hundred bytes (a reader refuses past
+            // MAX_UEB_LEN, 64 KiB): far below u32::MAX.
+            #[allow(clippy::cast_possible_truncation)]
+            let len = ueb.len() as u32;
+            len.to_be_bytes().to_vec()
         } else {
             (ueb.len() as u64).to_be_bytes().to_vec()
         };
@@ -144,7 +165,9 @@ impl ShareLayout {
 /// for shape (the caller checks them against the UEB's parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParsedHeader {
+    /// 1 with 32-bit fields, 2 with 64-bit.
     pub version: u32,
+    /// Where each part starts, as the header claims.
     pub offsets: Offsets,
 }
 
@@ -152,6 +175,8 @@ impl ParsedHeader {
     /// Bytes a reader must fetch to parse any header.
     pub const MAX_LEN: usize = 0x44;
 
+    /// Parses the first [`Self::MAX_LEN`] (or fewer) bytes of a share; an error
+    /// says which field is out of shape.
     pub fn parse(b: &[u8]) -> Result<Self, &'static str> {
         let version = u32::from_be_bytes(
             b.get(..4)
@@ -200,6 +225,7 @@ impl ParsedHeader {
         Ok(Self { version, offsets })
     }
 
+    /// Bytes of the UEB length field before the UEB: 4 in version 1, 8 in 2.
     pub fn ueb_len_field(&self) -> u64 {
         if self.version == 1 {
             4

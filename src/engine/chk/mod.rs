@@ -35,21 +35,31 @@ pub type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 /// What can go wrong making or reading a CHK file.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ChkError {
+    /// k, n or the segment size are out of range, or the size past the limit.
     #[error("bad CHK parameters: {0}")]
     BadParams(&'static str),
+    /// The string is not a well-formed `URI:CHK:` capability.
     #[error("not a URI:CHK capability")]
     BadCap,
+    /// The URI extension block is malformed or too long.
     #[error("bad URI extension block: {0}")]
     BadUeb(&'static str),
+    /// A share failed a check; the read goes on without it.
     #[error("share {shnum} is bad: {reason}")]
     BadShare { shnum: u16, reason: &'static str },
+    /// Fewer than k shares passed their checks.
     #[error("not enough good shares: have {have}, need {need}")]
     NotEnoughShares { have: usize, need: usize },
+    /// Verified parts disagree with each other: the capability's hashes do not
+    /// match the shares.
     #[error("integrity failure: {0}")]
     Integrity(&'static str),
+    /// The plaintext fed to the encoder was not the declared size.
     #[error("plaintext length differs from the declared {expected} bytes")]
     SizeMismatch { expected: u64 },
+    /// The erasure code refused its input.
     #[error(transparent)]
     Zfec(#[from] zfec::ZfecError),
 }

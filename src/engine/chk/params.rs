@@ -17,10 +17,15 @@ pub const MAX_SEGMENTS: u64 = 1 << 24;
 /// Everything about a CHK file's shape that follows from its size and code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChkParams {
+    /// Plaintext bytes of the file.
     pub size: u64,
+    /// Shares needed to read the file.
     pub k: u16,
+    /// Shares written.
     pub n: u16,
+    /// Plaintext bytes per segment, a multiple of k.
     pub segment_size: u64,
+    /// `ceil(size / segment_size)`, at least 1.
     pub num_segments: u64,
     /// Bytes per block of a full segment (`segment_size / k`).
     pub block_size: u64,
@@ -28,6 +33,7 @@ pub struct ChkParams {
     pub tail_segment_size: u64,
     /// The last segment zero-padded to a multiple of k before coding.
     pub tail_segment_padded: u64,
+    /// Bytes per block of the last segment: `tail_segment_padded / k`.
     pub tail_block_size: u64,
     /// Block bytes in one share: `ceil(size / k)`.
     pub share_data_size: u64,
@@ -87,6 +93,17 @@ impl ChkParams {
             tail_block_size,
             share_data_size,
         })
+    }
+
+    /// `num_segments` as a count for indexing. It is at most
+    /// [`MAX_SEGMENTS`] (2^24), checked in [`Self::new`], the only
+    /// constructor, so it fits every platform's `usize`, and so does every
+    /// segment number below it.
+    pub fn segment_count(&self) -> usize {
+        // num_segments <= MAX_SEGMENTS = 2^24, checked in ChkParams::new
+        #[allow(clippy::cast_possible_truncation)]
+        let count = self.num_segments as usize;
+        count
     }
 
     /// Ciphertext bytes of segment `seg` (unpadded).

@@ -12,8 +12,11 @@ use super::ChkError;
 /// bytes); refuse it before reading it.
 pub const MAX_UEB_LEN: u64 = 64 * 1024;
 
+/// The URI extension block: what a CHK file's shares carry about the
+/// whole file, vouched for by the hash in the capability.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ueb {
+    /// The file's shape.
     pub params: ChkParams,
     /// Flat hash of the whole ciphertext (`crypttext_hash`).
     pub crypttext_hash: Hash,
@@ -24,6 +27,7 @@ pub struct Ueb {
 }
 
 impl Ueb {
+    /// The UEB's bytes as Tahoe writes them: sorted `key:netstring` fields.
     pub fn pack(&self) -> Vec<u8> {
         let p = &self.params;
         let mut fields: BTreeMap<&str, Vec<u8>> = BTreeMap::new();

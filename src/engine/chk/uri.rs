@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use super::hashutil::{storage_index, Hash};
 use super::ChkError;
 
+/// Tahoe's base32: RFC 4648's alphabet in lower case, no padding.
 pub fn base32() -> &'static Encoding {
     static ENC: OnceLock<Encoding> = OnceLock::new();
     ENC.get_or_init(|| {
@@ -21,12 +22,19 @@ pub fn base32() -> &'static Encoding {
     })
 }
 
+/// A `URI:CHK:` capability: what reads one immutable Tahoe file.
+/// The key is a secret; `Debug` leaves it out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChkCap {
+    /// The AES-128 key of the ciphertext.
     pub key: [u8; 16],
+    /// The hash of the URI extension block: verifies the shares.
     pub ueb_hash: Hash,
+    /// Shares needed to read the file.
     pub k: u16,
+    /// Shares written.
     pub n: u16,
+    /// Plaintext bytes of the file.
     pub size: u64,
 }
 
@@ -38,10 +46,12 @@ impl fmt::Debug for ChkCap {
 }
 
 impl ChkCap {
+    /// Where the shares are stored: derived from the key so servers never see it.
     pub fn storage_index(&self) -> [u8; 16] {
         storage_index(&self.key)
     }
 
+    /// The capability as Tahoe writes it: `URI:CHK:key:ueb_hash:k:n:size`.
     pub fn to_uri(&self) -> String {
         format!(
             "URI:CHK:{}:{}:{}:{}:{}",
@@ -53,6 +63,7 @@ impl ChkCap {
         )
     }
 
+    /// Parses a `URI:CHK:` capability; anything else is [`ChkError::BadCap`].
     pub fn parse(s: &str) -> Result<Self, ChkError> {
         let bad = ChkError::BadCap;
         let rest = s.strip_prefix("URI:CHK:").ok_or(bad.clone())?;

@@ -3,6 +3,8 @@
 //! vectors` with tahoe-lafs 1.20.0): hashes, trees, base32, AES-CTR, and
 //! whole files as Tahoe's Encoder lays them out for its storage servers.
 
+// Test vectors: byte patterns wrap on purpose; sizes and indices are small.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use aes::cipher::{KeyIvInit, StreamCipher};

@@ -26,17 +26,24 @@ use reed_solomon_erasure::galois_8;
 /// zfec's limit: share numbers are one byte.
 pub const MAX_SHARES: usize = 256;
 
+/// Why zfec refused its input.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(missing_docs)] // fields are named in each variant's message
 pub enum ZfecError {
+    /// k or n out of zfec's range.
     #[error("zfec parameters {k}-of-{n} out of range (1 <= k <= n <= 256)")]
     BadParams { k: usize, n: usize },
+    /// Decoding got other than k blocks.
     #[error("zfec needs exactly {need} blocks, got {got}")]
     WrongCount { got: usize, need: usize },
+    /// Blocks of one call differ in length.
     #[error("zfec blocks differ in length ({a} and {b} bytes)")]
     LengthMismatch { a: usize, b: usize },
+    /// A share number at or past n.
     #[error("share number {sharenum} out of range for {n} shares")]
     BadShareNum { sharenum: usize, n: usize },
+    /// The same share number given twice.
     #[error("share number {sharenum} given twice")]
     DuplicateShare { sharenum: usize },
 }
@@ -220,10 +227,12 @@ impl Zfec {
         Ok(Self { k, n, enc })
     }
 
+    /// Blocks needed to decode.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Blocks encoded.
     pub fn n(&self) -> usize {
         self.n
     }
@@ -357,6 +366,7 @@ impl Zfec {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#[allow(clippy::cast_possible_truncation)] // tests: byte patterns wrap on purpose
 mod tests {
     use super::*;
 
