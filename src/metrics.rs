@@ -351,6 +351,9 @@ pub async fn render(sources: &Sources) -> String {
     let errors = Family::<ServerLabels, Counter>::default();
     let demotions = Family::<ServerLabels, Counter>::default();
     let latency = Family::<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let reads = Family::<ServerLabels, Counter>::default();
+    let read_latency =
+        Family::<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for (server, record) in sources.grid.health().report() {
         let labels = ServerLabels { server };
         writes.get_or_create(&labels).inc_by(record.writes);
@@ -358,6 +361,10 @@ pub async fn render(sources: &Sources) -> String {
         demotions.get_or_create(&labels).inc_by(record.demotions);
         if let Some(took) = record.write_latency {
             latency.get_or_create(&labels).set(took.as_secs_f64());
+        }
+        reads.get_or_create(&labels).inc_by(record.reads);
+        if let Some(took) = record.read_latency {
+            read_latency.get_or_create(&labels).set(took.as_secs_f64());
         }
     }
     registry.register("server_share_writes", "Share writes that succeeded", writes);
@@ -375,6 +382,16 @@ pub async fn render(sources: &Sources) -> String {
         "server_write_latency_seconds",
         "Smoothed duration of a share write",
         latency,
+    );
+    registry.register(
+        "server_block_reads",
+        "Block reads (a block and its proof) that succeeded",
+        reads,
+    );
+    registry.register(
+        "server_read_latency_seconds",
+        "Smoothed duration of a block read",
+        read_latency,
     );
     let mut text = String::new();
     // Writing into a String cannot fail.
@@ -449,6 +466,8 @@ pub struct ServerStatus {
     pub free_bytes: Option<u64>,
     /// Smoothed duration of its share writes, from the health records.
     pub write_latency_ms: Option<f64>,
+    /// Smoothed duration of its block reads, from the health records.
+    pub read_latency_ms: Option<f64>,
     /// Failed requests, from the health records.
     pub errors: u64,
 }
@@ -479,6 +498,9 @@ pub async fn status(sources: &Sources) -> Status {
                 free_bytes: free.ok().flatten().map(|f| f.bytes),
                 write_latency_ms: record
                     .and_then(|r| r.write_latency)
+                    .map(|d| d.as_secs_f64() * 1e3),
+                read_latency_ms: record
+                    .and_then(|r| r.read_latency)
                     .map(|d| d.as_secs_f64() * 1e3),
                 errors: record.map_or(0, |r| r.errors),
                 id,
@@ -515,16 +537,18 @@ pub fn html(status: &Status) -> String {
          <style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>\
          </head><body><h1>griddav</h1><h2>Servers</h2><table><tr><th>server</th>\
          <th>reachable</th><th>latency (ms)</th><th>free (bytes)</th>\
-         <th>write latency (ms)</th><th>errors</th><th>problem</th></tr>",
+         <th>write latency (ms)</th><th>read latency (ms)</th><th>errors</th>\
+         <th>problem</th></tr>",
     );
     for s in &status.servers {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&s.id),
             if s.reachable { "yes" } else { "NO" },
             or_dash(s.latency_ms.map(|l| format!("{l:.1}"))),
             or_dash(s.free_bytes),
             or_dash(s.write_latency_ms.map(|l| format!("{l:.1}"))),
+            or_dash(s.read_latency_ms.map(|l| format!("{l:.1}"))),
             s.errors,
             escape(s.problem.as_deref().unwrap_or("")),
         ));
@@ -762,10 +786,11 @@ pub fn text(status: &Status) -> String {
             "DOWN       ".to_owned()
         };
         out.push_str(&format!(
-            "  {:<width$}  {state}  free {:>10}  write {:>9}  errors {}{}\n",
+            "  {:<width$}  {state}  free {:>10}  write {:>9}  read {:>9}  errors {}{}\n",
             s.id,
             or_dash(s.free_bytes.map(bytes_text)),
             or_dash(s.write_latency_ms.map(|l| format!("{l:.1} ms"))),
+            or_dash(s.read_latency_ms.map(|l| format!("{l:.1} ms"))),
             s.errors,
             s.problem
                 .as_deref()

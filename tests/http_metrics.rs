@@ -128,6 +128,25 @@ fn request_counters_and_bytes_follow_real_requests() {
             "local-{s:02}: {writes:?}\n{text}"
         );
     }
+    // The two GETs read blocks from at least k = 3 servers, each timed.
+    let read_from: Vec<String> = (0..10)
+        .map(|s| format!("local-{s:02}"))
+        .filter(|server| {
+            sample(
+                &text,
+                &format!("griddav_server_block_reads_total{{server=\"{server}\"}}"),
+            )
+            .is_some_and(|r| r >= 1.0)
+        })
+        .collect();
+    assert!(read_from.len() >= 3, "{read_from:?}\n{text}");
+    for server in &read_from {
+        let latency = sample(
+            &text,
+            &format!("griddav_server_read_latency_seconds{{server=\"{server}\"}}"),
+        );
+        assert!(latency.is_some_and(|l| l > 0.0), "{server}: {latency:?}\n{text}");
+    }
 }
 
 #[test]

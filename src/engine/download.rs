@@ -881,13 +881,15 @@ impl Downloader {
         let plain_at = (u16::from(share.0) < self.trailer.k)
             .then(|| s * self.layout.segment_size + u64::from(share.0) * block_len);
         let key = self.key.clone();
-        let (mut read, mut hashed) = if server.reads_blocking() {
+        let (mut read, mut hashed, took) = if server.reads_blocking() {
             // Bytes on this machine: read, hash and decrypt in one trip
             // to the blocking pool.
             let (store, si, key) = (Arc::clone(&server), self.si, key.clone());
             let coder = Arc::clone(&self.coder);
             tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let mut read = store.read_ranges_blocking(si, share, &ranges)?;
+                let took = started.elapsed();
                 let mut hashed = None;
                 if read.first().is_some_and(|b| b.len() as u64 == block_len) {
                     let block = read.remove(0);
@@ -895,7 +897,7 @@ impl Downloader {
                     read.insert(0, block);
                     hashed = Some(hash);
                 }
-                Ok((read, hashed))
+                Ok((read, hashed, took))
             })
             .await
             .map_err(|e| {
@@ -906,12 +908,14 @@ impl Downloader {
             })?
             .map_err(unavailable)?
         } else {
+            let started = Instant::now();
             let read = server
                 .read_ranges(self.si, share, ranges)
                 .await
                 .map_err(unavailable)?;
-            (read, None)
+            (read, None, started.elapsed())
         };
+        self.health.read_ok(server.server_id(), took);
         if read.is_empty() {
             read.push(Bytes::new());
         }

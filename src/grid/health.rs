@@ -19,6 +19,11 @@ pub struct HealthRecord {
     pub write_latency: Option<Duration>,
     /// Share writes timed into `write_latency`.
     pub writes: u64,
+    /// Smoothed duration of a block read (the block and the hashes that
+    /// prove it), as downloads see it.
+    pub read_latency: Option<Duration>,
+    /// Block reads timed into `read_latency`.
+    pub reads: u64,
     /// Requests that failed.
     pub errors: u64,
     /// Blocks from this server that failed their hashes.
@@ -59,6 +64,18 @@ impl ServerHealth {
             if took >= SLOW_WRITE {
                 r.last_trouble = Some(Instant::now());
             }
+        });
+    }
+
+    /// A block read that succeeded after `took`. Downloads route around
+    /// slow servers themselves; this record is for operators.
+    pub fn read_ok(&self, server: &str, took: Duration) {
+        self.with(server, |r| {
+            r.reads += 1;
+            r.read_latency = Some(match r.read_latency {
+                None => took,
+                Some(avg) => (avg * 7 + took) / 8,
+            });
         });
     }
 
