@@ -352,8 +352,7 @@ pub async fn render(sources: &Sources) -> String {
     let demotions = Family::<ServerLabels, Counter>::default();
     let latency = Family::<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let reads = Family::<ServerLabels, Counter>::default();
-    let read_latency =
-        Family::<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let read_latency = Family::<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for (server, record) in sources.grid.health().report() {
         let labels = ServerLabels { server };
         writes.get_or_create(&labels).inc_by(record.writes);

@@ -145,7 +145,10 @@ fn request_counters_and_bytes_follow_real_requests() {
             &text,
             &format!("griddav_server_read_latency_seconds{{server=\"{server}\"}}"),
         );
-        assert!(latency.is_some_and(|l| l > 0.0), "{server}: {latency:?}\n{text}");
+        assert!(
+            latency.is_some_and(|l| l > 0.0),
+            "{server}: {latency:?}\n{text}"
+        );
     }
 }
 
