@@ -1398,18 +1398,13 @@ fn cross_check(
     }
     let mut sorted: Vec<&(ShareNum, Bytes)> = blocks.iter().collect();
     sorted.sort_by_key(|(share, _)| *share);
-    let excluded = std::iter::once(None).chain(sorted.iter().map(|(share, _)| Some(*share)));
-    for skip in excluded {
-        let chosen: Vec<&&(ShareNum, Bytes)> = sorted
-            .iter()
-            .filter(|(share, _)| Some(*share) != skip)
-            .take(k)
-            .collect();
-        if chosen.len() < k {
-            continue;
-        }
+    // Any k good blocks decode to the segment the uploader hashed. The
+    // first k usually are; when they are not, other choices of k are
+    // tried, so that up to n - k bad blocks are told apart from the good.
+    for chosen in Combinations::new(sorted.len(), k).take(MAX_CROSS_CHECKS) {
         let mut slots: Vec<Option<Bytes>> = vec![None; n];
-        for (share, block) in &chosen {
+        for &index in &chosen {
+            let (share, block) = sorted[index];
             if let Some(slot) = slots.get_mut(usize::from(share.0)) {
                 *slot = Some(block.clone());
             }
@@ -1429,6 +1424,46 @@ fn cross_check(
             .collect();
     }
     blocks.iter().map(|(share, _)| *share).collect()
+}
+
+/// Choices of k blocks a deep check decodes from before it gives up on a
+/// segment (3-of-10 has 120 in all; 128-of-256 too many to try).
+const MAX_CROSS_CHECKS: usize = 256;
+
+/// The k-element subsets of `0..m` as sorted index lists, in
+/// lexicographic order (the first is `0..k`).
+struct Combinations {
+    m: usize,
+    current: Option<Vec<usize>>,
+}
+
+impl Combinations {
+    fn new(m: usize, k: usize) -> Self {
+        Self {
+            m,
+            current: (k <= m).then(|| (0..k).collect()),
+        }
+    }
+}
+
+impl Iterator for Combinations {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let current = self.current.take()?;
+        let k = current.len();
+        let mut following = current.clone();
+        // The rightmost index that can still move right.
+        let movable = (0..k).rev().find(|&i| following[i] < self.m - k + i);
+        if let Some(i) = movable {
+            following[i] += 1;
+            for j in i + 1..k {
+                following[j] = following[j - 1] + 1;
+            }
+            self.current = Some(following);
+        }
+        Some(current)
+    }
 }
 
 /// Why a block could not be used, and how much of the share that rules out.
@@ -1577,5 +1612,66 @@ mod tests {
             .await
             .iter()
             .all(|p| p.share == Some(ShareNum(0))));
+    }
+
+    #[test]
+    fn combinations_are_every_subset_once() {
+        let all: Vec<Vec<usize>> = Combinations::new(5, 3).collect();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[0], vec![0, 1, 2]);
+        assert_eq!(all[9], vec![2, 3, 4]);
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), 10);
+        assert_eq!(Combinations::new(2, 3).count(), 0);
+        assert_eq!(
+            Combinations::new(4, 0).collect::<Vec<_>>(),
+            vec![Vec::<usize>::new()]
+        );
+    }
+
+    /// Three shares (n - k is 7) corrupted in the same segment: a deep
+    /// verification names those three, and only those.
+    #[tokio::test]
+    async fn verification_tells_three_bad_blocks_of_one_segment_from_the_good() {
+        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
+        let grid = Grid::new(
+            stores
+                .iter()
+                .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
+                .collect(),
+        );
+        let params = EncodingParams {
+            k: 3,
+            happy: 7,
+            n: 10,
+            segment_size: 3000,
+        };
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+        let mut uploader = Uploader::new(grid.clone(), params, UploadOptions::default(), None)
+            .await
+            .unwrap();
+        uploader.write(Bytes::from(data.clone())).await.unwrap();
+        let cap = uploader.finish().await.unwrap();
+        let si = cap.key.storage_index();
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        // The middle of segment 3's block in each of three shares.
+        let offset = downloader.layout().block_offset(3) + 500;
+        let mut corrupted = Vec::new();
+        for store in &stores {
+            for info in store.list(si).await.unwrap() {
+                if corrupted.len() < 3 {
+                    store.corrupt(si, info.share, offset, 0x5a).unwrap();
+                    corrupted.push(info.share);
+                }
+            }
+        }
+        corrupted.sort();
+        let downloader = Downloader::open(&grid, &cap).await.unwrap();
+        assert_eq!(downloader.read(0, cap.size).await.unwrap(), data);
+        let problems = downloader.verify_all_shares().await;
+        let mut named: Vec<ShareNum> = problems.iter().filter_map(|p| p.share).collect();
+        named.sort();
+        assert_eq!(named, corrupted, "{problems:?}");
+        assert!(problems.iter().all(|p| p.kind.is_corrupt()), "{problems:?}");
     }
 }
