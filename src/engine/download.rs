@@ -476,12 +476,19 @@ impl Downloader {
         state.problems_dropped > 0 || state.problems.iter().any(|p| p.kind.is_unavailable())
     }
 
-    /// Fetches and verifies the first segment from the grid now, even when
-    /// it is cached (a reader is kept across requests, and a cached
-    /// segment says nothing of whether the servers still answer), and
-    /// keeps it for the reads that follow.
+    /// Whether the file can be read now, before a GET commits to a 200: a
+    /// reader is kept across requests, and a segment it has cached says
+    /// nothing of whether the servers still answer. Without a cached
+    /// first segment, fetches and verifies it (and keeps it). With one,
+    /// asks k shares for their headers at once (a few small reads, so a
+    /// Range GET stays fast); if fewer than k answer, the first segment
+    /// is fetched again, which reads around what it can and reports what
+    /// it cannot.
     pub async fn check_readable(&self) -> EngineResult<()> {
         if self.size() == 0 {
+            return Ok(());
+        }
+        if self.cached(0).is_some() && self.k_shares_answer().await {
             return Ok(());
         }
         let segment = self.fetch_segment(0).await?;
@@ -490,6 +497,33 @@ impl Downloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .put(0, segment);
         Ok(())
+    }
+
+    /// Whether k distinct shares answer a read of their headers now.
+    async fn k_shares_answer(&self) -> bool {
+        let k = usize::from(self.trailer.k);
+        let picks = self.pick(0, k, &[], &[]);
+        if picks.len() < k {
+            return false;
+        }
+        let reads = picks.into_iter().map(|candidate| {
+            let (server, share) = {
+                let state = lock(&self.state);
+                let c = &state.candidates[candidate];
+                (Arc::clone(&c.server), c.share)
+            };
+            async move {
+                let read = server.read(self.si, share, 0..super::layout::HEADER_LEN);
+                matches!(
+                    tokio::time::timeout(READ_TIMEOUT, read).await,
+                    Ok(Ok(header)) if header.len() as u64 == super::layout::HEADER_LEN
+                )
+            }
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .all(|answered| answered)
     }
 
     /// Exactly the bytes `offset..offset + len` of the file.
