@@ -1591,20 +1591,14 @@ fn in_segment(x: u64) -> usize {
 mod tests {
     use super::*;
     use crate::engine::{EncodingParams, UploadOptions, Uploader};
-    use crate::grid::MemoryStore;
+    use crate::grid::memory::memory_grid;
 
     /// An uploader that wrote share 0 wrong (each share consistent with
     /// its own block tree, share 0 not with the others): reads never give
     /// other bytes than those hashed, and `verify` names the share.
     #[tokio::test]
     async fn shares_that_disagree_with_the_ciphertext_tree_are_caught() {
-        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
-        let grid = Grid::new(
-            stores
-                .iter()
-                .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
-                .collect(),
-        );
+        let (grid, stores) = memory_grid(10);
         let params = EncodingParams {
             k: 3,
             happy: 7,
@@ -1667,13 +1661,7 @@ mod tests {
     /// verification names those three, and only those.
     #[tokio::test]
     async fn verification_tells_three_bad_blocks_of_one_segment_from_the_good() {
-        let stores: Vec<MemoryStore> = (0..10).map(|i| MemoryStore::new(format!("m{i}"))).collect();
-        let grid = Grid::new(
-            stores
-                .iter()
-                .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
-                .collect(),
-        );
+        let (grid, stores) = memory_grid(10);
         let params = EncodingParams {
             k: 3,
             happy: 7,

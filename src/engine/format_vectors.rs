@@ -14,27 +14,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::engine::crypto::FileKey;
 use crate::engine::{Downloader, EncodingParams, UploadOptions, Uploader};
-use crate::grid::{Grid, MemoryStore, ShareStore};
-
-fn memory_grid(count: usize) -> (Grid, Vec<MemoryStore>) {
-    let stores: Vec<MemoryStore> = (0..count)
-        .map(|i| MemoryStore::new(format!("mem-{i:02}")))
-        .collect();
-    let grid = Grid::new(
-        stores
-            .iter()
-            .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
-            .collect(),
-    );
-    (grid, stores)
-}
+use crate::grid::memory::memory_grid;
+use crate::grid::ShareStore;
 
 fn vector(name: &str) -> BTreeMap<String, String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md"))

@@ -116,6 +116,22 @@ impl Share {
     }
 }
 
+/// A grid of `count` memory stores named `mem-00`, `mem-01`, ..., and the
+/// stores themselves, so a test can corrupt or remove what they hold.
+#[cfg(test)]
+pub(crate) fn memory_grid(count: usize) -> (super::Grid, Vec<MemoryStore>) {
+    let stores: Vec<MemoryStore> = (0..count)
+        .map(|i| MemoryStore::new(format!("mem-{i:02}")))
+        .collect();
+    let grid = super::Grid::new(
+        stores
+            .iter()
+            .map(|s| Arc::new(s.clone()) as Arc<dyn ShareStore>)
+            .collect(),
+    );
+    (grid, stores)
+}
+
 impl MemoryStore {
     /// An empty store named `server_id`.
     pub fn new(server_id: impl Into<String>) -> Self {

@@ -13,7 +13,7 @@ mod conformance;
 mod fault;
 pub mod health;
 mod local;
-mod memory;
+pub(crate) mod memory;
 mod pool;
 pub mod probe;
 mod s3;
