@@ -150,6 +150,73 @@ impl FromStr for FileCap {
     }
 }
 
+/// Any capability a namespace row can hold: griddav's own format, or a
+/// Tahoe-LAFS immutable file (`URI:CHK:`, or `URI:LIT:` for one of at most
+/// 55 bytes). Which format a file was written in is told by its
+/// capability alone.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Capability {
+    /// `griddav:1:...`: griddav's share format.
+    Griddav(FileCap),
+    /// `URI:CHK:...`: a Tahoe-LAFS immutable file.
+    Chk(super::chk::uri::ChkCap),
+    /// `URI:LIT:...`: a Tahoe-LAFS literal file, its bytes in the capability.
+    Lit(super::chk::uri::LitCap),
+}
+
+impl Capability {
+    /// Plaintext length in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Griddav(cap) => cap.size,
+            Self::Chk(cap) => cap.size,
+            Self::Lit(cap) => cap.data.len() as u64,
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Griddav(cap) => cap.fmt(f),
+            Self::Chk(cap) => f.write_str(&cap.to_uri()),
+            Self::Lit(cap) => f.write_str(&cap.to_uri()),
+        }
+    }
+}
+
+/// Why a text is not any capability we read. Messages never hold the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnyCapError {
+    /// A `griddav:` capability that does not parse.
+    #[error("griddav capability: {0}")]
+    Griddav(#[from] CapError),
+    /// A `URI:CHK:` or `URI:LIT:` capability that does not parse.
+    #[error("Tahoe-LAFS capability: {0}")]
+    Tahoe(#[from] super::chk::ChkError),
+    /// Neither `griddav:`, `URI:CHK:` nor `URI:LIT:`.
+    #[error("not a griddav, URI:CHK or URI:LIT capability")]
+    Unknown,
+}
+
+impl FromStr for Capability {
+    type Err = AnyCapError;
+
+    fn from_str(text: &str) -> Result<Self, AnyCapError> {
+        use super::chk::uri::{ChkCap, LitCap};
+        if text.starts_with("griddav:") {
+            Ok(Self::Griddav(text.parse()?))
+        } else if text.starts_with("URI:CHK:") {
+            Ok(Self::Chk(ChkCap::parse(text)?))
+        } else if text.starts_with("URI:LIT:") {
+            Ok(Self::Lit(LitCap::parse(text)?))
+        } else {
+            Err(AnyCapError::Unknown)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +265,24 @@ mod tests {
             Err(CapError::Base32 { what: "key", .. })
         ));
         assert!(!format!("{:?}", cap()).contains(&text[10..30]));
+    }
+
+    #[test]
+    fn any_capability_is_told_by_its_prefix_and_prints_as_read() {
+        let griddav = cap().to_string();
+        let chk = "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbba:3:10:1000";
+        let lit = "URI:LIT:nbswy3dp"; // "hello"
+        for text in [griddav.as_str(), chk, lit, "URI:LIT:"] {
+            let parsed: Capability = text.parse().expect("parses");
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!(lit.parse::<Capability>().map(|c| c.size()), Ok(5));
+        assert_eq!("URI:SSK:x".parse::<Capability>(), Err(AnyCapError::Unknown));
+        assert!(matches!(
+            "URI:LIT:NBSWY3DP".parse::<Capability>(),
+            Err(AnyCapError::Tahoe(_))
+        ));
+        assert!(!format!("{:?}", lit.parse::<Capability>()).contains("nbswy3dp"));
     }
 
     use proptest::prelude::*;

@@ -30,7 +30,7 @@ pub mod repair;
 pub mod upload;
 
 pub use budget::MemoryBudget;
-pub use cap::{CapError, FileCap};
+pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
 pub use upload::Uploader;

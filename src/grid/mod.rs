@@ -372,6 +372,43 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     async fn renew_lease(&self, _si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<bool> {
         Ok(false)
     }
+
+    /// Starts writing a Tahoe-LAFS immutable (CHK) share whose length,
+    /// `len`, is fixed before its first byte. Such shares live apart from
+    /// griddav's own on a Tahoe server (an immutable allocation, not a
+    /// mutable slot), so stock Tahoe clients find them; on stores where a
+    /// share is plain bytes they are written like any other share.
+    async fn create_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        let _ = len;
+        self.create(si, share, secrets).await
+    }
+
+    /// Exactly the bytes of `range` of a finished immutable (CHK) share.
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        self.read(si, share, range).await
+    }
+
+    /// The finished immutable (CHK) shares of `si` this server holds.
+    async fn list_immutable(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        self.list(si).await
+    }
+
+    /// Removes the immutable (CHK) shares of `si` where the store lets a
+    /// client do so; `Ok(false)` where only lease expiry frees them (Tahoe).
+    async fn delete_immutable(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
+        self.delete(si, secrets).await.map(|()| true)
+    }
 }
 
 /// The longest root record a store keeps (a record names a few namespace

@@ -94,6 +94,49 @@ impl ChkCap {
     }
 }
 
+/// Files up to this many bytes are literal: Tahoe puts their bytes in the
+/// capability itself (`URI_LIT_SIZE_THRESHOLD` of its uploader) and
+/// stores no shares.
+pub const LIT_THRESHOLD: u64 = 55;
+
+/// The longest literal file we accept from outside (a linked capability):
+/// Tahoe makes them only up to [`LIT_THRESHOLD`] bytes.
+const MAX_LIT_LEN: usize = 4096;
+
+/// A `URI:LIT:` capability: a small file's bytes, in the capability.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LitCap {
+    /// The file's bytes.
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for LitCap {
+    // The bytes are the file's content: never in a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LitCap({} bytes)", self.data.len())
+    }
+}
+
+impl LitCap {
+    /// The capability as Tahoe writes it: `URI:LIT:` and the bytes in base32.
+    pub fn to_uri(&self) -> String {
+        format!("URI:LIT:{}", base32().encode(&self.data))
+    }
+
+    /// Parses a `URI:LIT:` capability of at most 4 KiB of data; anything
+    /// else is [`ChkError::BadCap`].
+    pub fn parse(s: &str) -> Result<Self, ChkError> {
+        let rest = s.strip_prefix("URI:LIT:").ok_or(ChkError::BadCap)?;
+        if rest.len() > base32().encode_len(MAX_LIT_LEN) {
+            return Err(ChkError::BadCap);
+        }
+        let data = base32()
+            .decode(rest.as_bytes())
+            .map_err(|_| ChkError::BadCap)?;
+        Ok(Self { data })
+    }
+}
+
 fn decode_exact<const N: usize>(s: &str) -> Result<[u8; N], ChkError> {
     // Only lower-case base32 of exactly N bytes.
     if base32().encode_len(N) != s.len() {
