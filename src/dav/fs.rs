@@ -36,6 +36,11 @@ pub struct GridFsOptions {
     /// Files up to this many bytes live in their namespace row and never
     /// touch the grid (Finder's `._*` and `.DS_Store`, Office's `~$` files).
     pub inline_threshold: u64,
+    /// The most a GET asks of a file at once (dav-server's read buffer). A
+    /// smaller read is the last of its range, so it never starts
+    /// read-ahead: a Range GET across a segment boundary reads two
+    /// segments, not the 64 MiB that follow.
+    pub read_buf_size: usize,
 }
 
 impl Default for GridFsOptions {
@@ -44,6 +49,7 @@ impl Default for GridFsOptions {
             params: EncodingParams::default(),
             upload: UploadOptions::default(),
             inline_threshold: 16384,
+            read_buf_size: 256 << 10,
         }
     }
 }

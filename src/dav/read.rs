@@ -118,7 +118,10 @@ impl ReadHandle {
         }
         let segment_size = downloader.segment_size();
         let segment = self.pos / segment_size;
-        let sequential = segment > 0 && self.last_segment == Some(segment - 1);
+        // A read of less than a full buffer is the last of its range:
+        // nothing after it is wanted, so nothing is fetched ahead.
+        let more_wanted = count >= self.fs.options.read_buf_size;
+        let sequential = segment > 0 && self.last_segment == Some(segment - 1) && more_wanted;
         if self.ahead.as_ref().is_some_and(|a| a.at == self.pos) || sequential {
             return self.read_ahead(&downloader, want).await;
         }
