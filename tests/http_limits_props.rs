@@ -122,7 +122,7 @@ fn propfind_of_a_thousand_entries_by_a_hundred_properties_is_linear() {
         let set = proppatch(
             &client,
             &format!("/big/f{i:04}.txt"),
-            proppatch_body(&[("p7", "seven"), ("unnamed", "not asked for")]),
+            proppatch_body(&[("p7", &format!("seven{i}")), ("unnamed", "not asked for")]),
         );
         assert_eq!(set.status, 207, "{}", set.text());
     }
@@ -140,7 +140,26 @@ fn propfind_of_a_thousand_entries_by_a_hundred_properties_is_linear() {
     assert_eq!(answer.status, 207, "{}", &text[..text.len().min(2000)]);
     assert_eq!(text.matches("<D:response>").count(), 1_001);
     // The named dead property once per entry that has it, the other never.
-    assert_eq!(text.matches(">seven</").count(), 100, "named dead property");
+    assert_eq!(text.matches(">seven").count(), 100, "named dead property");
+    // Each in its own entry (they are loaded a page of entries at a time).
+    let mut checked = 0;
+    for response in text.split("<D:response>").skip(1) {
+        let Some(i) = response
+            .split("/big/f")
+            .nth(1)
+            .and_then(|rest| rest.get(..4))
+            .and_then(|digits| digits.parse::<usize>().ok())
+        else {
+            continue; // the folder itself
+        };
+        assert_eq!(
+            response.contains(&format!(">seven{i}<")),
+            i % 10 == 0,
+            "entry {i}: {response}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 1_000);
     assert!(
         !text.contains("not asked for"),
         "an unnamed dead property was listed"

@@ -76,6 +76,20 @@ pub(crate) struct FsInner {
     reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Downloader>>>,
 }
 
+/// Entries whose named properties one namespace trip loads during a
+/// PROPFIND (see [`GridFs::load_named`]).
+const PROPS_PAGE: usize = 256;
+
+/// `path`'s folder and name; `None` for the root.
+fn split_parent(path: &str) -> Option<(&str, &str)> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let (dir, name) = trimmed.rsplit_once('/')?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((if dir.is_empty() { "/" } else { dir }, name))
+}
+
 /// How long quota figures are reused: counting them scans the namespace
 /// and asks every server for its free space.
 const QUOTA_TTL: Duration = Duration::from_secs(5);
@@ -234,15 +248,41 @@ impl GridFs {
             return Ok(());
         }
         let names = named.dead_names();
-        let props = if names.is_empty() {
-            Vec::new()
-        } else {
-            self.inner
+        if names.is_empty() {
+            named.load(path, Vec::new());
+            return Ok(());
+        }
+        // An entry of a listing: its folder's next entries are loaded with
+        // it, so a Depth: 1 PROPFIND makes one trip to the namespace per
+        // page rather than per entry.
+        if let Some((dir, name)) = split_parent(path) {
+            if let Some(props) = named.from_page(dir, name) {
+                named.load(path, props);
+                return Ok(());
+            }
+            match self
+                .inner
                 .ns
-                .get_named_props(path, names)
+                .get_named_props_of_children(dir, name, PROPS_PAGE, Arc::clone(&names))
                 .await
-                .map_err(|e| ns_error("get_props", e))?
-        };
+            {
+                Ok(page) => {
+                    named.keep_page(dir, page);
+                    if let Some(props) = named.from_page(dir, name) {
+                        named.load(path, props);
+                        return Ok(());
+                    }
+                }
+                // Answered below for the entry alone, with its own error.
+                Err(e) => tracing::debug!(error = %e, "properties of a folder's entries"),
+            }
+        }
+        let props = self
+            .inner
+            .ns
+            .get_named_props(path, names)
+            .await
+            .map_err(|e| ns_error("get_props", e))?;
         named.load(path, props);
         Ok(())
     }

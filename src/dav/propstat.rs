@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use http::{Response, StatusCode};
 use xmltree::{Element, XMLNode};
 
-use crate::namespace::Prop;
+use crate::namespace::{ChildPropsPage, Prop};
 
 const DAV: &str = "DAV:";
 
@@ -72,6 +72,7 @@ pub fn requested_props(body: &[u8]) -> Option<Requested> {
         scope: Arc::new(NamedPropfind {
             dead: Arc::new(dead),
             entry: Mutex::new(None),
+            page: Mutex::new(None),
         }),
     })
 }
@@ -183,6 +184,9 @@ pub(crate) struct NamedPropfind {
     /// The named properties that can be dead: (namespace or "", name).
     dead: Arc<Vec<(String, String)>>,
     entry: Mutex<Option<EntryProps>>,
+    /// Those of a run of one folder's entries, loaded together: a Depth: 1
+    /// listing answers its entries in name order.
+    page: Mutex<Option<(String, ChildPropsPage)>>,
 }
 
 struct EntryProps {
@@ -200,6 +204,23 @@ impl NamedPropfind {
     /// Whether the properties of `path` are the ones loaded.
     pub(crate) fn has(&self, path: &str) -> bool {
         self.lock().as_ref().is_some_and(|e| e.path == path)
+    }
+
+    /// Keeps `page` as that of the entries of the folder `dir`, replacing
+    /// the previous page.
+    pub(crate) fn keep_page(&self, dir: &str, page: ChildPropsPage) {
+        *self.page.lock().unwrap_or_else(|p| p.into_inner()) = Some((dir.to_owned(), page));
+    }
+
+    /// The properties of the entry `name` of the folder `dir`, when the
+    /// page kept covers it.
+    pub(crate) fn from_page(&self, dir: &str, name: &str) -> Option<Vec<Prop>> {
+        let mut page = self.page.lock().unwrap_or_else(|p| p.into_inner());
+        let (page_dir, page) = page.as_mut()?;
+        if page_dir != dir || !page.covers(name) {
+            return None;
+        }
+        Some(page.props.remove(name).unwrap_or_default())
     }
 
     /// Keeps `props` as those of `path`, replacing the previous entry's.

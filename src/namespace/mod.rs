@@ -53,7 +53,9 @@ pub use files::GridFile;
 pub use garbage::{PendingUpload, UploadId};
 pub use locks::Lock;
 pub use path::{validate_name, NsPath};
-pub use props::{Prop, PropPatch, MAX_PROPS_PER_NODE, MAX_PROP_VALUE};
+pub use props::{
+    ChildPropsPage, Prop, PropPatch, CHILD_PAGE_BYTES, MAX_PROPS_PER_NODE, MAX_PROP_VALUE,
+};
 pub use tree::{Content, Node, NodeKind, PublishOutcome, Removal, RenameOutcome, Usage};
 
 use std::path::Path;
