@@ -256,7 +256,7 @@ impl GridFs {
         // it, so a Depth: 1 PROPFIND makes one trip to the namespace per
         // page rather than per entry.
         if let Some((dir, name)) = split_parent(path) {
-            if let Some(props) = named.from_page(dir, name) {
+            if let Some(props) = named.take_from_page(dir, name) {
                 named.load(path, props);
                 return Ok(());
             }
@@ -268,7 +268,7 @@ impl GridFs {
             {
                 Ok(page) => {
                     named.keep_page(dir, page);
-                    if let Some(props) = named.from_page(dir, name) {
+                    if let Some(props) = named.take_from_page(dir, name) {
                         named.load(path, props);
                         return Ok(());
                     }

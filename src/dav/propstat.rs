@@ -214,7 +214,7 @@ impl NamedPropfind {
 
     /// The properties of the entry `name` of the folder `dir`, when the
     /// page kept covers it.
-    pub(crate) fn from_page(&self, dir: &str, name: &str) -> Option<Vec<Prop>> {
+    pub(crate) fn take_from_page(&self, dir: &str, name: &str) -> Option<Vec<Prop>> {
         let mut page = self.page.lock().unwrap_or_else(|p| p.into_inner());
         let (page_dir, page) = page.as_mut()?;
         if page_dir != dir || !page.covers(name) {
