@@ -9,8 +9,9 @@
 //! - every write to the namespace's WAL that ended before the answer began
 //!   is covered by an `fdatasync`/`fsync` of the WAL that began after that
 //!   write ended and ended before the answer began;
-//! - every share linked into place (`linkat` into `shares/`) was synced
-//!   before the link and its directory after it, before the answer began.
+//! - every share linked into place (`linkat` into `shares/`) was synced,
+//!   and its directory too, after the link began (so after every write to
+//!   it: all come before `finish`, which links) and before the answer began.
 //!
 //! Needs `strace` and permission to trace (`.ci/run` installs strace and
 //! runs this test); `GRIDDAV_DURABLE_BIN` checks another build (the test
@@ -283,8 +284,8 @@ fn check(events: &[Event]) -> (Vec<String>, usize, usize) {
             }
             checked_links += 1;
             let file_synced = synced_between(
-                0.0,
                 link.start,
+                answer.start,
                 &|k| matches!(k, Kind::Sync(p) if p == from),
             );
             let dir = Path::new(to).parent().map(|d| d.display().to_string());

