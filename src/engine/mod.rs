@@ -318,6 +318,9 @@ pub enum EngineError {
     /// The capability string does not parse.
     #[error("invalid capability: {0}")]
     InvalidCap(#[from] cap::CapError),
+    /// The `tahoe-chk` format refused the file or its shares.
+    #[error("tahoe-chk: {0}")]
+    Chk(#[source] chk::ChkError),
     /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },
