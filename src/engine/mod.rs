@@ -22,6 +22,7 @@ pub mod codec;
 pub mod crypto;
 pub mod delete;
 pub mod download;
+pub mod format;
 #[cfg(test)]
 mod format_vectors;
 pub mod hashtree;
@@ -33,6 +34,7 @@ pub use budget::MemoryBudget;
 pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
+pub use format::{FileUploader, Format};
 pub use upload::Uploader;
 
 use std::fmt;
