@@ -153,6 +153,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             upload: upload_options(config, &grid),
             inline_threshold: config.inline_threshold,
             read_buf_size: config.read_buf_size,
+            format: config.encoding.format,
         },
     );
     let snapshots = crate::snapshot::Snapshots::new(

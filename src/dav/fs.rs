@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Downloader, EncodingParams, EngineError, FileCap, ShareProblem, UploadOptions,
+    Downloader, EncodingParams, EngineError, FileCap, Format, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -41,6 +41,8 @@ pub struct GridFsOptions {
     /// read-ahead: a Range GET across a segment boundary reads two
     /// segments, not the 64 MiB that follow.
     pub read_buf_size: usize,
+    /// The share format of new files whose size is known at the start.
+    pub format: Format,
 }
 
 impl Default for GridFsOptions {
@@ -50,6 +52,7 @@ impl Default for GridFsOptions {
             upload: UploadOptions::default(),
             inline_threshold: 16384,
             read_buf_size: 256 << 10,
+            format: Format::default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::cap::CapError;
 use super::crypto::FileKey;
-use super::{EngineError, EngineResult, FileCap, ProblemKind, ShareProblem};
+use super::{Capability, EngineError, EngineResult, FileCap, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError};
 
 const TOKEN_PREFIX: &str = "griddav-upload:1:";
@@ -25,6 +25,9 @@ fn key_of_token(token: &str) -> EngineResult<FileKey> {
 
 /// Deletes the shares of the upload a recovery token names, everywhere.
 pub async fn delete_shares_of_token(grid: &Grid, token: &str) -> EngineResult<()> {
+    if let Some(key) = super::chk::upload::key_of_token(token) {
+        return super::chk::upload::delete_chk_shares(grid, &key).await;
+    }
     delete_shares(grid, &key_of_token(token)?).await
 }
 
@@ -69,8 +72,19 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
 /// asked (the caller may retry). An invalid capability counts as done:
 /// nothing could ever free it.
 pub async fn free_capability(grid: &Grid, cap: &str) -> bool {
-    let cap: FileCap = match cap.parse() {
-        Ok(cap) => cap,
+    let cap: FileCap = match cap.parse::<Capability>() {
+        Ok(Capability::Griddav(cap)) => cap,
+        // Its bytes are in the capability: nothing stored.
+        Ok(Capability::Lit(_)) => return true,
+        Ok(Capability::Chk(cap)) => {
+            return match super::chk::upload::delete_chk_shares(grid, &cap.key).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "freeing CHK shares failed");
+                    false
+                }
+            }
+        }
         Err(e) => {
             // Nothing can be done with it; do not retry it forever.
             tracing::error!(error = %e, "cannot free the shares of an invalid capability; dropped");

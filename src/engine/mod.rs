@@ -22,6 +22,7 @@ pub mod codec;
 pub mod crypto;
 pub mod delete;
 pub mod download;
+pub mod format;
 #[cfg(test)]
 mod format_vectors;
 pub mod hashtree;
@@ -33,6 +34,7 @@ pub use budget::MemoryBudget;
 pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
+pub use format::{FileUploader, Format};
 pub use upload::Uploader;
 
 use std::fmt;
@@ -318,6 +320,9 @@ pub enum EngineError {
     /// The capability string does not parse.
     #[error("invalid capability: {0}")]
     InvalidCap(#[from] cap::CapError),
+    /// The `tahoe-chk` format refused the file or its shares.
+    #[error("tahoe-chk: {0}")]
+    Chk(#[source] chk::ChkError),
     /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },

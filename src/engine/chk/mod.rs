@@ -22,6 +22,7 @@ pub mod hashutil;
 pub mod layout;
 pub mod params;
 pub mod ueb;
+pub mod upload;
 pub mod uri;
 pub mod zfec;
 
