@@ -330,6 +330,7 @@ pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
         | EngineError::ShortRead { .. }
         | EngineError::ReencodedMismatch
         | EngineError::InvalidCap(_)
+        | EngineError::Chk(_)
         | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
         EngineError::NoSpace { .. } => FsError::InsufficientStorage,
         EngineError::Grid(e) if e.is_out_of_space() => FsError::InsufficientStorage,

@@ -268,6 +268,9 @@ pub enum Corruption {
     /// The stored ciphertext tree's root is not the trailer's.
     #[error("stored ciphertext tree does not match the trailer")]
     CiphertextTreeMismatch,
+    /// A Tahoe-LAFS CHK share failed a check of its structure.
+    #[error("Tahoe share: {0}")]
+    Chk(&'static str),
     /// Only this share's block makes the segment's ciphertext hash wrong.
     #[error("block {segment} disagrees with the other shares and the ciphertext tree")]
     Disagrees { segment: u64 },
@@ -318,6 +321,10 @@ pub enum EngineError {
     /// The capability string does not parse.
     #[error("invalid capability: {0}")]
     InvalidCap(#[from] cap::CapError),
+    /// A Tahoe-LAFS CHK capability that cannot be read: its URI extension
+    /// block does not fit it.
+    #[error("Tahoe CHK file: {0}")]
+    Chk(#[from] chk::ChkError),
     /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },
