@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Downloader, EncodingParams, EngineError, FileCap, ShareProblem, UploadOptions,
+    Capability, EncodingParams, EngineError, FileReader, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -67,7 +67,7 @@ pub(crate) struct FsInner {
     /// Notified when a file is stored with fewer than n shares.
     pub short_files: Arc<Notify>,
     /// Every reader handed out, by capability, for [`GridFs::in_use`].
-    reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Downloader>>>,
+    reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<FileReader>>>,
 }
 
 /// How long quota figures are reused: counting them scans the namespace
@@ -76,7 +76,7 @@ const QUOTA_TTL: Duration = Duration::from_secs(5);
 
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
-    pub(crate) async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+    pub(crate) async fn downloader(&self, cap: &str) -> FsResult<Arc<FileReader>> {
         let reader = self.open_downloader(cap).await?;
         let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         if reading.len() >= 1024 {
@@ -104,16 +104,16 @@ impl FsInner {
         e
     }
 
-    async fn open_downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+    async fn open_downloader(&self, cap: &str) -> FsResult<Arc<FileReader>> {
         if let Some(reader) = self.readers.get(cap) {
             return Ok(reader);
         }
-        let parsed: FileCap = cap.parse().map_err(|e| {
+        let parsed: Capability = cap.parse().map_err(|e| {
             tracing::error!(error = %e, "a namespace row holds an invalid capability");
             FsError::GeneralFailure
         })?;
         let reader = Arc::new(
-            Downloader::open(&self.grid, &parsed)
+            FileReader::open(&self.grid, &parsed)
                 .await
                 .map_err(|e| engine_error("open for reading", &e))?,
         );
@@ -263,6 +263,11 @@ impl GridFs {
     pub fn in_use(&self) -> crate::gc::InUse {
         let inner = Arc::downgrade(&self.inner);
         Arc::new(move |cap: &str| inner.upgrade().is_some_and(|inner| inner.in_use(cap)))
+    }
+
+    /// Links capabilities into this tree ([`super::link`]).
+    pub fn linker(&self) -> super::link::Linker {
+        super::link::Linker::new(Arc::clone(&self.inner))
     }
 
     /// Notified whenever content becomes garbage: hand it to the collector.

@@ -26,6 +26,7 @@ pub mod download;
 mod format_vectors;
 pub mod hashtree;
 pub mod layout;
+pub mod reader;
 pub mod repair;
 pub mod upload;
 
@@ -33,6 +34,7 @@ pub use budget::MemoryBudget;
 pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
+pub use reader::FileReader;
 pub use upload::Uploader;
 
 use std::fmt;
