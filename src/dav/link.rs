@@ -201,8 +201,7 @@ impl Linker {
             .and_then(|p| ns_path(&p).ok())
             .ok_or_else(|| LinkError::BadPath("not a UTF-8 path".to_owned()))?;
         let outcome = link_capability(&self.inner.ns, &self.inner.grid, &path, cap).await?;
-        self.inner
-            .wake_collector(outcome.garbage_queued.is_some());
+        self.inner.wake_collector(outcome.garbage_queued.is_some());
         Ok(outcome.created)
     }
 }

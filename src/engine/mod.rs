@@ -327,6 +327,10 @@ pub enum EngineError {
     /// block does not fit it.
     #[error("Tahoe CHK file: {0}")]
     Chk(#[from] chk::ChkError),
+    /// Repair of a Tahoe-LAFS CHK file was asked for: griddav reads and
+    /// checks such files but does not rebuild their shares.
+    #[error("repair of Tahoe-LAFS CHK files is not supported: repair it with Tahoe (`tahoe check --repair CAP`)")]
+    ChkRepairUnsupported,
     /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },

@@ -164,6 +164,9 @@ mod tests {
             .await;
         assert_eq!(rest.concat(), b"llo");
         assert_eq!(Arc::clone(&reader).stream(5).count().await, 0);
-        assert!(reader.verify_all_shares_with_progress(|_| {}).await.is_empty());
+        assert!(reader
+            .verify_all_shares_with_progress(|_| {})
+            .await
+            .is_empty());
     }
 }
