@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{EncodingParams, UploadOptions};
+use crate::engine::{EncodingParams, Format, UploadOptions};
 use crate::grid::tahoe::Nurl;
 
 /// Number of directories of the embedded default grid.
@@ -164,6 +164,8 @@ pub struct EncodingConfig {
     pub max_in_flight: usize,
     /// Memory for coded segments of all uploads together, in MiB.
     pub upload_memory_mib: u64,
+    /// The share format of new files whose size is known at the start.
+    pub format: Format,
 }
 
 /// `[http]`: limits on connections, so that idle or stalled clients cannot
@@ -471,6 +473,7 @@ impl Default for EncodingConfig {
             segment_size: p.segment_size,
             max_in_flight: UploadOptions::default().max_in_flight,
             upload_memory_mib: 128,
+            format: Format::default(),
         }
     }
 }
@@ -894,6 +897,21 @@ mod tests {
                 }
             );
             assert_eq!(s.id(i), format!("local-{i:02}"));
+        }
+    }
+
+    #[test]
+    fn the_share_format_is_one_of_two_names() {
+        assert_eq!(Config::default().encoding.format, Format::GriddavV1);
+        let c = Config::parse("[encoding]\nformat = \"tahoe-chk\"\n").unwrap();
+        assert_eq!(c.encoding.format, Format::TahoeChk);
+        let c = Config::parse("[encoding]\nformat = \"griddav-v1\"\n").unwrap();
+        assert_eq!(c.encoding.format, Format::GriddavV1);
+        for bad in ["\"tahoe\"", "\"Tahoe-CHK\"", "1"] {
+            assert!(
+                Config::parse(&format!("[encoding]\nformat = {bad}\n")).is_err(),
+                "{bad}"
+            );
         }
     }
 

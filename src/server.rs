@@ -152,6 +152,7 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
             params: config.encoding_params(),
             upload: upload_options(config, &grid),
             inline_threshold: config.inline_threshold,
+            format: config.encoding.format,
         },
     );
     let snapshots = crate::snapshot::Snapshots::new(

@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Capability, EncodingParams, EngineError, FileReader, ShareProblem, UploadOptions,
+    Capability, EncodingParams, EngineError, FileReader, Format, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -36,6 +36,8 @@ pub struct GridFsOptions {
     /// Files up to this many bytes live in their namespace row and never
     /// touch the grid (Finder's `._*` and `.DS_Store`, Office's `~$` files).
     pub inline_threshold: u64,
+    /// The share format of new files whose size is known at the start.
+    pub format: Format,
 }
 
 impl Default for GridFsOptions {
@@ -44,6 +46,7 @@ impl Default for GridFsOptions {
             params: EncodingParams::default(),
             upload: UploadOptions::default(),
             inline_threshold: 16384,
+            format: Format::default(),
         }
     }
 }

@@ -7,6 +7,13 @@
 //! before that (client gone, short or long body) aborts the upload and the
 //! previous version stays as it was.
 //!
+//! With `[encoding] format = "tahoe-chk"`, a request that writes a whole
+//! new version whose size is known before its bytes (Content-Length, not a
+//! partial update or append) becomes a Tahoe-LAFS immutable file whatever
+//! its size: a `URI:LIT:` capability up to 55 bytes, a `URI:CHK:` one past
+//! that, so that `tahoe get` reads every such file. Every other write
+//! (Finder's chunked PUTs among them) stays `griddav-v1`.
+//!
 //! A partial update (Content-Range PUT, sabredav PATCH, append) writes a new
 //! version: the old bytes before the range, the new bytes, and the old bytes
 //! after them, all streamed through the engine. The old version stays until
@@ -23,7 +30,8 @@ use futures::{FutureExt, StreamExt};
 use super::fs::{engine_error, ns_error, FsInner};
 use super::meta::GridMeta;
 use super::pending::UploadGuard;
-use crate::engine::Uploader;
+use crate::engine::chk::uri::{LitCap, LIT_THRESHOLD};
+use crate::engine::{Capability, FileUploader, Format};
 use crate::namespace::{Content, Node, NsPath, UploadId};
 
 /// The version a partial update starts from.
@@ -36,8 +44,9 @@ enum Sink {
     /// Still small enough to be stored inline.
     Buffer(BytesMut),
     Upload {
-        uploader: Box<Uploader>,
-        journal: UploadId,
+        uploader: Box<FileUploader>,
+        /// `None`: the upload stores nothing to recover (`URI:LIT:`).
+        journal: Option<UploadId>,
     },
 }
 
@@ -161,6 +170,15 @@ impl WriteHandle {
         }
     }
 
+    /// The size of a write that becomes a Tahoe file: `tahoe-chk`
+    /// configured, a whole new version, its size declared up front.
+    fn chk_size(&self) -> Option<u64> {
+        let whole = self.base.is_none() && !self.append && self.start == 0;
+        (self.fs.options.format == Format::TahoeChk && whole)
+            .then_some(self.expected)
+            .flatten()
+    }
+
     /// The new version's size when it is known before the bytes arrive.
     fn final_size(&self) -> Option<u64> {
         match &self.base {
@@ -195,8 +213,17 @@ impl WriteHandle {
     /// Hands bytes of the new version to the buffer or the uploader.
     async fn feed(&mut self, data: Bytes) -> FsResult<()> {
         self.fed += data.len() as u64;
-        let threshold = self.fs.options.inline_threshold;
-        let known_large = self.final_size().is_some_and(|size| size > threshold);
+        let (threshold, known_large) = match self.chk_size() {
+            // A Tahoe file: a URI:LIT: from the buffer, or CHK shares.
+            Some(size) => (LIT_THRESHOLD, size > LIT_THRESHOLD),
+            None => {
+                let threshold = self.fs.options.inline_threshold;
+                (
+                    threshold,
+                    self.final_size().is_some_and(|size| size > threshold),
+                )
+            }
+        };
         let result = match self.sink.as_mut() {
             Some(Sink::Buffer(buffer)) if !known_large && self.fed <= threshold => {
                 buffer.extend_from_slice(&data);
@@ -220,7 +247,12 @@ impl WriteHandle {
 
     async fn start_upload(&mut self, buffered: Bytes, data: Bytes) -> FsResult<()> {
         let options = &self.fs.options;
-        let mut uploader = Uploader::new(
+        let format = match self.chk_size() {
+            Some(_) => Format::TahoeChk,
+            None => Format::GriddavV1,
+        };
+        let mut uploader = FileUploader::start(
+            format,
             self.fs.grid.clone(),
             options.params,
             options.upload.clone(),
@@ -228,12 +260,15 @@ impl WriteHandle {
         )
         .await
         .map_err(|e| engine_error("start upload", &e))?;
-        let journal = match self.fs.ns.begin_upload(&uploader.recovery_token()).await {
-            Ok(id) => id,
-            Err(e) => {
-                uploader.abort().await;
-                return Err(ns_error("journal upload", e));
-            }
+        let journal = match uploader.recovery_token() {
+            None => None,
+            Some(token) => match self.fs.ns.begin_upload(&token).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    uploader.abort().await;
+                    return Err(ns_error("journal upload", e));
+                }
+            },
         };
         self.sink = Some(Sink::Upload {
             uploader: Box::new(uploader),
@@ -310,15 +345,25 @@ impl WriteHandle {
         let size = self.fed;
         let mut complete = true;
         let (content, journal) = match self.sink.take() {
+            Some(Sink::Buffer(buffer)) if self.chk_size().is_some() => {
+                // A Tahoe literal file: the bytes are the capability.
+                let lit = Capability::Lit(LitCap {
+                    data: buffer.to_vec(),
+                });
+                (Content::Cap(lit.to_string()), None)
+            }
             Some(Sink::Buffer(buffer)) => (Content::Inline(buffer.to_vec()), None),
-            Some(Sink::Upload { uploader, journal }) => match uploader.finish_counted().await {
-                Ok(finished) => {
-                    complete = finished.complete;
-                    (Content::Cap(finished.cap.to_string()), Some(journal))
+            Some(Sink::Upload { uploader, journal }) => match uploader.finish().await {
+                Ok(stored) => {
+                    // Repair completes griddav-v1 files only, for now.
+                    complete = stored.complete || !matches!(stored.cap, Capability::Griddav(_));
+                    (Content::Cap(stored.cap.to_string()), journal)
                 }
                 Err(e) => {
                     self.state = State::Failed;
-                    self.end_journal(journal).await;
+                    if let Some(journal) = journal {
+                        self.end_journal(journal).await;
+                    }
                     return Err(engine_error("finish upload", &e));
                 }
             },
@@ -380,7 +425,9 @@ impl WriteHandle {
         }) = self.sink.take()
         {
             uploader.abort().await;
-            self.end_journal(journal).await;
+            if let Some(journal) = journal {
+                self.end_journal(journal).await;
+            }
         }
     }
 }
@@ -402,8 +449,10 @@ impl Drop for WriteHandle {
                 Ok(runtime) => {
                     runtime.spawn(async move {
                         uploader.abort().await;
-                        if let Err(e) = ns.end_upload(journal).await {
-                            tracing::warn!(%path, error = %e, "could not end an upload's journal entry");
+                        if let Some(journal) = journal {
+                            if let Err(e) = ns.end_upload(journal).await {
+                                tracing::warn!(%path, error = %e, "could not end an upload's journal entry");
+                            }
                         }
                         tracing::info!(%path, "unfinished upload aborted");
                     });

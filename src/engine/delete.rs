@@ -2,10 +2,9 @@
 //! process do so for an upload that never finished.
 
 use super::cap::CapError;
-use super::chk::uri::ChkCap;
 use super::crypto::FileKey;
-use super::{Capability, EngineError, EngineResult, ProblemKind, ShareProblem};
-use crate::grid::{Grid, GridError, StorageIndex};
+use super::{Capability, EngineError, EngineResult, FileCap, ProblemKind, ShareProblem};
+use crate::grid::{Grid, GridError};
 
 const TOKEN_PREFIX: &str = "griddav-upload:1:";
 
@@ -26,6 +25,9 @@ fn key_of_token(token: &str) -> EngineResult<FileKey> {
 
 /// Deletes the shares of the upload a recovery token names, everywhere.
 pub async fn delete_shares_of_token(grid: &Grid, token: &str) -> EngineResult<()> {
+    if let Some(key) = super::chk::upload::key_of_token(token) {
+        return super::chk::upload::delete_chk_shares(grid, &key).await;
+    }
     delete_shares(grid, &key_of_token(token)?).await
 }
 
@@ -66,64 +68,30 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
     }
 }
 
-/// The secrets a CHK file's shares are deleted with, per server, from
-/// the file's key: stores without access control ignore them, and Tahoe's
-/// immutable shares are freed by lease expiry, not by a request.
-fn chk_secrets(cap: &ChkCap, server: &[u8]) -> crate::grid::ShareSecrets {
-    let key = super::crypto::tagged_hash("griddav-chk-share-secrets-v1", &[&cap.key]);
-    FileKey::from_bytes(key).share_secrets(server)
-}
-
-/// Deletes a Tahoe-LAFS CHK file's shares where the stores let a client do
-/// so (local and S3 stores); on Tahoe servers, where only lease expiry
-/// frees immutable shares, the file is left to expire (griddav stops
-/// renewing its leases once no row names it).
-pub async fn delete_chk_shares(grid: &Grid, cap: &ChkCap) -> EngineResult<()> {
-    let si = StorageIndex::from_bytes(cap.storage_index());
-    let results = futures::future::join_all(grid.servers().iter().map(|server| async move {
-        server
-            .delete_immutable(si, &chk_secrets(cap, server.identity()))
-            .await
-    }))
-    .await;
-    let problems: Vec<ShareProblem> = grid
-        .servers()
-        .iter()
-        .zip(results)
-        .filter_map(|(server, result)| {
-            result.err().map(|e| ShareProblem {
-                share: None,
-                server: server.server_id().to_owned(),
-                kind: ProblemKind::of(e),
-            })
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::DeleteIncomplete { problems })
-    }
-}
-
 /// Deletes the shares of one capability; false if some server could not be
 /// asked (the caller may retry). An invalid capability counts as done:
 /// nothing could ever free it.
 pub async fn free_capability(grid: &Grid, cap: &str) -> bool {
-    let cap: Capability = match cap.parse() {
-        Ok(cap) => cap,
+    let cap: FileCap = match cap.parse::<Capability>() {
+        Ok(Capability::Griddav(cap)) => cap,
+        // Its bytes are in the capability: nothing stored.
+        Ok(Capability::Lit(_)) => return true,
+        Ok(Capability::Chk(cap)) => {
+            return match super::chk::upload::delete_chk_shares(grid, &cap.key).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "freeing CHK shares failed");
+                    false
+                }
+            }
+        }
         Err(e) => {
             // Nothing can be done with it; do not retry it forever.
             tracing::error!(error = %e, "cannot free the shares of an invalid capability; dropped");
             return true;
         }
     };
-    let deleted = match &cap {
-        Capability::Griddav(cap) => delete_shares(grid, &cap.key).await,
-        Capability::Chk(cap) => delete_chk_shares(grid, cap).await,
-        // Its bytes were in the capability: nothing on the grid.
-        Capability::Lit(_) => Ok(()),
-    };
-    match deleted {
+    match delete_shares(grid, &cap.key).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "freeing shares failed");

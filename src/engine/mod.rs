@@ -22,6 +22,7 @@ pub mod codec;
 pub mod crypto;
 pub mod delete;
 pub mod download;
+pub mod format;
 #[cfg(test)]
 mod format_vectors;
 pub mod hashtree;
@@ -35,6 +36,7 @@ pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
 pub use reader::FileReader;
+pub use format::{FileUploader, Format};
 pub use upload::Uploader;
 
 use std::fmt;
@@ -323,9 +325,8 @@ pub enum EngineError {
     /// The capability string does not parse.
     #[error("invalid capability: {0}")]
     InvalidCap(#[from] cap::CapError),
-    /// A Tahoe-LAFS CHK capability that cannot be read: its URI extension
-    /// block does not fit it.
-    #[error("Tahoe CHK file: {0}")]
+    /// The `tahoe-chk` format refused the file or its shares.
+    #[error("tahoe-chk: {0}")]
     Chk(#[from] chk::ChkError),
     /// Repair of a Tahoe-LAFS CHK file was asked for: griddav reads and
     /// checks such files but does not rebuild their shares.

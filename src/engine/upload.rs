@@ -41,12 +41,12 @@ pub(super) enum ShareCommand {
 }
 
 /// One share's writer task, seen from the Uploader.
-struct ShareSlot {
-    share: ShareNum,
-    server: String,
+pub(super) struct ShareSlot {
+    pub(super) share: ShareNum,
+    pub(super) server: String,
     /// `None` once the share is dead or finished.
-    sender: Option<mpsc::Sender<ShareCommand>>,
-    task: Option<JoinHandle<Result<(), GridError>>>,
+    pub(super) sender: Option<mpsc::Sender<ShareCommand>>,
+    pub(super) task: Option<JoinHandle<Result<(), GridError>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -572,7 +572,7 @@ impl Uploader {
 
 /// An upload short of `happy` servers: out of space when a server said
 /// it was full, otherwise not happy.
-fn not_happy(live: usize, happy: u16, problems: Vec<ShareProblem>) -> EngineError {
+pub(super) fn not_happy(live: usize, happy: u16, problems: Vec<ShareProblem>) -> EngineError {
     if problems
         .iter()
         .any(|p| matches!(p.kind, ProblemKind::NoSpace(_)))
@@ -592,7 +592,7 @@ fn not_happy(live: usize, happy: u16, problems: Vec<ShareProblem>) -> EngineErro
 }
 
 /// How many different servers the ids name.
-fn distinct_servers<'a>(ids: impl Iterator<Item = &'a str>) -> usize {
+pub(super) fn distinct_servers<'a>(ids: impl Iterator<Item = &'a str>) -> usize {
     ids.collect::<std::collections::HashSet<_>>().len()
 }
 
@@ -607,7 +607,7 @@ impl Drop for Uploader {
 }
 
 /// What a share task ended with, once its channel has closed.
-async fn slot_error(slot: &mut ShareSlot) -> ProblemKind {
+pub(super) async fn slot_error(slot: &mut ShareSlot) -> ProblemKind {
     match slot.task.take() {
         Some(task) => match task.await {
             Ok(Err(e)) => ProblemKind::of(e),
@@ -685,7 +685,7 @@ const FREE_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`MIN_SERVER_FREE`]) are left out, as long as `happy` distinct servers
 /// remain. Shares then wrap onto the others, and repair moves them back
 /// once the full servers have room.
-async fn servers_with_room(
+pub(super) async fn servers_with_room(
     grid: &Grid,
     si: StorageIndex,
     params: &EncodingParams,

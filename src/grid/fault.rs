@@ -76,6 +76,38 @@ impl ShareStore for FailingStore {
         }))
     }
 
+    async fn create_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        let inner = self.inner.create_immutable(si, share, len, secrets).await?;
+        Ok(Box::new(FailingWriter {
+            inner,
+            server: self.server_id().to_owned(),
+            appends_left: self.appends_ok,
+        }))
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        self.inner.read_immutable(si, share, range).await
+    }
+
+    async fn list_immutable(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        self.inner.list_immutable(si).await
+    }
+
+    async fn delete_immutable(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
+        self.inner.delete_immutable(si, secrets).await
+    }
+
     async fn read(
         &self,
         si: StorageIndex,
@@ -257,6 +289,37 @@ impl ShareStore for FaultyStore {
     ) -> GridResult<Box<dyn ShareWriter>> {
         self.before().await?;
         self.inner.create(si, share, secrets).await
+    }
+
+    async fn create_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        self.before().await?;
+        self.inner.create_immutable(si, share, len, secrets).await
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        self.before().await?;
+        self.inner.read_immutable(si, share, range).await
+    }
+
+    async fn list_immutable(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        self.before().await?;
+        self.inner.list_immutable(si).await
+    }
+
+    async fn delete_immutable(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
+        self.before().await?;
+        self.inner.delete_immutable(si, secrets).await
     }
 
     async fn read(

@@ -117,6 +117,37 @@ impl ShareStore for ThrottledStore {
         }))
     }
 
+    async fn create_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        let inner = self.inner.create_immutable(si, share, len, secrets).await?;
+        Ok(Box::new(ThrottledWriter {
+            inner,
+            link: Arc::clone(&self.link),
+        }))
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        self.inner.read_immutable(si, share, range).await
+    }
+
+    async fn list_immutable(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        self.inner.list_immutable(si).await
+    }
+
+    async fn delete_immutable(&self, si: StorageIndex, secrets: &ShareSecrets) -> GridResult<bool> {
+        self.inner.delete_immutable(si, secrets).await
+    }
+
     async fn read(
         &self,
         si: StorageIndex,

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod params;
 pub mod read;
 pub mod ueb;
+pub mod upload;
 pub mod uri;
 pub mod zfec;
 

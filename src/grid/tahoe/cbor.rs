@@ -33,6 +33,10 @@ pub(crate) enum CborError {
     ShareNotInteger,
     #[error("share set is not an array")]
     SetNotArray,
+    #[error("allocation answer is not a map")]
+    AllocationNotMap,
+    #[error("no `{0}` in the allocation answer")]
+    AllocationMissing(&'static str),
 }
 
 /// CBOR tag of a set (the protocol's share-number sets).
@@ -227,10 +231,108 @@ pub(crate) fn decode_share_set(body: &[u8]) -> Result<Vec<u8>, CborError> {
     items.iter().map(share_number).collect()
 }
 
+/// Encodes an immutable allocation: `{share-numbers: set, allocated-size}`.
+pub(crate) fn encode_allocate(shares: &[u8], allocated_size: u64) -> Bytes {
+    let numbers = shares.iter().map(|n| Value::from(*n)).collect();
+    let body = Value::Map(vec![
+        (
+            text("share-numbers"),
+            Value::Tag(TAG_SET, Box::new(Value::Array(numbers))),
+        ),
+        (text("allocated-size"), Value::from(allocated_size)),
+    ]);
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every value is encodable.
+    if let Err(e) = ciborium::into_writer(&body, &mut out) {
+        unreachable!("CBOR encoding into memory failed: {e}");
+    }
+    Bytes::from(out)
+}
+
+/// An allocation answer: the shares the server already holds, and those
+/// it allocated for this upload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    pub already_have: Vec<u8>,
+    pub allocated: Vec<u8>,
+}
+
+pub(crate) fn decode_allocation(body: &[u8]) -> Result<Allocation, CborError> {
+    let Value::Map(entries) = decode(body)? else {
+        return Err(CborError::AllocationNotMap);
+    };
+    let set = |value: &Value| -> Result<Vec<u8>, CborError> {
+        let value = match value {
+            Value::Tag(TAG_SET, inner) => inner.as_ref(),
+            other => other,
+        };
+        let Value::Array(items) = value else {
+            return Err(CborError::SetNotArray);
+        };
+        items.iter().map(share_number).collect()
+    };
+    let mut already_have = None;
+    let mut allocated = None;
+    for (key, value) in &entries {
+        if key_is(key, "already-have") {
+            already_have = Some(set(value)?);
+        } else if key_is(key, "allocated") {
+            allocated = Some(set(value)?);
+        }
+    }
+    Ok(Allocation {
+        already_have: already_have.ok_or(CborError::AllocationMissing("already-have"))?,
+        allocated: allocated.ok_or(CborError::AllocationMissing("allocated"))?,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocation_request_and_answer() {
+        let request = encode_allocate(&[3], 1234);
+        let value: Value = ciborium::from_reader(&request[..]).unwrap();
+        let Value::Map(entries) = value else {
+            panic!("{value:?}")
+        };
+        assert!(key_is(&entries[0].0, "share-numbers"));
+        assert_eq!(
+            entries[0].1,
+            Value::Tag(TAG_SET, Box::new(Value::Array(vec![Value::from(3u8)])))
+        );
+        assert_eq!(entries[1].1, Value::from(1234u64));
+        let answer = encode(&Value::Map(vec![
+            (
+                text("already-have"),
+                Value::Tag(TAG_SET, Box::new(Value::Array(vec![]))),
+            ),
+            (
+                text("allocated"),
+                Value::Tag(TAG_SET, Box::new(Value::Array(vec![Value::from(3u8)]))),
+            ),
+        ]));
+        assert_eq!(
+            decode_allocation(&answer).unwrap(),
+            Allocation {
+                already_have: vec![],
+                allocated: vec![3]
+            }
+        );
+        let missing = encode(&Value::Map(vec![(text("allocated"), Value::Array(vec![]))]));
+        assert!(matches!(
+            decode_allocation(&missing),
+            Err(CborError::AllocationMissing("already-have"))
+        ));
+        let huge = encode(&Value::Map(vec![
+            (text("already-have"), Value::Array(vec![])),
+            (text("allocated"), Value::Array(vec![Value::from(999u32)])),
+        ]));
+        assert!(decode_allocation(&huge).is_err());
+        assert!(decode_allocation(b"\xff").is_err());
+    }
 
     #[test]
     fn rtw_request_shape() {

@@ -41,6 +41,7 @@
 
 mod cbor;
 mod http;
+mod immutable;
 mod nurl;
 
 pub use self::http::Timeouts;
@@ -272,6 +273,18 @@ pub(crate) enum TahoeError {
     RangeTooLong {
         operation: &'static str,
         range: Range<u64>,
+    },
+    #[error("allocate share {share} of {si} ({len} bytes): not allocated (no room, or another upload of it under way)")]
+    NotAllocated {
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+    },
+    #[error("immutable share {share} of {si}: bad header: {reason}")]
+    BadShareHeader {
+        si: StorageIndex,
+        share: ShareNum,
+        reason: &'static str,
     },
     #[error("put root record: the server refused the write")]
     RecordRefused,
@@ -711,6 +724,39 @@ impl ShareStore for TahoeStore {
         Ok(())
     }
 
+    async fn create_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        len: u64,
+        secrets: &ShareSecrets,
+    ) -> GridResult<Box<dyn ShareWriter>> {
+        self.inner.allocate_immutable(si, share, len, secrets).await
+    }
+
+    async fn read_immutable(
+        &self,
+        si: StorageIndex,
+        share: ShareNum,
+        range: Range<u64>,
+    ) -> GridResult<Bytes> {
+        self.inner.read_immutable_exact(si, share, range).await
+    }
+
+    async fn list_immutable(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
+        self.inner.list_immutable_shares(si).await
+    }
+
+    /// Tahoe lets no client delete an immutable share: it goes when its
+    /// last lease expires.
+    async fn delete_immutable(
+        &self,
+        _si: StorageIndex,
+        _secrets: &ShareSecrets,
+    ) -> GridResult<bool> {
+        Ok(false)
+    }
+
     /// `PUT /storage/v1/lease/:storage_index`: Tahoe expires shares whose
     /// leases all ran out, so `griddav check` renews ours. 404: the server
     /// holds no share of it.
@@ -1021,6 +1067,93 @@ mod tests {
         let stores = harness_stores();
         stores[0].check().await.unwrap();
         conformance::run_all(&stores[0]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs the Tahoe-LAFS nodes of tests/tahoe/harness.sh: set GRIDDAV_TAHOE_CONFIG, run with --ignored"]
+    async fn immutable_shares_are_allocated_written_finished_and_read() {
+        let stores = harness_stores();
+        let store = &stores[4];
+        let si = conformance::random_si();
+        let secrets = conformance::secrets();
+        // A share laid out as Tahoe's v1 header says: the URI extension
+        // block's offset at 0x20, its length field there.
+        let mut share = vec![0u8; 300_000];
+        share[..4].copy_from_slice(&1u32.to_be_bytes());
+        let ueb_at = 300_000u32 - 4 - 10;
+        share[0x20..0x24].copy_from_slice(&ueb_at.to_be_bytes());
+        share[ueb_at as usize..ueb_at as usize + 4].copy_from_slice(&10u32.to_be_bytes());
+        for (i, b) in share[0x24..ueb_at as usize].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let len = share.len() as u64;
+        let mut w = store
+            .create_immutable(si, ShareNum(2), len, &secrets)
+            .await
+            .unwrap();
+        for piece in share.chunks(100_000) {
+            w.append(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        // All bytes appended, yet not finished: invisible.
+        assert!(store.list_immutable(si).await.unwrap().is_empty());
+        assert!(store.read_immutable(si, ShareNum(2), 0..4).await.is_err());
+        w.finish(len).await.unwrap();
+        assert_eq!(
+            store.list_immutable(si).await.unwrap(),
+            vec![ShareInfo {
+                share: ShareNum(2),
+                len
+            }]
+        );
+        let middle = store
+            .read_immutable(si, ShareNum(2), 1000..250_000)
+            .await
+            .unwrap();
+        assert_eq!(&middle[..], &share[1000..250_000]);
+        assert!(store
+            .read_immutable(si, ShareNum(2), len - 5..len + 5)
+            .await
+            .is_err());
+        assert!(matches!(
+            store.create_immutable(si, ShareNum(2), len, &secrets).await,
+            Err(GridError::AlreadyExists { .. })
+        ));
+        assert!(!store.delete_immutable(si, &secrets).await.unwrap());
+
+        // Aborted, short and long writes leave no share.
+        let mut w = store
+            .create_immutable(si, ShareNum(3), 1000, &secrets)
+            .await
+            .unwrap();
+        w.append(Bytes::from(vec![1u8; 500])).await.unwrap();
+        assert!(w.append(Bytes::from(vec![1u8; 501])).await.is_err());
+        assert!(matches!(
+            w.finish(500).await,
+            Err(GridError::LengthMismatch { .. })
+        ));
+        let w = store
+            .create_immutable(si, ShareNum(4), 1000, &secrets)
+            .await
+            .unwrap();
+        w.abort().await.unwrap();
+        let listed: Vec<u8> = store
+            .list_immutable(si)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.share.0)
+            .collect();
+        assert_eq!(listed, vec![2]);
+        // Both can be allocated again: nothing of them is left.
+        for n in [3u8, 4] {
+            store
+                .create_immutable(si, ShareNum(n), 10, &secrets)
+                .await
+                .unwrap()
+                .abort()
+                .await
+                .unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
