@@ -35,8 +35,8 @@ pub use budget::MemoryBudget;
 pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
-pub use reader::FileReader;
 pub use format::{FileUploader, Format};
+pub use reader::FileReader;
 pub use upload::Uploader;
 
 use std::fmt;
