@@ -57,8 +57,14 @@ const CACHED_SEGMENTS: NonZeroUsize = match NonZeroUsize::new(2) {
 const MAX_SEGMENT_SIZE: u64 = 64 << 20;
 /// Problems kept per reader; later ones are counted only.
 const MAX_PROBLEMS: usize = 32;
-/// A share that could not be reached is tried again after this long.
+/// A share that could not be reached is tried again after this long,
+/// doubled on each further failure up to [`MAX_BACKOFF`], so that a
+/// frozen server costs a read one time-out, not one per segment.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A block read not answered within this long gets a backup read from
+/// another share (hedged reads, as griddav's own downloader does).
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// The share hash chain holds log2(n) + 1 entries of 34 bytes: refuse a
 /// header that claims more than a 256-share file's before reading it.
 const MAX_CHAIN_BYTES: u64 = 34 * 10;
@@ -143,6 +149,11 @@ struct Share {
     corrupt: bool,
     /// Unreachable lately: not tried again before then.
     retry_at: Option<Instant>,
+    /// Transient failures in a row.
+    failures: u32,
+    /// It answered late (a backup read was sent): tried after prompt
+    /// shares until it answers in time again.
+    slow: bool,
     /// Segments whose block here failed its hash.
     bad_blocks: HashSet<u64>,
     /// Its blocks failed a hash: tried after every other share.
@@ -290,7 +301,7 @@ impl ChkReader {
             })
             .collect();
         let mut answered = vec![false; servers.len()];
-        let started = tokio::time::Instant::now();
+        let started = std::time::Instant::now();
         let mut grace_until: Option<tokio::time::Instant> = None;
         loop {
             let next = match grace_until {
@@ -398,6 +409,8 @@ impl ChkReader {
                 checked: None,
                 corrupt: false,
                 retry_at: None,
+                failures: 0,
+                slow: false,
                 bad_blocks: HashSet::new(),
                 demoted: false,
             })
@@ -561,7 +574,7 @@ impl ChkReader {
     fn pick(&self, s: u64, count: usize, taken: &[ShareNum]) -> Vec<usize> {
         let state = lock(&self.state);
         let now = Instant::now();
-        let mut usable: Vec<(bool, usize)> = state
+        let mut usable: Vec<(u8, usize)> = state
             .shares
             .iter()
             .enumerate()
@@ -571,9 +584,9 @@ impl ChkReader {
                     && !taken.contains(&c.share)
                     && c.retry_at.is_none_or(|at| at <= now)
             })
-            .map(|(i, c)| (c.demoted, i))
+            .map(|(i, c)| (u8::from(c.demoted) * 2 + u8::from(c.slow), i))
             .collect();
-        usable.sort_by_key(|(demoted, _)| *demoted);
+        usable.sort_by_key(|(rank, _)| *rank);
         let mut picks: Vec<usize> = Vec::with_capacity(count);
         for (_, i) in usable {
             if picks.len() == count {
@@ -599,29 +612,43 @@ impl ChkReader {
             in_flight.push(fetch(i));
         }
         while good.len() < k {
-            let Some((i, result)) = in_flight.next().await else {
+            if in_flight.is_empty() {
                 let state = lock(&self.state);
                 return Err(EngineError::NotEnoughShares {
                     have: good.len(),
                     need: self.cap.k,
                     problems: state.problems.clone(),
                 });
-            };
-            match result {
-                Ok(block) => {
+            }
+            let more = match tokio::time::timeout(HEDGE_AFTER, in_flight.next()).await {
+                Ok(Some((i, Ok(block)))) => {
                     let share = lock(&self.state).shares[i].share;
                     good.push((i, share, block));
+                    false
                 }
-                Err(kind) => {
+                Ok(Some((i, Err(kind)))) => {
                     self.mark_bad(i, s, kind);
                     let share = lock(&self.state).shares[i].share;
                     taken.retain(|t| *t != share);
-                    let mut busy = taken.clone();
-                    busy.extend(good.iter().map(|g| g.1));
-                    for j in self.pick(s, 1, &busy) {
-                        taken.push(lock(&self.state).shares[j].share);
-                        in_flight.push(fetch(j));
+                    true
+                }
+                Ok(None) => false,
+                // Every read in flight is late: one more, from another
+                // share, and later segments prefer prompt ones.
+                Err(_) => {
+                    let mut state = lock(&self.state);
+                    for c in state.shares.iter_mut() {
+                        if taken.contains(&c.share) && !good.iter().any(|g| g.1 == c.share) {
+                            c.slow = true;
+                        }
                     }
+                    true
+                }
+            };
+            if more {
+                for j in self.pick(s, 1, &taken) {
+                    taken.push(lock(&self.state).shares[j].share);
+                    in_flight.push(fetch(j));
                 }
             }
         }
@@ -716,7 +743,11 @@ impl ChkReader {
         } else if kind.is_corrupt() {
             c.corrupt = true;
         } else {
-            c.retry_at = Some(Instant::now() + RETRY_AFTER);
+            c.failures = c.failures.saturating_add(1);
+            let backoff = RETRY_AFTER
+                .saturating_mul(1 << c.failures.min(6).saturating_sub(1))
+                .min(MAX_BACKOFF);
+            c.retry_at = Some(Instant::now() + backoff);
         }
         let p = problem(c.share, c.server.as_ref(), kind);
         tracing::warn!(si = %self.si, problem = %p, "share problem while reading a CHK file");
@@ -788,6 +819,8 @@ impl ChkReader {
         };
         if ok {
             state.shares[i].retry_at = None;
+            state.shares[i].failures = 0;
+            state.shares[i].slow = false;
             Ok(block)
         } else {
             Err(ProblemKind::Corrupt(Corruption::BlockHash { segment: s }))
@@ -1161,5 +1194,59 @@ mod tests {
         }
         assert!(!tree.verify(0, leaves[0], &lying));
         assert!(!tree.verify(7, leaves[0], &lying));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests
+mod slow_tests {
+    use super::*;
+    use crate::grid::memory::MemoryStore;
+    use crate::grid::{Fault, FaultSwitch, FaultyStore, ShareSecrets};
+
+    /// Two data shares' servers freeze after the open: each segment is
+    /// read around them after a hedge, and later segments go to prompt
+    /// servers first, so a 20-segment read takes seconds (waiting for the
+    /// 30 s time-outs would take minutes; the bound is generous).
+    #[tokio::test]
+    async fn frozen_servers_are_read_around_once() {
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i % 249) as u8).collect();
+        let params = ChkParams::for_upload(data.len() as u64, 3, 10, 3_000).unwrap();
+        let (shares, cap) = super::super::encode::encode_all([3; 16], params, &data).unwrap();
+        let si = StorageIndex::from_bytes(cap.storage_index());
+        let secrets = ShareSecrets {
+            write_enabler: [1; 32],
+            lease_renew: [2; 32],
+            lease_cancel: [3; 32],
+        };
+        let mut switches = Vec::new();
+        let mut servers: Vec<Arc<dyn ShareStore>> = Vec::new();
+        for (i, share) in shares.iter().enumerate() {
+            let store = MemoryStore::new(format!("mem-{i:02}"));
+            let mut w = store
+                .create_immutable(si, ShareNum(i as u8), share.len() as u64, &secrets)
+                .await
+                .unwrap();
+            w.append(Bytes::from(share.clone())).await.unwrap();
+            w.finish(share.len() as u64).await.unwrap();
+            let switch = FaultSwitch::new(Fault::None);
+            servers.push(Arc::new(FaultyStore::new(Arc::new(store), switch.clone())));
+            switches.push(switch);
+        }
+        let grid = Grid::new(servers);
+        let reader = Arc::new(ChkReader::open(&grid, &cap).await.unwrap());
+        for switch in &switches[..2] {
+            switch.set(Fault::Slow(Duration::from_secs(3600)));
+        }
+        let started = std::time::Instant::now();
+        let got: Vec<Bytes> = Arc::clone(&reader)
+            .stream(0)
+            .map(|p| p.unwrap())
+            .collect()
+            .await;
+        assert_eq!(got.concat(), data);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        eprintln!("20 segments around 2 frozen servers: {took:?}");
     }
 }
