@@ -1,7 +1,8 @@
 //! `[encoding] format = "tahoe-chk"` over WebDAV on local stores: a PUT
 //! whose size is known (Content-Length) becomes a Tahoe-LAFS file, a
 //! `URI:LIT:` capability up to 55 bytes and `URI:CHK:` shares past that,
-//! whatever the inline threshold; a chunked PUT stays `griddav-v1`. The
+//! whatever the inline threshold; a chunked PUT of unknown size stays
+//! `griddav-v1`. The
 //! shares are decoded with the engine's Tahoe decoder, as `tahoe get` would
 //! (tests/tahoe_chk_put.rs does that with stock Tahoe).
 
@@ -84,7 +85,7 @@ fn puts_of_known_size_become_tahoe_files() {
 }
 
 #[test]
-fn a_chunked_put_and_a_short_body_stay_out_of_tahoe_chk() {
+fn a_chunked_put_of_unknown_size_stays_griddav_v1_and_a_short_body_publishes_nothing() {
     let server = Server::start_with_config(CONFIG);
     let client = server.client();
     let content = Content::new(9, 200_000);
@@ -98,6 +99,20 @@ fn a_chunked_put_and_a_short_body_stay_out_of_tahoe_chk() {
     assert!(cap.starts_with("griddav:1:"), "{cap}");
     let (get, len, sha) = client.get_sha256("/chunked.bin");
     assert_eq!((get.status, len, sha), (200, 200_000, content.sha256()));
+
+    // Finder's chunked body declares its size in X-Expected-Entity-Length:
+    // known before the bytes, so a Tahoe file.
+    let finder = client.send(
+        Request::new("PUT", "/finder.bin")
+            .header("X-Expected-Entity-Length", "200000")
+            .body(content.bytes())
+            .chunked(),
+    );
+    assert!(finder.is_success(), "{}", finder.status);
+    let cap = cap_of(&server, "/finder.bin");
+    assert!(cap.starts_with("URI:CHK:"), "{cap}");
+    let chk = ChkCap::parse(&cap).expect("CHK");
+    assert_eq!(decode_from_grid(&server, &chk), content.bytes());
 
     // A body shorter than its Content-Length publishes nothing and leaves
     // no finished share behind.

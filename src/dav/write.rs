@@ -8,11 +8,12 @@
 //! previous version stays as it was.
 //!
 //! With `[encoding] format = "tahoe-chk"`, a request that writes a whole
-//! new version whose size is known before its bytes (Content-Length, not a
-//! partial update or append) becomes a Tahoe-LAFS immutable file whatever
-//! its size: a `URI:LIT:` capability up to 55 bytes, a `URI:CHK:` one past
-//! that, so that `tahoe get` reads every such file. Every other write
-//! (Finder's chunked PUTs among them) stays `griddav-v1`.
+//! new version whose size is known before its bytes (Content-Length or
+//! X-Expected-Entity-Length; not a partial update or append) becomes a
+//! Tahoe-LAFS immutable file whatever its size: a `URI:LIT:` capability up
+//! to 55 bytes, a `URI:CHK:` one past that, so that `tahoe get` reads every
+//! such file. Every other write (a chunked PUT of unknown size among them)
+//! stays `griddav-v1`.
 //!
 //! A partial update (Content-Range PUT, sabredav PATCH, append) writes a new
 //! version: the old bytes before the range, the new bytes, and the old bytes
