@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use griddav::config::Config;
-use griddav::engine::{Downloader, FileCap, Uploader};
+use griddav::engine::{Capability, FileReader, Uploader};
 use griddav::grid::Grid;
 use griddav::namespace::{Content, Namespace, NsPath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +58,20 @@ enum Command {
         /// like any other. Its folder must exist.
         #[arg(long, value_name = "PATH")]
         to: Option<String>,
+    },
+    /// Link an existing file into the WebDAV tree at PATH by its capability:
+    /// a griddav capability, or a Tahoe-LAFS immutable file's `URI:CHK:...`
+    /// (or `URI:LIT:...`) as `tahoe put` printed it, which is then served
+    /// read-only-by-content and verified as Tahoe verifies it. The
+    /// capability is read from standard input when it is `-` or not given
+    /// (`griddav link /docs/a.pdf < cap.txt`). It must be readable (its
+    /// shares found and verified) before the link is made; the folder must
+    /// exist; a file at PATH is replaced. Over HTTP: `PUT PATH` with an empty
+    /// body and the header `Griddav-Link: CAP` (docs/TAHOE.md).
+    Link {
+        /// `[CAP] PATH`.
+        #[arg(num_args = 1..=2, value_names = ["CAP", "PATH"], required = true)]
+        args: Vec<String>,
     },
     /// Print the capability of the file at PATH in the WebDAV tree
     /// (`/docs/a.pdf`), to `get` or `verify` it.
@@ -251,6 +265,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::TahoeNurl { .. } | Command::Passwd | Command::Status { .. } => {}
         Command::Put { file, to } => put(&config, grid, &file, to.as_deref()).await?,
         Command::Cap { path } => return print_cap(&config, &path).await,
+        Command::Link { mut args } => {
+            let path = args.pop().unwrap_or_default();
+            let cap = capability_text(args.pop()).await?;
+            let ns = Namespace::open(config.namespace_db()).await?;
+            let linked = griddav::dav::link::link_capability(&ns, &grid, &path, &cap)
+                .await
+                .map_err(|e| format!("link {path}: {e}"))?;
+            println!(
+                "{} {path} ({} bytes)",
+                if linked.created { "linked" } else { "replaced" },
+                linked.node.size
+            );
+        }
         Command::Check {
             deep,
             repair,
@@ -273,8 +300,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::Get { cap } => {
             let cap = capability(cap).await?;
-            let downloader = std::sync::Arc::new(Downloader::open(&grid, &cap).await?);
-            let bar = progress_bar(Some(cap.size));
+            let downloader = std::sync::Arc::new(FileReader::open(&grid, &cap).await?);
+            let bar = progress_bar(Some(cap.size()));
             let mut stream = std::pin::pin!(downloader.stream(0));
             let mut out = tokio::io::stdout();
             while let Some(piece) = stream.next().await {
@@ -287,14 +314,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::Verify { cap } => {
             let cap = capability(cap).await?;
-            let downloader = Downloader::open(&grid, &cap).await?;
-            let bar = progress_bar(Some(cap.size));
+            let downloader = FileReader::open(&grid, &cap).await?;
+            let bar = progress_bar(Some(cap.size()));
             let problems = downloader
                 .verify_all_shares_with_progress(|bytes| bar.inc(bytes))
                 .await;
             bar.finish_and_clear();
-            if problems.is_empty() {
-                println!("all {} shares are intact", cap.n);
+            let n = match &cap {
+                Capability::Griddav(cap) => cap.n,
+                Capability::Chk(cap) => cap.n,
+                Capability::Lit(_) => 0,
+            };
+            if n == 0 {
+                println!("a literal file: its bytes are in the capability, no shares to verify");
+            } else if problems.is_empty() {
+                println!("all {n} shares are intact");
             } else {
                 for problem in &problems {
                     println!("{problem}");
@@ -463,7 +497,12 @@ async fn print_cap(config: &Config, path: &str) -> Result<ExitCode, Box<dyn std:
 
 /// The capability given as an argument, or read from standard input (its
 /// first line, at most 1 KiB) when the argument is `-` or missing.
-async fn capability(arg: Option<String>) -> Result<FileCap, Box<dyn std::error::Error>> {
+async fn capability(arg: Option<String>) -> Result<Capability, Box<dyn std::error::Error>> {
+    Ok(capability_text(arg).await?.parse()?)
+}
+
+/// [`capability`]'s text, unparsed.
+async fn capability_text(arg: Option<String>) -> Result<String, Box<dyn std::error::Error>> {
     let text = match arg {
         Some(cap) if cap != "-" => cap,
         _ => {
@@ -476,7 +515,7 @@ async fn capability(arg: Option<String>) -> Result<FileCap, Box<dyn std::error::
             text.lines().next().unwrap_or_default().trim().to_owned()
         }
     };
-    Ok(text.parse()?)
+    Ok(text)
 }
 
 /// The password `griddav passwd` hashes, as a PHC string.

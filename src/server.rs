@@ -183,12 +183,14 @@ pub async fn start_service(config: &Config, grid: Grid) -> Result<Service, Servi
     let guard = Guard::new(Arc::new(ns.clone()));
     let locks = NamespaceLockSystem::new(ns.clone(), config.lock_max_timeout());
     let uploads = fs.pending_uploads();
+    let linker = Some(fs.linker());
     Ok(Service {
         uploads,
         handler: Front {
             handler: dav_handler(fs, Box::new(locks), config.read_buf_size),
             guard,
             users: crate::auth::Users::from_config(&config.users),
+            linker,
         },
         collector,
         snapshots,
@@ -305,6 +307,8 @@ pub struct Front {
     pub guard: Guard,
     /// `None`: no `[[users]]`, everyone is let in.
     pub users: Option<Arc<crate::auth::Users>>,
+    /// Answers `PUT` with `Griddav-Link` (griddav's own tree only).
+    pub linker: Option<crate::dav::link::Linker>,
 }
 
 impl From<DavHandler> for Front {
@@ -315,6 +319,7 @@ impl From<DavHandler> for Front {
             handler,
             guard: Guard::without_tree(),
             users: None,
+            linker: None,
         }
     }
 }
@@ -448,6 +453,13 @@ async fn handle_admitted(
     front: Front,
     request: Request<TimedBody>,
 ) -> Result<Response<dav_server::body::Body>, Infallible> {
+    if crate::dav::link::Linker::wants(&request) {
+        // Before dav-server, which would store the (empty) body instead.
+        return Ok(match &front.linker {
+            Some(linker) => linker.serve(request).await,
+            None => status_only(StatusCode::NOT_IMPLEMENTED),
+        });
+    }
     let handler = front.handler;
     if request.method().as_str() == "PROPFIND" {
         return Ok(handle_propfind(handler, request).await);

@@ -21,7 +21,7 @@ use super::read::ReadHandle;
 use super::readers::ReaderCache;
 use super::write::WriteHandle;
 use crate::engine::{
-    Downloader, EncodingParams, EngineError, FileCap, Format, ShareProblem, UploadOptions,
+    Capability, EncodingParams, EngineError, FileReader, Format, ShareProblem, UploadOptions,
 };
 use crate::grid::Grid;
 use crate::namespace::{Namespace, NamespaceError, Node, Prop, PropPatch, Removal};
@@ -76,7 +76,7 @@ pub(crate) struct FsInner {
     /// Notified when a file is stored with fewer than n shares.
     pub short_files: Arc<Notify>,
     /// Every reader handed out, by capability, for [`GridFs::in_use`].
-    reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Downloader>>>,
+    reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<FileReader>>>,
 }
 
 /// Entries whose named properties one namespace trip loads during a
@@ -99,7 +99,7 @@ const QUOTA_TTL: Duration = Duration::from_secs(5);
 
 impl FsInner {
     /// A verified reader of `cap`, shared with other requests for it.
-    pub(crate) async fn downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+    pub(crate) async fn downloader(&self, cap: &str) -> FsResult<Arc<FileReader>> {
         let reader = self.open_downloader(cap).await?;
         let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         if reading.len() >= 1024 {
@@ -127,16 +127,16 @@ impl FsInner {
         e
     }
 
-    async fn open_downloader(&self, cap: &str) -> FsResult<Arc<Downloader>> {
+    async fn open_downloader(&self, cap: &str) -> FsResult<Arc<FileReader>> {
         if let Some(reader) = self.readers.get(cap) {
             return Ok(reader);
         }
-        let parsed: FileCap = cap.parse().map_err(|e| {
+        let parsed: Capability = cap.parse().map_err(|e| {
             tracing::error!(error = %e, "a namespace row holds an invalid capability");
             FsError::GeneralFailure
         })?;
         let reader = Arc::new(
-            Downloader::open(&self.grid, &parsed)
+            FileReader::open(&self.grid, &parsed)
                 .await
                 .map_err(|e| engine_error("open for reading", &e))?,
         );
@@ -314,6 +314,11 @@ impl GridFs {
         Arc::new(move |cap: &str| inner.upgrade().is_some_and(|inner| inner.in_use(cap)))
     }
 
+    /// Links capabilities into this tree ([`super::link`]).
+    pub fn linker(&self) -> super::link::Linker {
+        super::link::Linker::new(Arc::clone(&self.inner))
+    }
+
     /// Notified whenever content becomes garbage: hand it to the collector.
     pub fn garbage_signal(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.garbage)
@@ -379,6 +384,7 @@ pub(crate) fn engine_error(operation: &str, e: &EngineError) -> FsError {
         | EngineError::ShortRead { .. }
         | EngineError::ReencodedMismatch
         | EngineError::InvalidCap(_)
+        | EngineError::Chk(_)
         | EngineError::Inconsistent { .. } => FsError::GeneralFailure,
         EngineError::NoSpace { .. } => FsError::InsufficientStorage,
         EngineError::Grid(e) if e.is_out_of_space() => FsError::InsufficientStorage,

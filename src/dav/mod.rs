@@ -3,6 +3,7 @@
 
 pub mod allow;
 mod fs;
+pub mod link;
 mod locks;
 mod meta;
 pub mod moving;

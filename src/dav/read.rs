@@ -14,7 +14,7 @@ use futures::{FutureExt, Stream, StreamExt};
 
 use super::fs::{engine_error, FsInner};
 use super::meta::GridMeta;
-use crate::engine::{Downloader, EngineResult};
+use crate::engine::{EngineResult, FileReader};
 use crate::namespace::{Content, Node};
 
 type SegmentStream = Pin<Box<dyn Stream<Item = EngineResult<Bytes>> + Send>>;
@@ -32,7 +32,7 @@ pub(crate) struct ReadHandle {
     meta: GridMeta,
     content: Option<Content>,
     pos: u64,
-    downloader: Option<Arc<Downloader>>,
+    downloader: Option<Arc<FileReader>>,
     ahead: Option<ReadAhead>,
     last_segment: Option<u64>,
 }
@@ -136,13 +136,13 @@ impl ReadHandle {
         Ok(piece)
     }
 
-    async fn read_ahead(&mut self, downloader: &Arc<Downloader>, want: u64) -> FsResult<Bytes> {
+    async fn read_ahead(&mut self, downloader: &Arc<FileReader>, want: u64) -> FsResult<Bytes> {
         let ahead = match self.ahead.take() {
             Some(ahead) if ahead.at == self.pos => ahead,
             _ => ReadAhead {
                 at: self.pos,
                 pending: Bytes::new(),
-                stream: Mutex::new(Box::pin(Arc::clone(downloader).pieces(self.pos))),
+                stream: Mutex::new(Arc::clone(downloader).pieces(self.pos)),
             },
         };
         let mut ahead = ahead;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::engine::Downloader;
+use crate::engine::FileReader;
 
 /// Readers kept at most; the least recently used goes first.
 const CAPACITY: NonZeroUsize = match NonZeroUsize::new(64) {
@@ -26,7 +26,7 @@ const MAX_AGE_DEGRADED: Duration = Duration::from_secs(5);
 
 struct Entry {
     opened: Instant,
-    reader: Arc<Downloader>,
+    reader: Arc<FileReader>,
 }
 
 impl Entry {
@@ -49,7 +49,7 @@ impl Default for ReaderCache {
 }
 
 impl ReaderCache {
-    pub(crate) fn get(&self, cap: &str) -> Option<Arc<Downloader>> {
+    pub(crate) fn get(&self, cap: &str) -> Option<Arc<FileReader>> {
         let mut entries = self.lock();
         if entries
             .peek(cap)
@@ -65,7 +65,7 @@ impl ReaderCache {
         self.lock().contains(cap)
     }
 
-    pub(crate) fn insert(&self, cap: &str, reader: Arc<Downloader>) {
+    pub(crate) fn insert(&self, cap: &str, reader: Arc<FileReader>) {
         self.lock().put(
             cap.to_owned(),
             Entry {

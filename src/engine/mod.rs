@@ -27,6 +27,7 @@ pub mod format;
 mod format_vectors;
 pub mod hashtree;
 pub mod layout;
+pub mod reader;
 pub mod repair;
 pub mod upload;
 
@@ -35,6 +36,7 @@ pub use cap::{AnyCapError, CapError, Capability, FileCap};
 pub use codec::CodecError;
 pub use download::Downloader;
 pub use format::{FileUploader, Format};
+pub use reader::FileReader;
 pub use upload::Uploader;
 
 use std::fmt;
@@ -270,6 +272,9 @@ pub enum Corruption {
     /// The stored ciphertext tree's root is not the trailer's.
     #[error("stored ciphertext tree does not match the trailer")]
     CiphertextTreeMismatch,
+    /// A Tahoe-LAFS CHK share failed a check of its structure.
+    #[error("Tahoe share: {0}")]
+    Chk(&'static str),
     /// Only this share's block makes the segment's ciphertext hash wrong.
     #[error("block {segment} disagrees with the other shares and the ciphertext tree")]
     Disagrees { segment: u64 },
@@ -322,7 +327,11 @@ pub enum EngineError {
     InvalidCap(#[from] cap::CapError),
     /// The `tahoe-chk` format refused the file or its shares.
     #[error("tahoe-chk: {0}")]
-    Chk(#[source] chk::ChkError),
+    Chk(#[from] chk::ChkError),
+    /// Repair of a Tahoe-LAFS CHK file was asked for: griddav reads and
+    /// checks such files but does not rebuild their shares.
+    #[error("repair of Tahoe-LAFS CHK files is not supported: repair it with Tahoe (`tahoe check --repair CAP`)")]
+    ChkRepairUnsupported,
     /// The upload's body was not the length it declared.
     #[error("upload expected {expected} bytes, got {written}")]
     SizeMismatch { expected: u64, written: u64 },

@@ -268,6 +268,81 @@ pub async fn check_file(grid: &Grid, cap: &FileCap, options: CheckOptions) -> Fi
     report
 }
 
+/// [`check_file`] for a Tahoe-LAFS CHK file: which servers hold its
+/// shares (its URI extension block verified against the capability), and
+/// with `deep` every byte of every share verified as `tahoe check
+/// --verify` does. Leases are not renewed and nothing is repaired: a
+/// repair asked for is reported as [`EngineError::ChkRepairUnsupported`].
+pub async fn check_chk_file(
+    grid: &Grid,
+    cap: &super::chk::uri::ChkCap,
+    options: CheckOptions,
+) -> FileReport {
+    let mut report = FileReport {
+        k: cap.k,
+        n: cap.n,
+        ..FileReport::new(FileStatus::Healthy)
+    };
+    let reader = match super::chk::read::ChkReader::open(grid, cap).await {
+        Ok(reader) => reader,
+        Err(e) => {
+            report.status = FileStatus::Unrecoverable;
+            report.missing = (0..cap.n).filter_map(|s| u8::try_from(s).ok()).collect();
+            report.problems.push(CheckProblem::Open(Arc::new(e)));
+            return report;
+        }
+    };
+    let mut holdings = reader.holdings();
+    let mut problems = reader.problems();
+    if options.deep {
+        let found = reader.verify_all_shares_with_progress(|_| {}).await;
+        holdings.retain(|(share, server)| {
+            !found
+                .iter()
+                .any(|p| p.share == Some(*share) && p.server == *server)
+        });
+        problems.extend(found);
+    }
+    let distinct: HashSet<ShareNum> = holdings.iter().map(|(share, _)| *share).collect();
+    let servers: HashSet<&str> = holdings.iter().map(|(_, s)| s.as_str()).collect();
+    report.servers = servers.len();
+    report.unreachable = problems
+        .iter()
+        .filter(|p| p.share.is_none() && p.kind.is_unavailable())
+        .map(|p| p.server.clone())
+        .collect();
+    report.missing = (0..cap.n)
+        .filter_map(|s| u8::try_from(s).ok())
+        .filter(|s| !distinct.contains(&ShareNum(*s)))
+        .collect();
+    report.shares = holdings
+        .iter()
+        .map(|(share, server)| Holding {
+            share: share.0,
+            server: server.clone(),
+        })
+        .collect();
+    report
+        .shares
+        .sort_by(|a, b| (a.share, &a.server).cmp(&(b.share, &b.server)));
+    report.problems = problems
+        .into_iter()
+        .filter(|p| !matches!(p.kind, ProblemKind::Missing))
+        .map(CheckProblem::Share)
+        .collect();
+    report.status = if distinct.len() < usize::from(cap.k) {
+        FileStatus::Unrecoverable
+    } else if distinct.len() < usize::from(cap.n) || !report.problems.is_empty() {
+        FileStatus::Degraded
+    } else {
+        FileStatus::Healthy
+    };
+    if options.repair && report.status != FileStatus::Healthy {
+        report.error = Some(Arc::new(EngineError::ChkRepairUnsupported));
+    }
+    report
+}
+
 /// Removes the shares of a file that this run wrote from the servers it
 /// wrote them to: for a caller that finds the file was deleted while it
 /// was being repaired (the collector may have freed it before the new

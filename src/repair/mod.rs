@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::engine::repair::{check_file, undo_repair, CheckOptions, FileReport, FileStatus};
-use crate::engine::{EngineError, FileCap};
+use crate::engine::{Capability, EngineError};
 use crate::grid::Grid;
 use crate::namespace::{GridFile, Namespace, NamespaceError};
 
@@ -121,13 +121,27 @@ async fn check_one(
     file: &GridFile,
     options: CheckOptions,
 ) -> Option<FileReport> {
-    let cap: FileCap = match file.cap.parse() {
-        Ok(cap) => cap,
+    let cap = match file.cap.parse::<Capability>() {
+        Ok(Capability::Griddav(cap)) => cap,
+        Ok(Capability::Chk(cap)) => {
+            let report = crate::engine::repair::check_chk_file(grid, &cap, options).await;
+            return match ns.cap_referenced(&file.cap).await {
+                Ok(false) => None,
+                _ => Some(report),
+            };
+        }
+        // Its bytes are in the capability: nothing on the grid to check.
+        Ok(Capability::Lit(_)) => return Some(FileReport::new(FileStatus::Healthy)),
         Err(e) => {
+            let error = match e {
+                crate::engine::AnyCapError::Griddav(e) => EngineError::InvalidCap(e),
+                crate::engine::AnyCapError::Tahoe(e) => EngineError::Chk(e),
+                _ => EngineError::Chk(crate::engine::chk::ChkError::BadCap),
+            };
             return Some(FileReport {
-                error: Some(std::sync::Arc::new(EngineError::InvalidCap(e))),
+                error: Some(std::sync::Arc::new(error)),
                 ..FileReport::new(FileStatus::Unrecoverable)
-            })
+            });
         }
     };
     let report = check_file(grid, &cap, options).await;

@@ -21,6 +21,7 @@ pub mod hashtree;
 pub mod hashutil;
 pub mod layout;
 pub mod params;
+pub mod read;
 pub mod ueb;
 pub mod upload;
 pub mod uri;
