@@ -276,6 +276,10 @@ impl Uploader {
             return Err(EngineError::SizeMismatch { expected, written });
         }
         self.state = State::Broken;
+        if let Err(e) = self.dispatch_coded().await {
+            self.abort().await;
+            return Err(e);
+        }
         let segment_size = self.params.segment_size as usize;
         while !data.is_empty() {
             let room = segment_size - self.buffer.len();
@@ -466,6 +470,23 @@ impl Uploader {
         let key = self.key.clone();
         let task = tokio::task::spawn_blocking(move || coder.encode(&key, offset, segment));
         self.in_flight.push_back((task, permit));
+        Ok(())
+    }
+
+    /// Hands the coded segments at the front of the queue to their share
+    /// writers, without waiting for any still being coded: blocks go to
+    /// the servers as soon as they exist. Waiting until `max_in_flight`
+    /// segments had piled up kept a slow client's first 4 MiB (and their
+    /// 13 MB of blocks) in memory, and left them all to write after its
+    /// last byte.
+    async fn dispatch_coded(&mut self) -> EngineResult<()> {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(task, _)| task.is_finished())
+        {
+            self.dispatch_oldest().await?;
+        }
         Ok(())
     }
 
