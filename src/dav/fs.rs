@@ -79,6 +79,9 @@ pub(crate) struct FsInner {
     reading: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<FileReader>>>,
 }
 
+/// Entries of a folder one namespace trip reads for a listing.
+const LIST_PAGE: usize = 1000;
+
 /// Entries whose named properties one namespace trip loads during a
 /// PROPFIND (see [`GridFs::load_named`]).
 const PROPS_PAGE: usize = 256;
@@ -445,22 +448,47 @@ impl DavFileSystem for GridFs {
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             let path = ns_path(path)?;
-            let nodes = self
+            // The first page now, so that a missing folder is an error
+            // before the answer starts; the rest as the answer is written.
+            let first = self
                 .inner
                 .ns
-                .list(&path)
+                .list_page(&path, None, LIST_PAGE)
                 .await
                 .map_err(|e| ns_error("read_dir", e))?;
-            let entries: Vec<FsResult<Box<dyn DavDirEntry>>> = nodes
-                .iter()
-                .map(|node| {
-                    Ok(Box::new(GridDirEntry {
-                        name: node.name.clone(),
-                        meta: GridMeta::from(node).with_usage(&self.inner.used),
-                    }) as Box<dyn DavDirEntry>)
-                })
-                .collect();
-            Ok(Box::pin(futures::stream::iter(entries)) as FsStream<Box<dyn DavDirEntry>>)
+            use futures::StreamExt as _;
+            let inner = Arc::clone(&self.inner);
+            let pages = futures::stream::unfold(Some((first, inner, path)), |state| async move {
+                let (page, inner, path) = state?;
+                let full = page.len() == LIST_PAGE;
+                let last = page.last().map(|node| node.name.clone());
+                let entries: Vec<FsResult<Box<dyn DavDirEntry>>> = page
+                    .iter()
+                    .map(|node| {
+                        Ok(Box::new(GridDirEntry {
+                            name: node.name.clone(),
+                            meta: GridMeta::from(node).with_usage(&inner.used),
+                        }) as Box<dyn DavDirEntry>)
+                    })
+                    .collect();
+                let next = match (full, last) {
+                    (true, Some(last)) => {
+                        match inner.ns.list_page(&path, Some(last), LIST_PAGE).await {
+                            Ok(next) => Some((next, inner, path)),
+                            Err(e) => {
+                                // The answer has started: end it short,
+                                // said in the log.
+                                tracing::error!(error = %e, "listing a folder's next entries");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                Some((futures::stream::iter(entries), next))
+            })
+            .flatten();
+            Ok(Box::pin(pages) as FsStream<Box<dyn DavDirEntry>>)
         }
         .boxed()
     }

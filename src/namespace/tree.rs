@@ -424,6 +424,40 @@ impl Namespace {
         .await
     }
 
+    /// At most `limit` children of the directory at `path` whose names sort
+    /// after `after` (all from the first when `None`), by name (bytewise):
+    /// a listing read a page at a time, so that its memory does not grow
+    /// with the folder.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Node>, NamespaceError> {
+        let path = NsPath::parse(path)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("listing a directory", false, move |tx, _| {
+            let dir = require(tx, &path)?;
+            if !dir.is_dir() {
+                return Err(NamespaceError::NotADirectory {
+                    path: path.to_string(),
+                });
+            }
+            // '' sorts before every name, and no name is empty.
+            let after = after.unwrap_or_default();
+            tx.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 AND name > ?2 \
+                 ORDER BY name LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![dir.id, after, limit], node_from_row)?
+                    .collect()
+            })
+            .ctx("listing a directory")
+        })
+        .await
+    }
+
     /// Creates a directory. Fails with `AlreadyExists` if anything has that
     /// name, `NotFound`/`NotADirectory` if the parent is missing or a file.
     pub async fn create_dir(&self, path: &str) -> Result<Node, NamespaceError> {
