@@ -49,6 +49,15 @@ pub async fn delete_shares(grid: &Grid, key: &FileKey) -> EngineResult<()> {
         }
     }))
     .await;
+    deletion_outcome(grid, results)
+}
+
+/// `results` of a deletion on each of `grid`'s servers, in their order:
+/// every server that failed is named.
+pub(super) fn deletion_outcome<T>(
+    grid: &Grid,
+    results: Vec<Result<T, GridError>>,
+) -> EngineResult<()> {
     let problems: Vec<ShareProblem> = grid
         .servers()
         .iter()

@@ -40,6 +40,45 @@ pub(super) enum ShareCommand {
     Finish { tail: Bytes, len: u64 },
 }
 
+/// Sends each share task still running its tail (`Finish`), then waits
+/// for them all: the servers that stored their share, and why each other
+/// share was lost. `tails` are (tail, total length) in share order.
+pub(super) async fn finish_shares(
+    slots: &mut [ShareSlot],
+    tails: impl IntoIterator<Item = (Bytes, u64)>,
+) -> (Vec<String>, Vec<(ShareNum, String, ProblemKind)>) {
+    let mut finishing = Vec::new();
+    for (slot, (tail, len)) in slots.iter_mut().zip(tails) {
+        let Some(sender) = slot.sender.take() else {
+            continue;
+        };
+        // A failed send means the task already ended; its error is
+        // collected below with the others.
+        let _ = sender.send(ShareCommand::Finish { tail, len }).await;
+        finishing.push(slot);
+    }
+    let (mut stored_on, mut lost) = (Vec::new(), Vec::new());
+    for slot in finishing {
+        let (share, server) = (slot.share, slot.server.clone());
+        let kind = match slot.task.take() {
+            None => ProblemKind::TaskGone { what: "share task" },
+            Some(task) => match task.await {
+                Ok(Ok(())) => {
+                    stored_on.push(server);
+                    continue;
+                }
+                Ok(Err(e)) => ProblemKind::of(e),
+                Err(e) => ProblemKind::TaskFailed {
+                    what: "share task",
+                    source: Arc::new(e),
+                },
+            },
+        };
+        lost.push((share, server, kind));
+    }
+    (stored_on, lost)
+}
+
 /// One share's writer task, seen from the Uploader.
 pub(super) struct ShareSlot {
     pub(super) share: ShareNum,
@@ -354,37 +393,9 @@ impl Uploader {
             })??
         };
 
-        let mut finishing = Vec::new();
-        for (index, (tail, len)) in tails.into_iter().enumerate() {
-            let Some(sender) = self.slots[index].sender.take() else {
-                continue;
-            };
-            // A failed send means the task already ended; its error is
-            // collected below with the others.
-            let _ = sender.send(ShareCommand::Finish { tail, len }).await;
-            finishing.push(index);
-        }
-        let mut stored_on = Vec::new();
-        for index in finishing {
-            let slot = &mut self.slots[index];
-            let (share, server) = (slot.share, slot.server.clone());
-            match slot.task.take() {
-                Some(task) => match task.await {
-                    Ok(Ok(())) => stored_on.push(server),
-                    Ok(Err(e)) => self.lose_share(share, server, ProblemKind::of(e)),
-                    Err(e) => self.lose_share(
-                        share,
-                        server,
-                        ProblemKind::TaskFailed {
-                            what: "share task",
-                            source: Arc::new(e),
-                        },
-                    ),
-                },
-                None => {
-                    self.lose_share(share, server, ProblemKind::TaskGone { what: "share task" })
-                }
-            }
+        let (stored_on, lost) = finish_shares(&mut self.slots, tails).await;
+        for (share, server, kind) in lost {
+            self.lose_share(share, server, kind);
         }
         let stored = distinct_servers(stored_on.iter().map(String::as_str));
         if stored < usize::from(self.params.happy) {

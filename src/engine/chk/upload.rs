@@ -33,7 +33,8 @@ use crate::engine::budget::{MemoryBudget, SegmentPermit};
 use crate::engine::cap::Capability;
 use crate::engine::crypto::{tagged_hash, FileKey};
 use crate::engine::upload::{
-    distinct_servers, not_happy, run_share, servers_with_room, slot_error, ShareCommand, ShareSlot,
+    distinct_servers, finish_shares, not_happy, run_share, servers_with_room, slot_error,
+    ShareCommand, ShareSlot,
 };
 use crate::engine::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
@@ -74,23 +75,7 @@ pub async fn delete_chk_shares(grid: &Grid, key: &[u8; 16]) -> EngineResult<()> 
             .await
     }))
     .await;
-    let problems: Vec<ShareProblem> = grid
-        .servers()
-        .iter()
-        .zip(results)
-        .filter_map(|(server, result)| {
-            result.err().map(|e| ShareProblem {
-                share: None,
-                server: server.server_id().to_owned(),
-                kind: ProblemKind::of(e),
-            })
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::DeleteIncomplete { problems })
-    }
+    super::super::delete::deletion_outcome(grid, results)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -531,41 +516,14 @@ impl Shares {
                 source,
             })?
             .map_err(EngineError::Chk)?;
-        let mut finishing = Vec::new();
-        for (index, tail) in finished.tails.into_iter().enumerate() {
-            let Some(sender) = self.slots[index].sender.take() else {
-                continue;
-            };
-            let command = ShareCommand::Finish {
-                tail: Bytes::from(tail),
-                len: self.share_size,
-            };
-            // A failed send means the task already ended; its error is
-            // collected below with the others.
-            let _ = sender.send(command).await;
-            finishing.push(index);
-        }
-        let mut stored_on = Vec::new();
-        for index in finishing {
-            let slot = &mut self.slots[index];
-            let (share, server) = (slot.share, slot.server.clone());
-            match slot.task.take() {
-                Some(task) => match task.await {
-                    Ok(Ok(())) => stored_on.push(server),
-                    Ok(Err(e)) => self.lose_share(share, server, ProblemKind::of(e)),
-                    Err(e) => self.lose_share(
-                        share,
-                        server,
-                        ProblemKind::TaskFailed {
-                            what: "share task",
-                            source: Arc::new(e),
-                        },
-                    ),
-                },
-                None => {
-                    self.lose_share(share, server, ProblemKind::TaskGone { what: "share task" })
-                }
-            }
+        let share_size = self.share_size;
+        let tails = finished
+            .tails
+            .into_iter()
+            .map(|tail| (Bytes::from(tail), share_size));
+        let (stored_on, lost) = finish_shares(&mut self.slots, tails).await;
+        for (share, server, kind) in lost {
+            self.lose_share(share, server, kind);
         }
         let stored = distinct_servers(stored_on.iter().map(String::as_str));
         if stored < usize::from(self.happy) {
