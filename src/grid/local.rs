@@ -499,7 +499,7 @@ impl ShareStore for LocalStore {
             store: Arc::clone(&self.inner),
             si,
             share,
-            stage: self.inner.direct_io.then(direct::Staging::new),
+            tail: self.inner.direct_io.then(direct::Tail::default),
             file: Some(file),
             written: 0,
             writeback_from: 0,
@@ -635,7 +635,7 @@ struct LocalWriter {
     file: Option<File>,
     /// With direct I/O, the bytes past the last whole page written; `None`
     /// when writing through the page cache (or while an append has it).
-    stage: Option<direct::Staging>,
+    tail: Option<direct::Tail>,
     written: u64,
     /// Where the last write-back started; the next one starts
     /// [`WRITEBACK_INTERVAL`] bytes later. Everything before it is out of
@@ -691,12 +691,14 @@ impl LocalWriter {
         let file = self.take_file("finish")?;
         self.wait_writeback("finish: write-back").await?;
         let (inner, si, share) = (Arc::clone(&self.store), self.si, self.share);
-        let stage = self.stage.take();
+        let last_page = match self.tail.take() {
+            Some(tail) => Some((tail, self.write_buf("finish").await?)),
+            None => None,
+        };
         blocking(&self.store, "finish", move || {
-            if let Some(mut stage) = stage {
-                let held = stage.held_len() as u64;
-                stage
-                    .write_tail(&file, len - held)
+            if let Some((mut tail, mut buf)) = last_page {
+                let held = tail.held_len() as u64;
+                tail.write_last_page(&file, &mut buf, len - held)
                     .and_then(|()| file.set_len(len))
                     .map_err(|e| inner.io_error("finish: write the last page", e))?;
             }
@@ -720,25 +722,59 @@ impl LocalWriter {
         .await
     }
 
-    /// [`ShareWriter::append`] with direct I/O: the bytes go through the
-    /// staging buffer, whole pages to the disk at once.
+    /// A buffer of the direct-write pool, waited for no longer than a
+    /// write: a disk so slow that every buffer is busy fails the share.
+    async fn write_buf(&self, operation: &'static str) -> GridResult<direct::WriteBuf> {
+        match tokio::time::timeout(WRITE_TIMEOUT, direct::WriteBuf::borrow()).await {
+            Ok(borrowed) => borrowed.map_err(|e| self.store.io_error(operation, e)),
+            Err(_) => Err(self.store.io_error(
+                operation,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no direct-write buffer free within {WRITE_TIMEOUT:?}"),
+                ),
+            )),
+        }
+    }
+
+    /// [`ShareWriter::append`] with direct I/O: the tail and the new bytes
+    /// go to the disk in one write through a pooled buffer, all but the
+    /// last partial page.
     async fn append_direct(&mut self, data: Bytes) -> GridResult<()> {
-        let file = self.take_file("append")?;
-        let Some(mut stage) = self.stage.take() else {
-            return Err(self.store.io_error(
+        let store = Arc::clone(&self.store);
+        let refused = || {
+            store.io_error(
                 "append",
                 io::Error::other("an earlier write to this share failed or was cancelled"),
-            ));
+            )
         };
-        let written_through = self.written - stage.held_len() as u64;
         let end = self.written + data.len() as u64;
+        match &mut self.tail {
+            Some(tail) if tail.absorbs(data.len()) => {
+                // Less than a page in all: nothing to write yet.
+                if self.file.is_none() {
+                    return Err(refused());
+                }
+                tail.keep(&data);
+                self.written = end;
+                return Ok(());
+            }
+            Some(_) => {}
+            None => return Err(refused()),
+        }
+        let mut buf = self.write_buf("append").await?;
+        let file = self.take_file("append")?;
+        let Some(mut tail) = self.tail.take() else {
+            return Err(refused());
+        };
+        let written_through = self.written - tail.held_len() as u64;
         let append = tokio::task::spawn_blocking(move || {
-            let result = stage.write(&file, &data, written_through);
-            (file, stage, result)
+            let result = tail.write(&file, &mut buf, &data, written_through);
+            (file, tail, result)
         });
-        // On a timeout or failure the file and buffer stay behind: the
+        // On a timeout or failure the file and tail stay behind: the
         // writer refuses to go on.
-        let (file, stage, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
+        let (file, tail, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
             .await
             .map_err(|_| {
                 self.store.io_error(
@@ -752,7 +788,7 @@ impl LocalWriter {
             .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
         result.map_err(|e| self.store.io_error("append", e))?;
         self.file = Some(file);
-        self.stage = Some(stage);
+        self.tail = Some(tail);
         self.written = end;
         Ok(())
     }
