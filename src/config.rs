@@ -472,7 +472,7 @@ impl Default for EncodingConfig {
             n: p.n,
             segment_size: p.segment_size,
             max_in_flight: UploadOptions::default().max_in_flight,
-            upload_memory_mib: 128,
+            upload_memory_mib: 64,
             format: Format::default(),
         }
     }
