@@ -126,14 +126,6 @@ enum Command {
     },
 }
 
-/// mimalloc rather than glibc's malloc: segment, block and PROPFIND buffers
-/// are allocated and freed at a high rate across threads, and glibc kept a
-/// fragmented arena per thread. Same machine, alternating runs of a 256 MiB
-/// PUT: 650-710 CPU-ms and 444-485 MB/s against 740-850 CPU-ms and
-/// 391-448 MB/s; GET the same (1.36-1.40 GB/s).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
