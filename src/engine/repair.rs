@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -734,7 +734,9 @@ async fn rebuild(
         let (coder, key, at) = (Arc::clone(&coder), cap.key.clone(), offset);
         offset += segment.len() as u64;
         let encoded = tokio::task::spawn_blocking(move || {
-            coder.encode(&key, at, BytesMut::from(&segment[..]))
+            let mut buf = coder.segment_buf(segment.len());
+            buf.extend(&segment);
+            coder.encode(&key, at, buf)
         })
         .await
         .map_err(|source| EngineError::TaskFailed {

@@ -14,13 +14,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::budget::{MemoryBudget, SegmentPermit};
 use super::cap::FileCap;
-use super::codec::{EncodedSegment, SegmentCoder};
+use super::codec::{EncodedSegment, SegmentBuf, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::HashTree;
 use super::layout::{Header, ShareLayout, Trailer, FORMAT_VERSION};
@@ -119,7 +119,7 @@ pub struct Uploader {
     grid: Grid,
     expected_size: Option<u64>,
     max_in_flight: usize,
-    buffer: BytesMut,
+    buffer: SegmentBuf,
     written: u64,
     /// File offset of the next segment handed to the coder.
     next_offset: u64,
@@ -203,7 +203,7 @@ impl Uploader {
             grid,
             expected_size,
             max_in_flight: options.max_in_flight.max(1),
-            buffer: BytesMut::new(),
+            buffer: coder.segment_buf(params.segment_size as usize),
             written: 0,
             next_offset: 0,
             in_flight: VecDeque::new(),
@@ -247,7 +247,6 @@ impl Uploader {
                 }
             }
         }
-        uploader.fresh_buffer();
         if let Err(e) = uploader.check_happy() {
             uploader.abort_shares().await;
             return Err(e);
@@ -319,13 +318,11 @@ impl Uploader {
             self.abort().await;
             return Err(e);
         }
-        let segment_size = self.params.segment_size as usize;
         while !data.is_empty() {
-            let room = segment_size - self.buffer.len();
-            let take = room.min(data.len());
-            self.buffer.extend_from_slice(&data.split_to(take));
+            let take = self.buffer.extend(&data);
+            let _ = data.split_to(take);
             self.written += take as u64;
-            if self.buffer.len() == segment_size {
+            if self.buffer.room() == 0 {
                 if let Err(e) = self.submit_segment().await {
                     self.abort().await;
                     return Err(e);
@@ -461,11 +458,6 @@ impl Uploader {
         }
     }
 
-    fn fresh_buffer(&mut self) {
-        let capacity = self.coder.padded_len(self.params.segment_size as usize);
-        self.buffer = BytesMut::with_capacity(capacity);
-    }
-
     /// Hands the buffered segment to the coder, first dispatching the oldest
     /// coded segment if the pipeline is full.
     async fn submit_segment(&mut self) -> EngineResult<()> {
@@ -473,8 +465,8 @@ impl Uploader {
             self.dispatch_oldest().await?;
         }
         let permit = self.take_permit().await?;
-        let segment = std::mem::take(&mut self.buffer);
-        self.fresh_buffer();
+        let fresh = self.coder.segment_buf(self.params.segment_size as usize);
+        let segment = std::mem::replace(&mut self.buffer, fresh);
         let offset = self.next_offset;
         self.next_offset += segment.len() as u64;
         let coder = Arc::clone(&self.coder);
