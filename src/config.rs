@@ -922,7 +922,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./griddav-data"));
         assert_eq!(c.encoding_params(), EncodingParams::default());
         assert_eq!(c.encoding.segment_size, 1_048_576);
-        assert_eq!(c.encoding.max_in_flight, 4);
+        assert_eq!(c.encoding.max_in_flight, 2);
         assert_eq!(c.inline_threshold, 16384);
         assert_eq!(c.read_buf_size, 262_144);
         assert_eq!(c.lock_max_timeout(), Duration::from_secs(3600));

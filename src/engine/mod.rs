@@ -131,7 +131,11 @@ pub struct UploadOptions {
 impl Default for UploadOptions {
     fn default() -> Self {
         Self {
-            max_in_flight: 4,
+            // Two, not four: one segment coding while the next fills
+            // keeps two cores busy, and a shallower pipeline leaves less
+            // to drain after the last byte. 1 GiB PUT, alternating runs:
+            // 500-538 MB/s and close 18-23 ms against 369-491 and 18-30.
+            max_in_flight: 2,
             share_queue: 2,
             budget: None,
         }
