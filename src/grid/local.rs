@@ -82,6 +82,11 @@ struct Inner {
     server_id: String,
     /// Whether shares are written with direct I/O (see [`direct`]).
     direct_io: bool,
+    /// Prefix directories whose entry in `shares/` is known to be on
+    /// disk: a share finished under one of them needs no sync of
+    /// `shares/`, which (nothing dirty in it) would still cost a cache
+    /// flush. Filled at open and by each first sync.
+    durable_prefixes: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 /// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
@@ -130,6 +135,7 @@ impl LocalStore {
             dir: dir.into(),
             server_id: server_id.into(),
             direct_io: false,
+            durable_prefixes: Default::default(),
         };
         for sub in [
             inner.shares_dir(),
@@ -139,6 +145,7 @@ impl LocalStore {
             fs::create_dir_all(&sub).map_err(|e| inner.io_error("open: create directory", e))?;
         }
         inner.direct_io = direct::supported(&inner.incoming_dir());
+        inner.find_durable_prefixes()?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -204,6 +211,24 @@ impl Inner {
             .map_err(|e| self.io_error("get_record: read", e))?;
         super::check_record_len(&self.server_id, data.len())?;
         Ok(Some(Bytes::from(data)))
+    }
+
+    /// Syncs `shares/` once, so that every prefix directory in it now is
+    /// durable, and records them.
+    fn find_durable_prefixes(&self) -> GridResult<()> {
+        let shares = self.shares_dir();
+        sync_dir(&shares).map_err(|e| self.io_error("open: sync shares directory", e))?;
+        let entries =
+            fs::read_dir(&shares).map_err(|e| self.io_error("open: list shares directory", e))?;
+        let mut durable = self
+            .durable_prefixes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io_error("open: list shares directory", e))?;
+            durable.insert(entry.file_name());
+        }
+        Ok(())
     }
 
     fn si_dir(&self, si: StorageIndex) -> PathBuf {
@@ -292,6 +317,16 @@ impl Inner {
         let si_dir = self.si_dir(si);
         let target = self.share_path(si, share);
         let si_dir_existed = si_dir.is_dir();
+        let prefix = si_dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(ToOwned::to_owned);
+        let prefix_durable = prefix.as_ref().is_none_or(|prefix| {
+            self.durable_prefixes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(prefix)
+        });
         fs::create_dir_all(&si_dir).map_err(|e| self.io_error("finish: create directory", e))?;
         // A link, not a rename: rename would silently replace a share that a
         // racing writer finished after our `create` checked for it.
@@ -301,8 +336,12 @@ impl Inner {
         })?;
         let mut dirs = vec![si_dir.clone()];
         if !si_dir_existed {
-            // New directories must be durable in their parents too.
+            // A new directory must be durable in its parent too.
             dirs.extend(si_dir.parent().map(Path::to_path_buf));
+        }
+        if !prefix_durable {
+            // A prefix made now, or by a finish that may not have synced
+            // `shares/` yet: only the first files of a grid (1024 prefixes).
             dirs.push(self.shares_dir());
         }
         // The data first: on a journalling file system its commit carries
@@ -317,6 +356,12 @@ impl Inner {
                     .map_err(|e| self.io_error("finish: sync directory", e))
             });
         drop(file);
+        if let (Ok(()), false, Some(prefix)) = (&synced, prefix_durable, prefix) {
+            self.durable_prefixes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(prefix);
+        }
         if let Err(e) = synced {
             // Not durable: take the share back so an error means "not there".
             let _ = fs::remove_file(&target);
