@@ -694,12 +694,16 @@ struct LocalWriter {
 
 impl LocalWriter {
     fn take_file(&mut self, operation: &'static str) -> GridResult<File> {
-        self.file.take().ok_or_else(|| {
-            self.store.io_error(
-                operation,
-                io::Error::other("an earlier write to this share failed or was cancelled"),
-            )
-        })
+        self.file.take().ok_or_else(|| self.broken(operation))
+    }
+
+    /// Why a writer whose earlier write failed or was cancelled refuses
+    /// to go on.
+    fn broken(&self, operation: &'static str) -> GridError {
+        self.store.io_error(
+            operation,
+            io::Error::other("an earlier write to this share failed or was cancelled"),
+        )
     }
 
     /// Waits for the write-back in flight, so that at most one runs per
@@ -786,51 +790,30 @@ impl LocalWriter {
     /// go to the disk in one write through a pooled buffer, all but the
     /// last partial page.
     async fn append_direct(&mut self, data: Bytes) -> GridResult<()> {
-        let store = Arc::clone(&self.store);
-        let refused = || {
-            store.io_error(
-                "append",
-                io::Error::other("an earlier write to this share failed or was cancelled"),
-            )
-        };
         let end = self.written + data.len() as u64;
-        match &mut self.tail {
-            Some(tail) if tail.absorbs(data.len()) => {
-                // Less than a page in all: nothing to write yet.
-                if self.file.is_none() {
-                    return Err(refused());
-                }
-                tail.keep(&data);
-                self.written = end;
-                return Ok(());
-            }
-            Some(_) => {}
-            None => return Err(refused()),
+        if self.file.is_none() {
+            return Err(self.broken("append"));
+        }
+        let Some(tail) = self.tail.as_mut() else {
+            return Err(self.broken("append"));
+        };
+        if tail.absorbs(data.len()) {
+            // Less than a page in all: nothing to write yet.
+            tail.keep(&data);
+            self.written = end;
+            return Ok(());
         }
         let mut buf = self.write_buf("append").await?;
         let file = self.take_file("append")?;
-        let Some(mut tail) = self.tail.take() else {
-            return Err(refused());
-        };
+        let mut tail = self.tail.take().ok_or_else(|| self.broken("append"))?;
         let written_through = self.written - tail.held_len() as u64;
-        let append = tokio::task::spawn_blocking(move || {
-            let result = tail.write(&file, &mut buf, &data, written_through);
-            (file, tail, result)
-        });
         // On a timeout or failure the file and tail stay behind: the
         // writer refuses to go on.
-        let (file, tail, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
-            .await
-            .map_err(|_| {
-                self.store.io_error(
-                    "append",
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
-                    ),
-                )
-            })?
-            .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
+        let (file, tail, result) = blocking(&self.store, "append", move || {
+            let result = tail.write(&file, &mut buf, &data, written_through);
+            Ok((file, tail, result))
+        })
+        .await?;
         result.map_err(|e| self.store.io_error("append", e))?;
         self.file = Some(file);
         self.tail = Some(tail);
@@ -864,27 +847,16 @@ impl ShareWriter for LocalWriter {
         let offset = self.written;
         let end = offset + data.len() as u64;
         let start_writeback = end - self.writeback_from >= WRITEBACK_INTERVAL;
-        let append = tokio::task::spawn_blocking(move || {
+        // On a timeout the file stays with the stuck call: `self.file`
+        // remains `None` and the writer refuses to go on.
+        let (file, result) = blocking(&self.store, "append", move || {
             let result = file.write_all_at(&data, offset).and_then(|()| {
                 // A second handle lets the write-back run while appends go on.
                 start_writeback.then(|| file.try_clone()).transpose()
             });
-            (file, result)
-        });
-        // On a timeout the file stays with the stuck call: `self.file`
-        // remains `None` and the writer refuses to go on.
-        let (file, result) = tokio::time::timeout(WRITE_TIMEOUT, append)
-            .await
-            .map_err(|_| {
-                self.store.io_error(
-                    "append",
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
-                    ),
-                )
-            })?
-            .map_err(|e| self.store.io_error("append", io::Error::other(e)))?;
+            Ok((file, result))
+        })
+        .await?;
         let sync_handle = result.map_err(|e| self.store.io_error("append", e))?;
         self.file = Some(file);
         self.written = end;
