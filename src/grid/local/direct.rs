@@ -35,9 +35,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use crate::grid::{BufferLease, BufferPool};
 
 /// Alignment of buffers, offsets and lengths: a page, which every block
 /// device's logical block size divides.
@@ -96,24 +96,25 @@ impl Aligned {
     }
 }
 
-/// The process's pool of write buffers.
+/// The process's pool of write buffers: the room for [`WRITE_BUFS`] of
+/// them, and those made so far that are not lent out.
 struct WritePool {
+    room: BufferPool,
     free: Mutex<Vec<Aligned>>,
-    permits: Arc<Semaphore>,
 }
 
 fn write_pool() -> &'static WritePool {
     static POOL: OnceLock<WritePool> = OnceLock::new();
     POOL.get_or_init(|| WritePool {
+        room: BufferPool::with_bytes((WRITE_BUFS * WRITE_BUF_LEN) as u64),
         free: Mutex::new(Vec::new()),
-        permits: Arc::new(Semaphore::new(WRITE_BUFS)),
     })
 }
 
 /// A write buffer borrowed from the pool, returned to it when dropped.
 pub(super) struct WriteBuf {
     buf: Option<Aligned>,
-    _permit: OwnedSemaphorePermit,
+    _lease: BufferLease,
 }
 
 impl std::fmt::Debug for WriteBuf {
@@ -126,10 +127,11 @@ impl WriteBuf {
     /// Waits for a buffer of the pool (the caller bounds the wait).
     pub(super) async fn borrow() -> io::Result<Self> {
         let pool = write_pool();
-        let permit = Arc::clone(&pool.permits)
-            .acquire_owned()
+        let lease = pool
+            .room
+            .lease(WRITE_BUF_LEN as u64)
             .await
-            .map_err(|_| io::Error::other("the direct-write buffer pool is closed"))?;
+            .ok_or_else(|| io::Error::other("the direct-write buffer pool is closed"))?;
         let reused = pool
             .free
             .lock()
@@ -137,7 +139,7 @@ impl WriteBuf {
             .pop();
         Ok(Self {
             buf: Some(reused.unwrap_or_else(|| Aligned::new(WRITE_BUF_LEN))),
-            _permit: permit,
+            _lease: lease,
         })
     }
 
