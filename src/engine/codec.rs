@@ -238,7 +238,29 @@ impl SegmentCoder {
         let padded = block_len * self.k;
         key.apply_keystream(offset, &mut buf[..len]);
         buf[len..padded].fill(0);
-        let coded = block_len * self.n;
+        let blocks = self.code_in_place(buf, block_len);
+        let block_hashes: Vec<Hash> = blocks.iter().map(|b| self.block_hash(b)).collect();
+        let segment_hash = segment_hash(&block_hashes[..self.k]);
+        EncodedSegment {
+            blocks,
+            block_hashes,
+            segment_hash,
+        }
+    }
+
+    /// The N blocks of a segment's padded ciphertext (a multiple of k
+    /// bytes long): the k data blocks and the parity computed from them.
+    pub fn blocks_of(&self, data: &[u8]) -> Vec<Bytes> {
+        let block_len = data.len() / self.k;
+        let mut buf = take_buffer(block_len * self.n);
+        buf[..block_len * self.k].copy_from_slice(&data[..block_len * self.k]);
+        self.code_in_place(buf, block_len)
+    }
+
+    /// The N blocks of `buf`, whose first k blocks of `block_len` bytes
+    /// are the data: the parity is computed into the n - k after them.
+    fn code_in_place(&self, mut buf: Vec<u8>, block_len: usize) -> Vec<Bytes> {
+        let (padded, coded) = (block_len * self.k, block_len * self.n);
         if let Some(rs) = &self.rs {
             if block_len > 0 {
                 let (data, parity) = buf[..coded].split_at_mut(padded);
@@ -251,40 +273,9 @@ impl SegmentCoder {
             }
         }
         let bytes = Bytes::from_owner(Recycled(buf));
-        let blocks: Vec<Bytes> = (0..self.n)
+        (0..self.n)
             .map(|i| bytes.slice(i * block_len..(i + 1) * block_len))
-            .collect();
-        let block_hashes: Vec<Hash> = blocks.iter().map(|b| self.block_hash(b)).collect();
-        let segment_hash = segment_hash(&block_hashes[..self.k]);
-        EncodedSegment {
-            blocks,
-            block_hashes,
-            segment_hash,
-        }
-    }
-
-    /// The N blocks of a segment's padded ciphertext (a multiple of k
-    /// bytes long): the k data blocks and the parity computed from them.
-    pub fn blocks_of(&self, data: Bytes) -> Vec<Bytes> {
-        let block_len = data.len() / self.k;
-        let mut blocks: Vec<Bytes> = (0..self.k)
-            .map(|i| data.slice(i * block_len..(i + 1) * block_len))
-            .collect();
-        if let Some(rs) = &self.rs {
-            let mut parity = vec![0u8; block_len * (self.n - self.k)];
-            let mut parity_blocks: Vec<&mut [u8]> = parity.chunks_mut(block_len.max(1)).collect();
-            if block_len > 0 {
-                // Cannot fail: k data and n - k parity slices, all block_len long.
-                if let Err(e) = rs.encode_sep(&blocks, &mut parity_blocks) {
-                    unreachable!("reed-solomon encode with consistent shapes failed: {e:?}");
-                }
-            }
-            let parity = Bytes::from(parity);
-            blocks.extend(
-                (0..self.n - self.k).map(|i| parity.slice(i * block_len..(i + 1) * block_len)),
-            );
-        }
-        blocks
+            .collect()
     }
 
     /// Rebuilds the k data blocks from any k blocks (`blocks[i]` is share i's,
@@ -367,6 +358,6 @@ mod tests {
         let mut cipher = BytesMut::from(&plain[..]);
         key.apply_keystream(8192, &mut cipher);
         cipher.resize(coder.padded_len(plain.len()), 0);
-        assert_eq!(encoded.blocks, coder.blocks_of(cipher.freeze()));
+        assert_eq!(encoded.blocks, coder.blocks_of(&cipher));
     }
 }

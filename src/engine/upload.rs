@@ -299,7 +299,7 @@ impl Uploader {
     /// Accepts the next bytes of the file. Waits while the pipeline is full.
     /// Cancelling this future leaves the upload unusable (it can only be
     /// aborted), never half-published.
-    pub async fn write(&mut self, mut data: Bytes) -> EngineResult<()> {
+    pub async fn write(&mut self, data: Bytes) -> EngineResult<()> {
         self.check_open()?;
         let written = self.written.checked_add(data.len() as u64);
         let over = match (written, self.expected_size) {
@@ -318,9 +318,10 @@ impl Uploader {
             self.abort().await;
             return Err(e);
         }
-        while !data.is_empty() {
-            let take = self.buffer.extend(&data);
-            let _ = data.split_to(take);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let take = self.buffer.extend(rest);
+            rest = &rest[take..];
             self.written += take as u64;
             if self.buffer.room() == 0 {
                 if let Err(e) = self.submit_segment().await {
