@@ -407,21 +407,7 @@ impl Namespace {
 
     /// The children of the directory at `path`, sorted by name (bytewise).
     pub async fn list(&self, path: &str) -> Result<Vec<Node>, NamespaceError> {
-        let path = NsPath::parse(path)?;
-        self.run("listing a directory", false, move |tx, _| {
-            let dir = require(tx, &path)?;
-            if !dir.is_dir() {
-                return Err(NamespaceError::NotADirectory {
-                    path: path.to_string(),
-                });
-            }
-            tx.prepare_cached(&format!(
-                "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 ORDER BY name"
-            ))
-            .and_then(|mut s| s.query_map([dir.id], node_from_row)?.collect())
-            .ctx("listing a directory")
-        })
-        .await
+        self.list_page(path, None, usize::MAX).await
     }
 
     /// At most `limit` children of the directory at `path` whose names sort
