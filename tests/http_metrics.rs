@@ -8,7 +8,13 @@ use std::time::Duration;
 use support::{wait_until, Client, Content, Request, Server, MIB};
 
 fn metrics_server() -> (Server, Client) {
-    let server = Server::start_with_config("metrics_listen = \"127.0.0.1:0\"\n");
+    metrics_server_with("")
+}
+
+/// A server with its metrics listener and `config` (TOML after the
+/// top-level keys), and a client of that listener.
+fn metrics_server_with(config: &str) -> (Server, Client) {
+    let server = Server::start_with_config(&format!("metrics_listen = \"127.0.0.1:0\"\n{config}"));
     let at = server
         .metrics_addr
         .expect("the server printed its metrics address");
@@ -233,10 +239,7 @@ fn status_lists_servers_and_uploads_in_progress() {
 
 #[test]
 fn background_repairs_are_counted() {
-    let server = Server::start_with_config(
-        "metrics_listen = \"127.0.0.1:0\"\n[repair]\ninterval_secs = 1\n",
-    );
-    let metrics = Client::new(server.metrics_addr.expect("metrics address"));
+    let (server, metrics) = metrics_server_with("[repair]\ninterval_secs = 1\n");
     let client = server.client();
     assert_eq!(
         client
@@ -323,10 +326,7 @@ fn server_errors_are_listed_as_recent_errors() {
 /// such request, 10x the work of a 32 KiB Range GET.
 #[test]
 fn a_range_get_across_a_segment_boundary_reads_only_its_segments() {
-    let server = Server::start_with_config(
-        "metrics_listen = \"127.0.0.1:0\"\n[encoding]\nsegment_size = 65536\n",
-    );
-    let metrics = Client::new(server.metrics_addr.expect("metrics address"));
+    let (server, metrics) = metrics_server_with("[encoding]\nsegment_size = 65536\n");
     let client = server.client();
     let content = Content::new(7, 4 * MIB);
     put(&client, "/r.bin", &content);
