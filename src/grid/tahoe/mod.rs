@@ -684,8 +684,26 @@ impl ShareStore for TahoeStore {
         )
         .await;
         let mut infos = Vec::new();
+        let mut relisted: Option<Vec<u8>> = None;
         for (n, len) in numbers.into_iter().zip(lens) {
-            if let Some(len) = len? {
+            let len = match len {
+                Ok(len) => len,
+                Err(e) => {
+                    // Tahoe answers 500 to a read of a share it is deleting
+                    // (a writer dropped just before: its partial share is
+                    // being removed). A share missing from a second
+                    // listing was deleted under us; any other stays an
+                    // error. One second listing at most.
+                    if relisted.is_none() {
+                        relisted = Some(self.inner.share_numbers(si).await?);
+                    }
+                    if relisted.as_ref().is_some_and(|now| !now.contains(&n)) {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(len) = len {
                 infos.push(ShareInfo {
                     share: ShareNum(n),
                     len,
