@@ -2,6 +2,7 @@
 //! on the namespace and the engine.
 
 pub mod allow;
+mod complete;
 mod fs;
 pub mod link;
 mod locks;
