@@ -33,6 +33,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -57,6 +58,16 @@ const WRITE_BUFS: usize = 32;
 /// `options` with `O_DIRECT` added.
 pub(super) fn direct(options: &mut OpenOptions) -> &mut OpenOptions {
     options.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+}
+
+/// Turns `O_DIRECT` on for a file opened without it, before anything is
+/// written to it (nothing of it is in the page cache then).
+pub(super) fn enable(file: &File) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_DIRECT;
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// Whether files in `dir` take direct writes: creates a probe file, writes
