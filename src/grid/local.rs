@@ -840,50 +840,10 @@ impl LocalWriter {
         Ok(())
     }
 
-    /// Removes the partial file now, on the blocking pool.
-    async fn remove_partial(&self) -> GridResult<()> {
-        let path = self.store.incoming_path(self.si, self.share);
-        let inner = Arc::clone(&self.store);
-        blocking(&self.store, "abort", move || match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(inner.io_error("abort: remove partial share", e)),
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl ShareWriter for LocalWriter {
-    async fn append(&mut self, data: Bytes) -> GridResult<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let data = match self.small.take() {
-            Some(mut held) if held.len() + data.len() <= SMALL_SHARE => {
-                held.extend_from_slice(&data);
-                self.written += data.len() as u64;
-                self.small = Some(held);
-                return Ok(());
-            }
-            Some(mut held) => {
-                // No longer small: what was held goes to disk with `data`,
-                // from the start of the file.
-                let Some(file) = &self.file else {
-                    return Err(self.broken("append"));
-                };
-                if self.store.direct_io {
-                    if let Err(e) = direct::enable(file) {
-                        self.file = None;
-                        return Err(self.store.io_error("append: turn on direct I/O", e));
-                    }
-                }
-                self.written -= held.len() as u64;
-                held.extend_from_slice(&data);
-                Bytes::from(held)
-            }
-            None => data,
-        };
+    /// Appends `data` to the file: with direct I/O through
+    /// [`Self::append_direct`], otherwise through the page cache with
+    /// write-back every [`WRITEBACK_INTERVAL`].
+    async fn append_through(&mut self, data: Bytes) -> GridResult<()> {
         if self.store.direct_io {
             return self.append_direct(data).await;
         }
@@ -916,6 +876,55 @@ impl ShareWriter for LocalWriter {
             self.writeback_from = end;
         }
         Ok(())
+    }
+
+    /// Removes the partial file now, on the blocking pool.
+    async fn remove_partial(&self) -> GridResult<()> {
+        let path = self.store.incoming_path(self.si, self.share);
+        let inner = Arc::clone(&self.store);
+        blocking(&self.store, "abort", move || match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(inner.io_error("abort: remove partial share", e)),
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ShareWriter for LocalWriter {
+    async fn append(&mut self, data: Bytes) -> GridResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.small.take() {
+            Some(mut held) if held.len() + data.len() <= SMALL_SHARE => {
+                held.extend_from_slice(&data);
+                self.written += data.len() as u64;
+                self.small = Some(held);
+                Ok(())
+            }
+            Some(held) => {
+                // No longer small: what was held goes to disk first, from
+                // the start of the file, then `data` (not copied onto the
+                // held bytes: it is a whole block of a large upload).
+                let Some(file) = &self.file else {
+                    return Err(self.broken("append"));
+                };
+                if self.store.direct_io {
+                    if let Err(e) = direct::enable(file) {
+                        self.file = None;
+                        return Err(self.store.io_error("append: turn on direct I/O", e));
+                    }
+                }
+                self.written -= held.len() as u64;
+                if !held.is_empty() {
+                    self.append_through(Bytes::from(held)).await?;
+                }
+                self.append_through(data).await
+            }
+            None => self.append_through(data).await,
+        }
     }
 
     async fn finish(mut self: Box<Self>, len: u64) -> GridResult<()> {
