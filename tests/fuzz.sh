@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the parser property tests (every test named fuzz_*: share tail and
-# footer, capability string, NURL, CBOR answers, certificate reader) with
+# footer, capability string, NURL, CBOR answers, certificate reader, the
+# PROPFIND completion) with
 # many cases each. cargo-fuzz needs a nightly compiler; proptest with
 # arbitrary bytes runs on stable. Usage: tests/fuzz.sh [cases per test]
 # (default 1,000,000). A failure prints the minimal input and is saved
@@ -20,7 +21,9 @@ for test in \
     grid::tahoe::nurl::tests::fuzz_certificate_mutations \
     grid::tahoe::cbor::tests::fuzz_cbor_arbitrary_bytes \
     grid::tahoe::cbor::tests::fuzz_cbor_arbitrary_values \
-    grid::tahoe::cbor::tests::fuzz_cbor_answers_round_trip
+    grid::tahoe::cbor::tests::fuzz_cbor_answers_round_trip \
+    dav::complete::tests::fuzz_completion_arbitrary_bytes \
+    dav::complete::tests::fuzz_completion_keeps_every_meaning
 do
     start=$(date +%s)
     PROPTEST_CASES="$cases" cargo test --lib -q -- --exact "$test"

@@ -763,4 +763,83 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// A response holding properties nested as `ops` say: each byte opens,
+    /// closes or writes one of a few spellings that exercise prefixes,
+    /// default declarations, D: rebound, text and comments.
+    fn built(ops: &[u8]) -> String {
+        const KINDS: [(&str, &str); 8] = [
+            ("D:getetag", ""),
+            ("getetag", r#" xmlns="DAV:""#),
+            ("a:resourcetype", r#" xmlns:a="DAV:""#),
+            ("n:dead", r#" xmlns:n="urn:n""#),
+            ("plain", ""),
+            ("q", r#" xmlns="""#),
+            ("p:w", r#" xmlns:p="urn:p" xmlns:D="urn:d""#),
+            ("collection", ""),
+        ];
+        let mut out = String::from("<D:response><D:href>/a</D:href><D:propstat><D:prop>");
+        let mut open = Vec::new();
+        for op in ops {
+            let (name, attrs) = KINDS[usize::from(op % 8)];
+            match op / 8 % 4 {
+                0 => {
+                    out.push_str(&format!("<{name}{attrs}>"));
+                    open.push(name);
+                }
+                1 => out.push_str(&format!("<{name}{attrs}/>")),
+                2 => match open.pop() {
+                    Some(name) => out.push_str(&format!("</{name}>")),
+                    None => out.push_str("v&amp;1"),
+                },
+                _ => out.push_str(if op % 2 == 0 { "t\"x" } else { "<!-- c -->" }),
+            }
+        }
+        while let Some(name) = open.pop() {
+            out.push_str(&format!("</{name}>"));
+        }
+        out.push_str("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>");
+        out
+    }
+
+    use proptest::prelude::*;
+
+    // Run long by tests/fuzz.sh (PROPTEST_CASES).
+    proptest! {
+        #[test]
+        fn fuzz_completion_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            text in "[<>/=:\"' a-zDAV&;#x!?\\[\\]-]{0,80}",
+        ) {
+            let requested = names(&[("DAV:", "getetag"), ("", "plain"), ("urn:x", "y")]);
+            let _ = complete_response(&requested, ROOT, &bytes);
+            let child = format!("<D:response>{text}</D:response>");
+            let _ = complete_response(&requested, ROOT, child.as_bytes());
+            let child = format!("<D:response><D:propstat><D:prop><D:getetag>{text}</D:getetag></D:prop></D:propstat></D:response>");
+            let _ = complete_response(&requested, ROOT, child.as_bytes());
+        }
+
+        #[test]
+        fn fuzz_completion_keeps_every_meaning(ops in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let requested = names(&[("DAV:", "getetag"), ("", "plain"), ("urn:n", "dead"), ("DAV:", "collection")]);
+            let child = built(&ops);
+            for root in [ROOT, br#"<multistatus xmlns="DAV:" xmlns:D="DAV:">"#] {
+                let out = complete(&requested, root, &child);
+                let before = meaning(root, &child);
+                let after = meaning(root, &out);
+                // What was there still means the same, in the same order;
+                // only the 404 propstat follows.
+                prop_assert_eq!(&after[..before.len()], &before[..], "{}", out);
+                let props: Vec<(String, String)> = after
+                    .iter()
+                    .filter(|(depth, _, _)| *depth == 4)
+                    .map(|(_, ns, name)| (ns.clone(), name.clone()))
+                    .collect();
+                for (ns, name) in &requested {
+                    let ns = ns.clone().unwrap_or_default();
+                    prop_assert!(props.contains(&(ns, name.clone())), "{} missing: {}", name, out);
+                }
+            }
+        }
+    }
 }
