@@ -19,7 +19,9 @@
 //!
 //! The part buffers are leased from the gateway's [`BufferPool`], which the
 //! engine's coded segments share, so `upload_memory_mib` bounds both: a
-//! writer leases one part at `create` and keeps it until it ends.
+//! writer leases one part at `create` and keeps it until it ends. `create`
+//! waits for that room no longer than the time limit, and fails the share
+//! if none came free.
 //!
 //! S3 has no "create if absent" that works for multipart uploads on every
 //! service, so `create` refuses a share that already exists as an object or
@@ -272,6 +274,22 @@ impl Inner {
         }
     }
 
+    /// No part buffer came free in the shared pool within the time limit.
+    fn no_part_room(&self) -> GridError {
+        GridError::Io {
+            server: self.server_id.clone(),
+            operation: "create",
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no room for a {} MiB part buffer in upload_memory_mib within {:?}",
+                    self.part_size >> 20,
+                    self.timeout
+                ),
+            ),
+        }
+    }
+
     /// `work` within the store's time limit.
     async fn timed<T>(
         &self,
@@ -380,7 +398,15 @@ impl ShareStore for S3Store {
             Err(e) => return Err(e),
         }
         if let Some(pool) = &inner.pool {
-            writer.lease = pool.lease(inner.part_size as u64).await;
+            // Waited for no longer than a request: uploads and repairs
+            // lease their writers' parts one at a time, so two of them
+            // short of room could otherwise each hold some and wait on the
+            // other for ever. The share fails; the upload goes on with the
+            // others, or fails whole if too few are left.
+            match tokio::time::timeout(inner.timeout, pool.lease(inner.part_size as u64)).await {
+                Ok(lease) => writer.lease = lease,
+                Err(_) => return Err(inner.no_part_room()),
+            }
         }
         Ok(Box::new(writer))
     }
@@ -887,6 +913,38 @@ mod tests {
         first.abort().await.unwrap();
         second.finish(0).await.unwrap();
         assert_eq!(pool.available_bytes(), pool.total_bytes());
+    }
+
+    /// A create that finds no part buffer free fails within the store's
+    /// time limit instead of waiting for one for ever (two uploads, or an
+    /// upload and a repair, each holding some parts, would deadlock).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_without_room_fails_within_the_time_limit() {
+        let server = S3Server::start(&["bucket-0"]).await;
+        let pool = BufferPool::with_bytes(MIN_PART_SIZE as u64);
+        let mut opts = options(&server, "bucket-0", "");
+        opts.timeout = Duration::from_secs(1);
+        let store = S3Store::new(opts, "s3-full", Some(pool.clone())).unwrap();
+        let si = conformance::random_si();
+        let holder = store
+            .create(si, ShareNum(0), &conformance::secrets())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .create(si, ShareNum(1), &conformance::secrets())
+            .await
+            .expect_err("no room for a second part");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.to_string().contains("upload_memory_mib"), "{err}");
+        // The failed create took nothing; the holder's room comes back.
+        holder.abort().await.unwrap();
+        assert_eq!(pool.available_bytes(), pool.total_bytes());
+        let again = store
+            .create(si, ShareNum(1), &conformance::secrets())
+            .await
+            .unwrap();
+        again.finish(0).await.unwrap();
     }
 
     /// A server that stops answering fails the writes and reads sent to it
