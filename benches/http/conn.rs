@@ -87,6 +87,15 @@ impl Conn {
                 Ok(())
             })?;
         }
+        if headers
+            .get("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close"))
+        {
+            // The server ends the connection after this answer (dav-server's
+            // LocalFs does after its 501 to a PROPPATCH): the next request
+            // goes on a new one, as Finder's and Explorer's would.
+            *self = Conn::open(self.addr)?;
+        }
         Ok(Answer {
             status,
             headers,

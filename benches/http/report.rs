@@ -297,7 +297,7 @@ pub(super) fn write_report(
              PUT of 0 bytes, LOCK, PROPPATCH of the Win32 times, PUT of the data, UNLOCK. Files/s counts the data files over \
              the wall time; every 97th file is read back and checked. griddav answers each change only once it is synced \
              (group commits); LocalFs and rclone leave it in the page cache. LocalFs answers Finder's PROPPATCH 501 (it keeps no \
-             dead properties), which counts as answered.\n"
+             dead properties), which counts as answered, and closes the connection after it: the client then opens a new one.\n"
         );
         let _ = writeln!(
             md,

@@ -13,8 +13,10 @@
 //!   data (with the token), UNLOCK.
 //!
 //! A PROPPATCH answered 501 (dav-server's LocalFs keeps no dead
-//! properties) counts as answered. Files per second counts the data files (not the `._` files), over the
-//! wall time from the start until the last client is done. A sample of the
+//! properties) counts as answered; LocalFs closes the connection after
+//! it, and the client opens a new one ([`Conn::exchange`]). Files per
+//! second counts the data files (not the `._` files), over the wall time
+//! from the start until the last client is done. A sample of the
 //! files is read back and checked afterwards.
 
 use super::conn::{ok, BodyMode, Conn};
