@@ -33,7 +33,7 @@ use super::meta::GridMeta;
 use super::pending::UploadGuard;
 use crate::engine::chk::uri::{LitCap, LIT_THRESHOLD};
 use crate::engine::{Capability, FileUploader, Format};
-use crate::namespace::{Content, Node, NsPath, UploadId};
+use crate::namespace::{Content, Namespace, NamespaceError, Node, NsPath, UploadId};
 
 /// The version a partial update starts from.
 struct Base {
@@ -47,8 +47,54 @@ enum Sink {
     Upload {
         uploader: Box<FileUploader>,
         /// `None`: the upload stores nothing to recover (`URI:LIT:`).
-        journal: Option<UploadId>,
+        journal: Option<Journal>,
     },
+}
+
+/// An upload's entry in the namespace's journal of pending uploads, which
+/// collects its shares should griddav stop before the upload ends.
+///
+/// The entry is written (and synced) while the first bytes go to the
+/// shares, not before: a small file's PUT no longer waits for that sync
+/// first. It is awaited before the upload finishes, so no share is
+/// finished, durable and visible, before the entry that would collect it
+/// is durable; a share cut short by a crash is only a partial file, which
+/// its store removes when it opens.
+enum Journal {
+    Writing(tokio::task::JoinHandle<Result<UploadId, NamespaceError>>),
+}
+
+impl Journal {
+    fn begin(ns: &Namespace, recovery_token: String) -> Journal {
+        let ns = ns.clone();
+        Journal::Writing(tokio::spawn(async move {
+            ns.begin_upload(&recovery_token).await
+        }))
+    }
+
+    /// The entry, once durable.
+    async fn written(self) -> FsResult<UploadId> {
+        let Journal::Writing(task) = self;
+        match task.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => Err(ns_error("journal upload", e)),
+            Err(e) => {
+                tracing::error!(error = %e, "writing an upload's journal entry failed");
+                Err(FsError::GeneralFailure)
+            }
+        }
+    }
+
+    /// Ends the entry of an upload that was aborted and cleaned up. One
+    /// whose writing failed needs no end.
+    async fn end(self, ns: &Namespace) {
+        let Ok(id) = self.written().await else {
+            return;
+        };
+        if let Err(e) = ns.end_upload(id).await {
+            tracing::warn!(error = %e, "could not end an upload's journal entry");
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,7 +298,7 @@ impl WriteHandle {
             Some(_) => Format::TahoeChk,
             None => Format::GriddavV1,
         };
-        let mut uploader = FileUploader::start(
+        let uploader = FileUploader::start(
             format,
             self.fs.grid.clone(),
             options.params,
@@ -261,16 +307,9 @@ impl WriteHandle {
         )
         .await
         .map_err(|e| engine_error("start upload", &e))?;
-        let journal = match uploader.recovery_token() {
-            None => None,
-            Some(token) => match self.fs.ns.begin_upload(&token).await {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    uploader.abort().await;
-                    return Err(ns_error("journal upload", e));
-                }
-            },
-        };
+        let journal = uploader
+            .recovery_token()
+            .map(|token| Journal::begin(&self.fs.ns, token));
         self.sink = Some(Sink::Upload {
             uploader: Box::new(uploader),
             journal,
@@ -354,20 +393,37 @@ impl WriteHandle {
                 (Content::Cap(lit.to_string()), None)
             }
             Some(Sink::Buffer(buffer)) => (Content::Inline(buffer.to_vec()), None),
-            Some(Sink::Upload { uploader, journal }) => match uploader.finish().await {
-                Ok(stored) => {
-                    // Repair completes griddav-v1 files only, for now.
-                    complete = stored.complete || !matches!(stored.cap, Capability::Griddav(_));
-                    (Content::Cap(stored.cap.to_string()), journal)
-                }
-                Err(e) => {
-                    self.state = State::Failed;
-                    if let Some(journal) = journal {
-                        self.end_journal(journal).await;
+            Some(Sink::Upload {
+                mut uploader,
+                journal,
+            }) => {
+                // No share finishes before its journal entry is durable.
+                let journal = match journal {
+                    None => None,
+                    Some(journal) => match journal.written().await {
+                        Ok(id) => Some(id),
+                        Err(e) => {
+                            self.state = State::Failed;
+                            uploader.abort().await;
+                            return Err(e);
+                        }
+                    },
+                };
+                match uploader.finish().await {
+                    Ok(stored) => {
+                        // Repair completes griddav-v1 files only, for now.
+                        complete = stored.complete || !matches!(stored.cap, Capability::Griddav(_));
+                        (Content::Cap(stored.cap.to_string()), journal)
                     }
-                    return Err(engine_error("finish upload", &e));
+                    Err(e) => {
+                        self.state = State::Failed;
+                        if let Some(journal) = journal {
+                            self.end_journal(journal).await;
+                        }
+                        return Err(engine_error("finish upload", &e));
+                    }
                 }
-            },
+            }
             None => return Err(FsError::GeneralFailure),
         };
         let cap = match &content {
@@ -427,7 +483,7 @@ impl WriteHandle {
         {
             uploader.abort().await;
             if let Some(journal) = journal {
-                self.end_journal(journal).await;
+                journal.end(&self.fs.ns).await;
             }
         }
     }
@@ -451,9 +507,7 @@ impl Drop for WriteHandle {
                     runtime.spawn(async move {
                         uploader.abort().await;
                         if let Some(journal) = journal {
-                            if let Err(e) = ns.end_upload(journal).await {
-                                tracing::warn!(%path, error = %e, "could not end an upload's journal entry");
-                            }
+                            journal.end(&ns).await;
                         }
                         tracing::info!(%path, "unfinished upload aborted");
                     });
