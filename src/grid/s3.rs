@@ -263,31 +263,40 @@ impl Inner {
         }
     }
 
-    fn timed_out(&self, operation: &'static str) -> GridError {
+    /// A failure of `operation` on this server that S3 did not report
+    /// itself: a time limit passed, an answer fell short.
+    fn failed(
+        &self,
+        operation: &'static str,
+        kind: std::io::ErrorKind,
+        message: String,
+    ) -> GridError {
         GridError::Io {
             server: self.server_id.clone(),
             operation,
-            source: std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {:?}", self.timeout),
-            ),
+            source: std::io::Error::new(kind, message),
         }
+    }
+
+    fn timed_out(&self, operation: &'static str) -> GridError {
+        self.failed(
+            operation,
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {:?}", self.timeout),
+        )
     }
 
     /// No part buffer came free in the shared pool within the time limit.
     fn no_part_room(&self) -> GridError {
-        GridError::Io {
-            server: self.server_id.clone(),
-            operation: "create",
-            source: std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no room for a {} MiB part buffer in upload_memory_mib within {:?}",
-                    self.part_size >> 20,
-                    self.timeout
-                ),
+        self.failed(
+            "create",
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no room for a {} MiB part buffer in upload_memory_mib within {:?}",
+                self.part_size >> 20,
+                self.timeout
             ),
-        }
+        )
     }
 
     /// `work` within the store's time limit.
@@ -442,18 +451,15 @@ impl ShareStore for S3Store {
                 }
                 match other {
                     Err(e) => Err(inner.error(e)),
-                    Ok(bytes) => Err(GridError::Io {
-                        server: inner.server_id.clone(),
-                        operation: "read",
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "asked for {} bytes, got {}",
-                                range.end - range.start,
-                                bytes.len()
-                            ),
+                    Ok(bytes) => Err(inner.failed(
+                        "read",
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "asked for {} bytes, got {}",
+                            range.end - range.start,
+                            bytes.len()
                         ),
-                    }),
+                    )),
                 }
             }
         }
