@@ -60,22 +60,19 @@ enum Sink {
 /// finished, durable and visible, before the entry that would collect it
 /// is durable; a share cut short by a crash is only a partial file, which
 /// its store removes when it opens.
-enum Journal {
-    Writing(tokio::task::JoinHandle<Result<UploadId, NamespaceError>>),
-}
+struct Journal(tokio::task::JoinHandle<Result<UploadId, NamespaceError>>);
 
 impl Journal {
     fn begin(ns: &Namespace, recovery_token: String) -> Journal {
         let ns = ns.clone();
-        Journal::Writing(tokio::spawn(async move {
+        Journal(tokio::spawn(async move {
             ns.begin_upload(&recovery_token).await
         }))
     }
 
     /// The entry, once durable.
     async fn written(self) -> FsResult<UploadId> {
-        let Journal::Writing(task) = self;
-        match task.await {
+        match self.0.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(e)) => Err(ns_error("journal upload", e)),
             Err(e) => {
@@ -88,12 +85,17 @@ impl Journal {
     /// Ends the entry of an upload that was aborted and cleaned up. One
     /// whose writing failed needs no end.
     async fn end(self, ns: &Namespace) {
-        let Ok(id) = self.written().await else {
-            return;
-        };
-        if let Err(e) = ns.end_upload(id).await {
-            tracing::warn!(error = %e, "could not end an upload's journal entry");
+        if let Ok(id) = self.written().await {
+            end_entry(ns, id).await;
         }
+    }
+}
+
+/// Ends a written journal entry; a failure only leaves it for the next
+/// start's clean-up.
+async fn end_entry(ns: &Namespace, id: UploadId) {
+    if let Err(e) = ns.end_upload(id).await {
+        tracing::warn!(error = %e, "could not end an upload's journal entry");
     }
 }
 
@@ -418,7 +420,7 @@ impl WriteHandle {
                     Err(e) => {
                         self.state = State::Failed;
                         if let Some(journal) = journal {
-                            self.end_journal(journal).await;
+                            end_entry(&self.fs.ns, journal).await;
                         }
                         return Err(engine_error("finish upload", &e));
                     }
@@ -459,16 +461,10 @@ impl WriteHandle {
                     crate::engine::delete::free_capability(&self.fs.grid, &cap).await;
                 }
                 if let Some(journal) = journal {
-                    self.end_journal(journal).await;
+                    end_entry(&self.fs.ns, journal).await;
                 }
                 Err(ns_error("publish", e))
             }
-        }
-    }
-
-    async fn end_journal(&self, journal: UploadId) {
-        if let Err(e) = self.fs.ns.end_upload(journal).await {
-            tracing::warn!(error = %e, "could not end an upload's journal entry");
         }
     }
 
