@@ -222,6 +222,7 @@ impl<'a> Completer<'_, 'a> {
             out_default = namespace.clone();
         }
 
+        let mut opens_etag = false;
         let role = match (depth, self.open.last().map(|o| o.role)) {
             (1, _) => {
                 self.response = is_dav && tag.local == b"response";
@@ -230,12 +231,7 @@ impl<'a> Completer<'_, 'a> {
             (2, _) if self.response && is_dav && tag.local == b"propstat" => Role::Propstat,
             (3, Some(Role::Propstat)) if is_dav && tag.local == b"prop" => Role::Prop,
             (4, Some(Role::Prop)) => {
-                if is_dav && tag.local == b"getetag" && !tag.self_closing {
-                    self.etag = Some(Etag {
-                        text_start: 0,
-                        plain: true,
-                    });
-                }
+                opens_etag = is_dav && tag.local == b"getetag" && !tag.self_closing;
                 self.present.push((namespace.clone(), tag.local));
                 Role::Other
             }
@@ -264,10 +260,11 @@ impl<'a> Completer<'_, 'a> {
             None => out.extend_from_slice(&self.input[rest]),
         }
         self.changed |= as_dav_prefix || redeclare || dropped.is_some();
-        if let Some(etag) = &mut self.etag {
-            if depth == 4 {
-                etag.text_start = out.len();
-            }
+        if opens_etag {
+            self.etag = Some(Etag {
+                text_start: out.len(),
+                plain: true,
+            });
         }
 
         if tag.self_closing {
