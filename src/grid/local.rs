@@ -68,7 +68,7 @@ const WRITEBACK_INTERVAL: u64 = 8 << 20;
 /// `finish` in one trip to the blocking pool. A small file's shares (every
 /// share of a file up to about 150 KiB, 3-of-10) then cost no direct
 /// writes of partial pages, no truncation and no extra trips, where most
-/// of a small PUT's time went. A larger share writes what it held with
+/// of a small file's upload time went. A larger share writes what it held with
 /// its next append and goes on as before.
 const SMALL_SHARE: usize = 64 << 10;
 
