@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -72,6 +72,16 @@ const WRITEBACK_INTERVAL: u64 = 8 << 20;
 /// its next append and goes on as before.
 const SMALL_SHARE: usize = 64 << 10;
 
+/// A free-space answer is given again, without asking the file system,
+/// for this long when it showed at least [`FREE_SPACE_REUSE_ABOVE`]: every
+/// upload asks each server, and ten `statvfs` calls on the blocking pool
+/// were a tenth of a small file's upload. Nearer to full, every answer is
+/// fresh, so a disk that fills or is cleared is seen at once.
+const FREE_SPACE_REUSE: Duration = Duration::from_secs(1);
+
+/// See [`FREE_SPACE_REUSE`]: far more than a grid writes within it.
+const FREE_SPACE_REUSE_ABOVE: u64 = 8 << 30;
+
 /// Any one append, finish or create of a share gives up after this long: a
 /// hung disk or NFS mount fails the share (the upload goes on with the
 /// others) rather than holding the upload for ever. The blocking call
@@ -96,6 +106,9 @@ struct Inner {
     /// `shares/`, which (nothing dirty in it) would still cost a cache
     /// flush. Filled at open and by each first sync.
     durable_prefixes: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// The last free-space answer and when it was taken (see
+    /// [`FREE_SPACE_REUSE`]).
+    free_space: std::sync::Mutex<Option<(Instant, FreeSpace)>>,
 }
 
 /// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
@@ -145,6 +158,7 @@ impl LocalStore {
             server_id: server_id.into(),
             direct_io: false,
             durable_prefixes: Default::default(),
+            free_space: std::sync::Mutex::new(None),
         };
         for sub in [
             inner.shares_dir(),
@@ -167,6 +181,17 @@ impl LocalStore {
 }
 
 impl Inner {
+    /// The last free-space answer, if young and far from full.
+    fn recent_free_space(&self) -> Option<FreeSpace> {
+        let recent = self
+            .free_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (taken, space) = (*recent)?;
+        (taken.elapsed() < FREE_SPACE_REUSE && space.bytes >= FREE_SPACE_REUSE_ABOVE)
+            .then_some(space)
+    }
+
     fn shares_dir(&self) -> PathBuf {
         self.dir.join("shares")
     }
@@ -483,6 +508,9 @@ where
 #[async_trait]
 impl ShareStore for LocalStore {
     async fn free_space(&self) -> Option<FreeSpace> {
+        if let Some(space) = self.inner.recent_free_space() {
+            return Some(space);
+        }
         let dir = self.inner.dir.clone();
         let space = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::MetadataExt;
@@ -498,7 +526,13 @@ impl ShareStore for LocalStore {
             })
         })
         .await;
-        space.ok().flatten()
+        let space = space.ok().flatten()?;
+        *self
+            .inner
+            .free_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), space));
+        Some(space)
     }
 
     fn server_id(&self) -> &str {
@@ -994,6 +1028,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("incoming/ still holds {:?}", incoming_names(store));
+    }
+
+    /// A free-space answer is given again only while young and far from
+    /// full; the first answer is the file system's.
+    #[tokio::test]
+    async fn free_space_is_reused_only_while_young_and_far_from_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("server"), "local-test").unwrap();
+        assert!(store.inner.recent_free_space().is_none());
+        let asked = store.free_space().await.unwrap();
+        assert!(asked.bytes > 0);
+        let set = |age: Duration, bytes: u64| {
+            let taken = Instant::now().checked_sub(age).unwrap();
+            *store.inner.free_space.lock().unwrap() = Some((taken, FreeSpace { bytes, ..asked }));
+        };
+        set(Duration::ZERO, FREE_SPACE_REUSE_ABOVE);
+        assert_eq!(
+            store.free_space().await.unwrap().bytes,
+            FREE_SPACE_REUSE_ABOVE
+        );
+        set(Duration::ZERO, FREE_SPACE_REUSE_ABOVE - 1);
+        assert!(
+            store.inner.recent_free_space().is_none(),
+            "near full: asked again"
+        );
+        set(FREE_SPACE_REUSE, u64::MAX);
+        assert!(
+            store.inner.recent_free_space().is_none(),
+            "too old: asked again"
+        );
+        assert_eq!(store.free_space().await.unwrap().volume, asked.volume);
     }
 
     #[tokio::test]
