@@ -147,6 +147,11 @@ impl WalSync {
         self.committed.load(Ordering::Acquire)
     }
 
+    /// Whether commit `seq` (and every one before it) is durable already.
+    pub(crate) fn is_durable(&self, seq: u64) -> bool {
+        self.synced.load(Ordering::Acquire) >= seq
+    }
+
     /// Blocks until commit `seq` (and every one before it) is durable.
     ///
     /// Call on the blocking pool, right after the transaction, *without*
@@ -156,7 +161,7 @@ impl WalSync {
     /// running sync and, if that began before its commit, for the next one,
     /// which one of the waiters runs for all of them.
     pub(crate) fn wait(&self, seq: u64) -> Result<(), NamespaceError> {
-        if self.synced.load(Ordering::Acquire) >= seq {
+        if self.is_durable(seq) {
             return Ok(());
         }
         // Poisoned only by a panic between lock and unlock, which leaves

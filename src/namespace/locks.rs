@@ -268,7 +268,7 @@ impl Namespace {
         let path = NsPath::parse(path)?;
         let principal = principal.map(str::to_owned);
         let tokens: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
-        self.run("checking locks", false, move |tx, now| {
+        self.read_few("checking locks", move |tx, now| {
             let held = |l: &Lock| {
                 tokens.contains(&l.token)
                     && (ignore_principal || principal.as_deref() == l.principal.as_deref())

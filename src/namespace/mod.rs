@@ -31,7 +31,9 @@
 //!
 //! One connection behind a mutex serialises all work of this process (there
 //! is no read pool: every statement is an indexed lookup, and the writes are
-//! short). Run one griddav per database: opening releases the garbage
+//! short). Reads of a few rows run on the caller's thread when the
+//! connection is free and nothing they could see awaits its sync; all else
+//! runs on the blocking pool. Run one griddav per database: opening releases the garbage
 //! claims of collectors that are presumed dead (see `garbage.rs`).
 
 mod clock;
@@ -234,6 +236,65 @@ impl Namespace {
     /// Counters of the group commit (see [`SyncStats`]).
     pub fn sync_stats(&self) -> SyncStats {
         self.inner.sync.stats()
+    }
+
+    /// A read of a few indexed rows (one path, one node's properties, the
+    /// locks over one path), run on the calling thread when that cannot
+    /// wait: the connection is free and every commit the read could see is
+    /// already durable. Otherwise, as [`Namespace::run`] does.
+    ///
+    /// Why: a small file's PUT made five such reads, each a round trip to
+    /// the blocking pool that cost more than the read (two thread switches
+    /// against a few microseconds of SQLite on cached pages). Only reads of
+    /// a bounded number of rows may come here; listings go through `run`.
+    async fn read_few<T, F>(&self, context: &'static str, f: F) -> Result<T, NamespaceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
+    {
+        let (result, seq) = match self.read_now(context, f) {
+            Ok(done) => done,
+            // Busy (or poisoned, which `run` deals with): wait off this thread.
+            Err(f) => return self.run(context, false, f).await,
+        };
+        if self.inner.sync.is_durable(seq) {
+            return result;
+        }
+        // The read saw a commit whose sync is still running: wait for it
+        // where waiting is allowed, as `run` would have.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.sync.wait(seq))
+            .await
+            .map_err(|e| NamespaceError::Internal {
+                context,
+                reason: e.to_string(),
+            })?
+            .and(result)
+    }
+
+    /// [`Namespace::read_few`]'s read, if the connection is free: the
+    /// result and the last commit it could have read. `f` back if not.
+    fn read_now<T, F>(
+        &self,
+        context: &'static str,
+        f: F,
+    ) -> Result<(Result<T, NamespaceError>, u64), F>
+    where
+        F: FnOnce(&Transaction<'_>, i64) -> Result<T, NamespaceError>,
+    {
+        let Ok(mut conn) = self.inner.conn.try_lock() else {
+            return Err(f);
+        };
+        let now = clock::to_ms(self.inner.clock.now());
+        let result = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .ctx(context)
+            .and_then(|tx| {
+                let out = f(&tx, now)?;
+                tx.commit().ctx(context)?;
+                Ok(out)
+            });
+        Ok((result, self.inner.sync.last_commit()))
     }
 
     /// Runs `f` on the connection on the blocking pool, inside one

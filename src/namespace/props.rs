@@ -85,7 +85,7 @@ impl Namespace {
     ) -> Result<Option<Vec<u8>>, NamespaceError> {
         let path = NsPath::parse(path)?;
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
-        self.run("reading a property", false, move |tx, _| {
+        self.read_few("reading a property", move |tx, _| {
             let node = require(tx, &path)?;
             let mut stmt = tx
                 .prepare_cached(
@@ -137,7 +137,7 @@ impl Namespace {
         names: std::sync::Arc<Vec<(String, String)>>,
     ) -> Result<Vec<Prop>, NamespaceError> {
         let path = NsPath::parse(path)?;
-        self.run("reading properties", false, move |tx, _| {
+        self.read_few("reading properties", move |tx, _| {
             let node = require(tx, &path)?;
             let mut stmt = tx
                 .prepare_cached(

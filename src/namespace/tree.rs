@@ -401,7 +401,7 @@ impl Namespace {
     /// The node at `path`, or `None`.
     pub async fn lookup(&self, path: &str) -> Result<Option<Node>, NamespaceError> {
         let path = NsPath::parse(path)?;
-        self.run("looking up a path", false, move |tx, _| resolve(tx, &path))
+        self.read_few("looking up a path", move |tx, _| resolve(tx, &path))
             .await
     }
 
