@@ -26,10 +26,9 @@ use tokio::sync::mpsc;
 
 use super::cap::FileCap;
 use super::codec::SegmentCoder;
-use super::crypto::Hash;
 use super::download::Downloader;
 use super::layout::Header;
-use super::upload::{build_tails, run_share, ShareCommand};
+use super::upload::{build_tails, run_share, ShareCommand, UploadTrees};
 use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError, ShareNum, ShareStore};
 
@@ -724,8 +723,7 @@ async fn rebuild(
     }
 
     let n = usize::from(params.n);
-    let mut block_hashes: Vec<Vec<Hash>> = vec![Vec::new(); n];
-    let mut segment_hashes: Vec<Hash> = Vec::new();
+    let mut trees = UploadTrees::new(n);
     let mut segments = std::pin::pin!(Arc::clone(&downloader).stream(0));
     let mut offset = 0u64;
     while let Some(segment) = segments.next().await {
@@ -743,10 +741,7 @@ async fn rebuild(
             what: "segment encoder",
             source,
         })?;
-        for (hashes, hash) in block_hashes.iter_mut().zip(&encoded.block_hashes) {
-            hashes.push(*hash);
-        }
-        segment_hashes.push(encoded.segment_hash);
+        trees.add(&encoded);
         for new in &mut shares {
             let Some(sender) = &new.sender else { continue };
             let block = encoded.blocks[usize::from(new.share.0)].clone();
@@ -772,20 +767,13 @@ async fn rebuild(
         ));
     }
     let size = layout.size;
-    let (rebuilt, tails) = tokio::task::spawn_blocking(move || {
-        build_tails(
-            params,
-            trailer.version,
-            size,
-            &block_hashes,
-            &segment_hashes,
-        )
-    })
-    .await
-    .map_err(|source| EngineError::TaskFailed {
-        what: "building share tails",
-        source,
-    })??;
+    let (rebuilt, tails) =
+        tokio::task::spawn_blocking(move || build_tails(params, trailer.version, size, trees))
+            .await
+            .map_err(|source| EngineError::TaskFailed {
+                what: "building share tails",
+                source,
+            })??;
     if rebuilt.hash() != cap.trailer_hash {
         // Dropping the senders aborts every new share.
         return Err(EngineError::ReencodedMismatch);

@@ -22,7 +22,7 @@ use super::budget::{MemoryBudget, SegmentPermit};
 use super::cap::FileCap;
 use super::codec::{EncodedSegment, SegmentBuf, SegmentCoder};
 use super::crypto::{FileKey, Hash};
-use super::hashtree::HashTree;
+use super::hashtree::{HashTree, TreeBuilder};
 use super::layout::{Header, ShareLayout, Trailer, FORMAT_VERSION};
 use super::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
@@ -126,10 +126,9 @@ pub struct Uploader {
     in_flight: VecDeque<(JoinHandle<EncodedSegment>, Option<SegmentPermit>)>,
     budget: Option<MemoryBudget>,
     slots: Vec<ShareSlot>,
-    /// Leaves of each share's block tree, all N of them: the trees are built
-    /// at finish. 32 bytes per segment per share.
-    block_hashes: Vec<Vec<Hash>>,
-    segment_hashes: Vec<Hash>,
+    /// Each share's block tree and the ciphertext tree, built as segments
+    /// are coded: about 64 bytes per segment per share.
+    trees: UploadTrees,
     problems: Vec<ShareProblem>,
     state: State,
 }
@@ -209,8 +208,7 @@ impl Uploader {
             in_flight: VecDeque::new(),
             budget: options.budget.clone(),
             slots: Vec::with_capacity(n),
-            block_hashes: vec![Vec::new(); n],
-            segment_hashes: Vec::new(),
+            trees: UploadTrees::new(n),
             problems: Vec::new(),
             state: State::Open,
             coder,
@@ -375,20 +373,17 @@ impl Uploader {
             self.dispatch(encoded, permit).await?;
         }
 
-        let block_hashes = std::mem::take(&mut self.block_hashes);
-        let segment_hashes = std::mem::take(&mut self.segment_hashes);
+        let trees = std::mem::take(&mut self.trees);
         let (trailer, tails) = {
             let params = self.params;
             let size = self.written;
             let version = self.coder.version();
-            tokio::task::spawn_blocking(move || {
-                build_tails(params, version, size, &block_hashes, &segment_hashes)
-            })
-            .await
-            .map_err(|source| EngineError::TaskFailed {
-                what: "building share tails",
-                source,
-            })??
+            tokio::task::spawn_blocking(move || build_tails(params, version, size, trees))
+                .await
+                .map_err(|source| EngineError::TaskFailed {
+                    what: "building share tails",
+                    source,
+                })??
         };
 
         let (stored_on, lost) = finish_shares(&mut self.slots, tails).await;
@@ -541,10 +536,7 @@ impl Uploader {
             encoded.block_hashes[share] = self.coder.block_hash(&block);
             encoded.blocks[share] = Bytes::from(block);
         }
-        for (hashes, hash) in self.block_hashes.iter_mut().zip(&encoded.block_hashes) {
-            hashes.push(*hash);
-        }
-        self.segment_hashes.push(encoded.segment_hash);
+        self.trees.add(&encoded);
         self.send_to_shares(encoded.blocks, permit).await
     }
 
@@ -749,27 +741,49 @@ pub(super) async fn servers_with_room(
 
 /// The trailer and, for every share, the bytes after its blocks together
 /// with the share's total length.
+/// The hash trees of an upload, built segment by segment as it streams:
+/// each share's block tree and the ciphertext tree.
+#[derive(Debug, Default)]
+pub(super) struct UploadTrees {
+    blocks: Vec<TreeBuilder>,
+    ciphertext: TreeBuilder,
+}
+
+impl UploadTrees {
+    pub(super) fn new(n: usize) -> Self {
+        Self {
+            blocks: vec![TreeBuilder::new(); n],
+            ciphertext: TreeBuilder::new(),
+        }
+    }
+
+    /// Adds the next segment's hashes.
+    pub(super) fn add(&mut self, encoded: &EncodedSegment) {
+        for (tree, hash) in self.blocks.iter_mut().zip(&encoded.block_hashes) {
+            tree.push(*hash);
+        }
+        self.ciphertext.push(encoded.segment_hash);
+    }
+}
+
 pub(super) fn build_tails(
     params: EncodingParams,
     version: u16,
     size: u64,
-    block_hashes: &[Vec<Hash>],
-    segment_hashes: &[Hash],
+    trees: UploadTrees,
 ) -> EngineResult<(Trailer, Vec<(Bytes, u64)>)> {
-    let block_trees: Vec<HashTree> = block_hashes
-        .iter()
-        .map(|l| HashTree::from_leaves(l))
-        .collect();
+    let segment_count = trees.ciphertext.leaves() as u64;
+    let block_trees: Vec<HashTree> = trees.blocks.into_iter().map(TreeBuilder::finish).collect();
     let roots: Vec<Hash> = block_trees.iter().map(HashTree::root).collect();
     let share_tree = HashTree::from_leaves(&roots);
-    let ciphertext_tree = HashTree::from_leaves(segment_hashes);
+    let ciphertext_tree = trees.ciphertext.finish();
     let trailer = Trailer {
         version,
         k: params.k,
         n: params.n,
         segment_size: params.segment_size,
         size,
-        segment_count: segment_hashes.len() as u64,
+        segment_count,
         share_root: share_tree.root(),
         ciphertext_root: ciphertext_tree.root(),
     };
