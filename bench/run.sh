@@ -3,7 +3,7 @@
 # every scenario of issue 13. Writes docs/BENCHMARKS.md (with its targets table)
 # and docs/benchmarks-close-latency.svg.
 #
-#   bash bench/run.sh                       # the full run (about 15-20 minutes on 2 cores, 25 GB of disk)
+#   bash bench/run.sh                       # the full run, each size the median of 3 (about 12-15 minutes on 2 cores, 25 GB of disk)
 #   GRIDDAV_BENCH_QUICK=1 bash bench/run.sh # a few minutes: smaller sizes, fewer files and entries
 #
 # Scenarios (GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow):
