@@ -33,8 +33,9 @@
 //! is no read pool: every statement is an indexed lookup, and the writes are
 //! short). Reads of a few rows run on the caller's thread when the
 //! connection is free and nothing they could see awaits its sync; all else
-//! runs on the blocking pool. Run one griddav per database: opening releases the garbage
-//! claims of collectors that are presumed dead (see `garbage.rs`).
+//! runs on the blocking pool. Run one griddav per database: opening
+//! releases the garbage claims of collectors that are presumed dead (see
+//! `garbage.rs`).
 
 mod clock;
 mod durable;
@@ -115,8 +116,9 @@ impl Namespace {
         let path = path.as_ref().to_owned();
         let now = clock::to_ms(clock.now());
         let sync = WalSync::new(&path);
-        let (conn, sync, reserve) =
-            tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
+        let (conn, sync, reserve) = on_blocking_pool(
+            "opening the namespace database",
+            move || -> Result<_, NamespaceError> {
                 // It holds every capability: readable by its owner only (SQLite
                 // gives its -wal and -shm files the same mode). Created here,
                 // or tightened if an older version left it group-readable.
@@ -152,12 +154,9 @@ impl Namespace {
                 sync.sync_at_open(&path)?;
                 let reserve = reserve::Reserve::open(&path);
                 Ok((conn, sync, reserve))
-            })
-            .await
-            .map_err(|e| NamespaceError::Internal {
-                context: "opening the namespace database",
-                reason: e.to_string(),
-            })??;
+            },
+        )
+        .await??;
         Ok(Namespace {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -184,30 +183,29 @@ impl Namespace {
     pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Namespace, NamespaceError> {
         let path = path.as_ref().to_owned();
         let sync = WalSync::new(&path);
-        let conn = tokio::task::spawn_blocking(move || -> Result<_, NamespaceError> {
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .ctx("opening the namespace database read-only")?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))
-                .ctx("setting busy timeout")?;
-            let found: i64 = conn
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .ctx("reading the schema version")?;
-            if found != schema::SCHEMA_VERSION {
-                return Err(NamespaceError::UnsupportedSchema {
-                    found,
-                    supported: schema::SCHEMA_VERSION,
-                });
-            }
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| NamespaceError::Internal {
-            context: "opening the namespace database read-only",
-            reason: e.to_string(),
-        })??;
+        let conn = on_blocking_pool(
+            "opening the namespace database read-only",
+            move || -> Result<_, NamespaceError> {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .ctx("opening the namespace database read-only")?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .ctx("setting busy timeout")?;
+                let found: i64 = conn
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+                    .ctx("reading the schema version")?;
+                if found != schema::SCHEMA_VERSION {
+                    return Err(NamespaceError::UnsupportedSchema {
+                        found,
+                        supported: schema::SCHEMA_VERSION,
+                    });
+                }
+                Ok(conn)
+            },
+        )
+        .await??;
         Ok(Namespace {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -263,12 +261,8 @@ impl Namespace {
         // The read saw a commit whose sync is still running: wait for it
         // where waiting is allowed, as `run` would have.
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.sync.wait(seq))
-            .await
-            .map_err(|e| NamespaceError::Internal {
-                context,
-                reason: e.to_string(),
-            })?
+        on_blocking_pool(context, move || inner.sync.wait(seq))
+            .await?
             .and(result)
     }
 
@@ -286,14 +280,7 @@ impl Namespace {
             return Err(f);
         };
         let now = clock::to_ms(self.inner.clock.now());
-        let result = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .ctx(context)
-            .and_then(|tx| {
-                let out = f(&tx, now)?;
-                tx.commit().ctx(context)?;
-                Ok(out)
-            });
+        let result = transact(&mut conn, TransactionBehavior::Deferred, context, now, f);
         Ok((result, self.inner.sync.last_commit()))
     }
 
@@ -313,7 +300,7 @@ impl Namespace {
             self.inner.sync.check_poisoned()?;
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(context, move || {
             if write {
                 if let Some(reserve) = &inner.reserve {
                     reserve.adjust();
@@ -331,14 +318,7 @@ impl Namespace {
                 };
                 let now = clock::to_ms(inner.clock.now());
                 let changes_before = conn.total_changes();
-                let result = conn
-                    .transaction_with_behavior(behavior)
-                    .ctx(context)
-                    .and_then(|tx| {
-                        let out = f(&tx, now)?;
-                        tx.commit().ctx(context)?;
-                        Ok(out)
-                    });
+                let result = transact(&mut conn, behavior, context, now, f);
                 // Still under the mutex: sequence numbers follow commit
                 // order. A write transaction that changed no row (a lock
                 // check's purge, a removal of no locks) wrote nothing to
@@ -363,12 +343,36 @@ impl Namespace {
             // Errors wait too: a refusal may rest on a commit not yet durable.
             inner.sync.wait(seq).and(result)
         })
+        .await?
+    }
+}
+
+/// `f` on the blocking pool; its panic is an internal error of `context`.
+async fn on_blocking_pool<T: Send + 'static>(
+    context: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NamespaceError> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NamespaceError::Internal {
             context,
             reason: e.to_string(),
-        })?
-    }
+        })
+}
+
+/// `f` inside one transaction of `behavior`, committed if it succeeds
+/// (dropped, so rolled back, if not).
+fn transact<T>(
+    conn: &mut Connection,
+    behavior: TransactionBehavior,
+    context: &'static str,
+    now: i64,
+    f: impl FnOnce(&Transaction<'_>, i64) -> Result<T, NamespaceError>,
+) -> Result<T, NamespaceError> {
+    let tx = conn.transaction_with_behavior(behavior).ctx(context)?;
+    let out = f(&tx, now)?;
+    tx.commit().ctx(context)?;
+    Ok(out)
 }
 
 #[cfg(test)]
