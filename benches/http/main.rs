@@ -22,9 +22,10 @@
 //! - `GRIDDAV_BENCH_QUICK=1`: sizes 16 and 256 MiB, 500 small files,
 //!   folders of 1,000 and 10,000, 64 clients x 8 MiB, slow grid 128 MiB.
 //! - `GRIDDAV_BENCH_SIZES=16,256,1024,4096` (MiB), `GRIDDAV_BENCH_PEERS=griddav,localfs,rclone`,
-//!   `GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow`, `GRIDDAV_BENCH_REPEAT=N`
-//!   (median of N fresh runs per size; 3 in a full run, where one PUT's
-//!   close alone varied from 20 to 88 ms at 1 GiB, 1 in a quick one), `GRIDDAV_BENCH_SMALL_FILES`,
+//!   `GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow`,
+//!   `GRIDDAV_BENCH_REPEAT=N` (median of N fresh runs per size: 3 in a full
+//!   run, where one PUT's close alone varied from 20 to 88 ms at 1 GiB, and
+//!   1 in a quick one), `GRIDDAV_BENCH_SMALL_FILES`,
 //!   `GRIDDAV_BENCH_FOLDERS=1000,10000,100000`.
 //! - `GRIDDAV_BIN`: the griddav binary to run (default: this build's).
 //! - `GRIDDAV_BENCH_DIR`: where the servers' directories go (default: a

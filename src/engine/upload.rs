@@ -739,8 +739,6 @@ pub(super) async fn servers_with_room(
         .collect()
 }
 
-/// The trailer and, for every share, the bytes after its blocks together
-/// with the share's total length.
 /// The hash trees of an upload, built segment by segment as it streams:
 /// each share's block tree and the ciphertext tree.
 #[derive(Debug, Default)]
@@ -766,6 +764,8 @@ impl UploadTrees {
     }
 }
 
+/// The trailer and, for every share, the bytes after its blocks together
+/// with the share's total length.
 pub(super) fn build_tails(
     params: EncodingParams,
     version: u16,
