@@ -109,7 +109,7 @@ impl Namespace {
     pub async fn short_done(&self, cap: &str) -> Result<(), NamespaceError> {
         let cap = cap.to_owned();
         self.run("completing a file short of shares", true, move |tx, _| {
-            tx.execute("DELETE FROM short_files WHERE cap = ?1", [cap])
+            tx.execute("DELETE FROM short_files WHERE cap = ?1", [&cap])
                 .ctx("completing a file short of shares")?;
             Ok(())
         })

@@ -201,8 +201,8 @@ impl Namespace {
             Ok(Lock {
                 token,
                 path: path.to_string(),
-                principal,
-                owner,
+                principal: principal.clone(),
+                owner: owner.clone(),
                 timeout_at: timeout_at.map(from_ms),
                 timeout,
                 shared,

@@ -248,7 +248,7 @@ impl Namespace {
     async fn read_few<T, F>(&self, context: &'static str, f: F) -> Result<T, NamespaceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
+        F: FnMut(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
     {
         let (result, seq) = match self.read_now(context, f) {
             Ok(done) => done,
@@ -288,11 +288,12 @@ impl Namespace {
     /// transaction (IMMEDIATE when `write`, so a read-then-write never
     /// upgrades and fails with SQLITE_BUSY), committed if `f` succeeds.
     /// Returns once that commit, and every commit `f` could have read, is
-    /// durable.
+    /// durable. A write that failed because the disk is full runs `f` once
+    /// more on the namespace's reserve (see `reserve.rs`).
     async fn run<T, F>(&self, context: &'static str, write: bool, f: F) -> Result<T, NamespaceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
+        F: FnMut(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
     {
         if write {
             // After a failed sync nothing more is changed: it could never
@@ -318,7 +319,16 @@ impl Namespace {
                 };
                 let now = clock::to_ms(inner.clock.now());
                 let changes_before = conn.total_changes();
-                let result = transact(&mut conn, behavior, context, now, f);
+                let mut f = f;
+                let mut result = transact(&mut conn, behavior, context, now, &mut f);
+                if write
+                    && result.as_ref().is_err_and(NamespaceError::is_out_of_space)
+                    && inner.reserve.as_ref().is_some_and(|r| r.release())
+                {
+                    // Rolled back (the transaction was dropped): once more,
+                    // on the reserve's room.
+                    result = transact(&mut conn, behavior, context, now, &mut f);
+                }
                 // Still under the mutex: sequence numbers follow commit
                 // order. A write transaction that changed no row (a lock
                 // check's purge, a removal of no locks) wrote nothing to

@@ -1,10 +1,10 @@
 //! Room kept for the namespace on a full disk.
 //!
 //! SQLite needs a little space for any write, a DELETE's included. A file
-//! of [`RESERVE_BYTES`] beside the database holds that room: when the disk
-//! has less free than that, the file is removed before the next write, so
-//! DELETE, MOVE and UNLOCK (which free space or need next to none) still
-//! commit, and it is put back once the disk has room again. New content is
+//! of [`RESERVE_BYTES`] beside the database holds that room: when a write
+//! fails because the disk is full, the file is removed and the write tried
+//! again, so DELETE, MOVE and UNLOCK (which free space or need next to
+//! none) still commit, and it is put back once the disk has room again. New content is
 //! refused below the same mark ([`Namespace::space_is_short`]), so that
 //! uploads do not eat the room freed for removals.
 
@@ -49,27 +49,54 @@ impl Reserve {
         u64::from(stat.blocks_available()).checked_mul(u64::from(stat.fragment_size()))
     }
 
-    /// Before a write: gives the reserve up when the disk is nearly full,
-    /// takes it back when there is room again. Blocking (a statvfs, rarely
-    /// a file write).
+    /// Before a write: takes the reserve back once the disk has room again.
+    /// Blocking (a statvfs, rarely a file write).
+    ///
+    /// The reserve is not given up here when the disk runs low, only when
+    /// a write has failed for want of room ([`Reserve::release`]): given up
+    /// earlier, whatever else is filling the disk (another program, or a
+    /// file being copied in) takes the room before the removal it was kept
+    /// for arrives.
     pub(crate) fn adjust(&self) {
+        if self.present.load(Ordering::Acquire) {
+            return;
+        }
         let Some(free) = self.free() else { return };
-        let present = self.present.load(Ordering::Acquire);
-        if present && free < RESERVE_BYTES {
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => {
-                    self.present.store(false, Ordering::Release);
-                    tracing::warn!(free, "the namespace's disk is full: its reserve is released so that removals still work; new content is refused until space is freed");
-                }
-                Err(e) => tracing::error!(error = %e, "cannot release the namespace's reserve"),
-            }
-        } else if !present && free > 4 * RESERVE_BYTES {
+        if free > 4 * RESERVE_BYTES {
             match self.create() {
                 Ok(()) => self.present.store(true, Ordering::Release),
                 Err(e) => {
                     let _ = std::fs::remove_file(&self.path);
                     tracing::warn!(error = %e, "cannot create the namespace's reserve");
                 }
+            }
+        }
+    }
+
+    /// After a write failed because the disk is full: gives the reserve up
+    /// so that the write can be tried again. Whether room was freed (false
+    /// if it was already given up, or cannot be removed).
+    pub(crate) fn release(&self) -> bool {
+        // One caller removes it; another that raced here retries on the room
+        // that one freed.
+        if self
+            .present
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return true;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {
+                tracing::warn!(
+                    "the namespace's disk is full: its reserve is released so that removals still work; new content is refused until space is freed"
+                );
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot release the namespace's reserve");
+                false
             }
         }
     }

@@ -430,7 +430,7 @@ impl Namespace {
                 });
             }
             // '' sorts before every name, and no name is empty.
-            let after = after.unwrap_or_default();
+            let after = after.as_deref().unwrap_or_default();
             tx.prepare_cached(&format!(
                 "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 AND name > ?2 \
                  ORDER BY name LIMIT ?3"
