@@ -9,7 +9,7 @@
 //! of the k data-block hashes: it commits to the ciphertext without hashing
 //! it a second time.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
@@ -52,25 +52,49 @@ pub fn segment_hash(data_block_hashes: &[Hash]) -> Hash {
 /// 3-of-10, 3.3 MiB each). A fresh buffer for every segment cost a 1 GiB
 /// upload a page fault per 4 KiB and a pass zeroing the parity, about 7%
 /// of its CPU.
-const SPARE_SEGMENT_BUFFERS: usize = 8;
+static CODED_SPARES: Spares = Spares::new(8);
 
-fn spare_buffers() -> &'static Mutex<Vec<Vec<u8>>> {
-    static SPARE: OnceLock<Mutex<Vec<Vec<u8>>>> = OnceLock::new();
-    SPARE.get_or_init(|| Mutex::new(Vec::new()))
+/// Plaintext buffers kept for reuse once their segment is encrypted: at
+/// most this many (1 MiB each with the default segments).
+static PLAINTEXT_SPARES: Spares = Spares::new(8);
+
+/// Buffers kept for reuse, matched by length.
+struct Spares {
+    list: Mutex<Vec<Vec<u8>>>,
+    max: usize,
 }
 
-/// A buffer `len` bytes long, reused if one is spare; its bytes are
-/// whatever a previous segment left, which every user overwrites.
-fn take_buffer(len: usize) -> Vec<u8> {
-    let mut spare = spare_buffers()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match spare.iter().position(|buf| buf.len() == len) {
-        Some(at) => spare.swap_remove(at),
-        None => {
-            drop(spare);
-            vec![0u8; len]
+impl Spares {
+    const fn new(max: usize) -> Self {
+        Spares {
+            list: Mutex::new(Vec::new()),
+            max,
         }
+    }
+
+    /// A buffer `len` bytes long, reused if one is spare; its bytes are
+    /// whatever a previous segment left, which every user overwrites.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        match list.iter().position(|buf| buf.len() == len) {
+            Some(at) => list.swap_remove(at),
+            None => {
+                drop(list);
+                vec![0u8; len]
+            }
+        }
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() >= self.max {
+            // Oldest out: buffers of a size no longer used age away.
+            list.remove(0);
+        }
+        list.push(buf);
     }
 }
 
@@ -86,21 +110,14 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.0);
-        let mut spare = spare_buffers()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if spare.len() >= SPARE_SEGMENT_BUFFERS {
-            // Oldest out: buffers of a size no longer used age away.
-            spare.remove(0);
-        }
-        spare.push(buf);
+        CODED_SPARES.give(std::mem::take(&mut self.0));
     }
 }
 
-/// The plaintext of one segment being gathered, in a buffer with room for
-/// all N of its coded blocks, so that [`SegmentCoder::encode`] encrypts
-/// and codes it where it lies.
+/// The plaintext of one segment being gathered. [`SegmentCoder::encode`]
+/// encrypts it into a buffer with room for all N coded blocks, taken only
+/// then: an upload waiting for its client holds one segment's plaintext,
+/// not its 3.3 times as much coded room (64 uploads held 213 MiB of it).
 pub struct SegmentBuf {
     buf: Vec<u8>,
     /// Plaintext bytes gathered, from the start of `buf`.
@@ -142,12 +159,8 @@ impl SegmentBuf {
 }
 
 impl Drop for SegmentBuf {
-    /// A buffer never coded (the upload ended or failed first) is spare
-    /// too; one that was coded is empty here and goes back with its blocks.
     fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            drop(Recycled(std::mem::take(&mut self.buf)));
-        }
+        PLAINTEXT_SPARES.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -219,24 +232,26 @@ impl SegmentCoder {
     }
 
     /// An empty buffer for a segment of at most `segment_size` plaintext
-    /// bytes, with room for its coded blocks.
+    /// bytes.
     pub fn segment_buf(&self, segment_size: usize) -> SegmentBuf {
-        let block_len = segment_size.div_ceil(self.k);
         SegmentBuf {
-            buf: take_buffer(block_len * self.n),
+            buf: PLAINTEXT_SPARES.take(segment_size),
             len: 0,
             max: segment_size,
         }
     }
 
-    /// Encrypts `segment` (plaintext at file offset `offset`) in place and
-    /// codes it into N blocks, the parity beside the data in the same
-    /// buffer.
-    pub fn encode(&self, key: &FileKey, offset: u64, mut segment: SegmentBuf) -> EncodedSegment {
-        let (mut buf, len) = (std::mem::take(&mut segment.buf), segment.len);
+    /// Encrypts `segment` (plaintext at file offset `offset`) into a buffer
+    /// with room for its N blocks and codes it there, the parity beside
+    /// the data. Encrypting from one buffer into another costs the same
+    /// pass as encrypting in place.
+    pub fn encode(&self, key: &FileKey, offset: u64, segment: SegmentBuf) -> EncodedSegment {
+        let len = segment.len;
         let block_len = len.div_ceil(self.k);
         let padded = block_len * self.k;
-        key.apply_keystream(offset, &mut buf[..len]);
+        let mut buf = CODED_SPARES.take(block_len * self.n);
+        key.encrypt_into(offset, &segment.buf[..len], &mut buf[..len]);
+        drop(segment);
         buf[len..padded].fill(0);
         let blocks = self.code_in_place(buf, block_len);
         let block_hashes: Vec<Hash> = blocks.iter().map(|b| self.block_hash(b)).collect();
@@ -252,7 +267,7 @@ impl SegmentCoder {
     /// bytes long): the k data blocks and the parity computed from them.
     pub fn blocks_of(&self, data: &[u8]) -> Vec<Bytes> {
         let block_len = data.len() / self.k;
-        let mut buf = take_buffer(block_len * self.n);
+        let mut buf = CODED_SPARES.take(block_len * self.n);
         buf[..block_len * self.k].copy_from_slice(&data[..block_len * self.k]);
         self.code_in_place(buf, block_len)
     }

@@ -143,6 +143,16 @@ impl FileKey {
         cipher.seek(offset);
         cipher.apply_keystream(data);
     }
+
+    /// [`FileKey::apply_keystream`] from `input` into `output` (the same
+    /// length): the plaintext buffer stays as it was.
+    pub fn encrypt_into(&self, offset: u64, input: &[u8], output: &mut [u8]) {
+        let mut cipher = Aes256Ctr::new((&self.0).into(), &[0u8; 16].into());
+        cipher.seek(offset);
+        if let Err(e) = cipher.apply_keystream_b2b(input, output) {
+            unreachable!("keystream into a buffer of another length: {e}");
+        }
+    }
 }
 
 impl std::fmt::Debug for FileKey {
@@ -166,6 +176,20 @@ mod tests {
             let mut part = vec![0u8; 1000 - start];
             key.apply_keystream(start as u64, &mut part);
             assert_eq!(part, whole[start..]);
+        }
+    }
+
+    #[test]
+    fn encrypting_into_another_buffer_is_encrypting_in_place() {
+        let key = FileKey::from_bytes([9; 32]);
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        for start in [0u64, 5, 16, 4099] {
+            let mut in_place = plain.clone();
+            key.apply_keystream(start, &mut in_place);
+            let mut out = vec![0u8; plain.len()];
+            key.encrypt_into(start, &plain, &mut out);
+            assert_eq!(out, in_place);
+            assert_ne!(out, plain);
         }
     }
 
