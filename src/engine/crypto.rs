@@ -182,7 +182,9 @@ mod tests {
     #[test]
     fn encrypting_into_another_buffer_is_encrypting_in_place() {
         let key = FileKey::from_bytes([9; 32]);
-        let plain: Vec<u8> = (0..1000u32).map(|i| i.to_le_bytes()[0].wrapping_mul(7)).collect();
+        let plain: Vec<u8> = (0..1000u32)
+            .map(|i| i.to_le_bytes()[0].wrapping_mul(7))
+            .collect();
         for start in [0u64, 5, 16, 4099] {
             let mut in_place = plain.clone();
             key.apply_keystream(start, &mut in_place);
