@@ -139,19 +139,22 @@ impl FileKey {
     /// that starts at zero: the counter of a byte is its offset / 16. A zero
     /// nonce is safe because every key encrypts exactly one file version.
     pub fn apply_keystream(&self, offset: u64, data: &mut [u8]) {
-        let mut cipher = Aes256Ctr::new((&self.0).into(), &[0u8; 16].into());
-        cipher.seek(offset);
-        cipher.apply_keystream(data);
+        self.cipher_at(offset).apply_keystream(data);
     }
 
     /// [`FileKey::apply_keystream`] from `input` into `output` (the same
     /// length): the plaintext buffer stays as it was.
     pub fn encrypt_into(&self, offset: u64, input: &[u8], output: &mut [u8]) {
-        let mut cipher = Aes256Ctr::new((&self.0).into(), &[0u8; 16].into());
-        cipher.seek(offset);
-        if let Err(e) = cipher.apply_keystream_b2b(input, output) {
+        if let Err(e) = self.cipher_at(offset).apply_keystream_b2b(input, output) {
             unreachable!("keystream into a buffer of another length: {e}");
         }
+    }
+
+    /// The file's cipher, positioned at byte `offset`.
+    fn cipher_at(&self, offset: u64) -> Aes256Ctr {
+        let mut cipher = Aes256Ctr::new((&self.0).into(), &[0u8; 16].into());
+        cipher.seek(offset);
+        cipher
     }
 }
 
