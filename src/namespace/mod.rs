@@ -290,7 +290,12 @@ impl Namespace {
     /// Returns once that commit, and every commit `f` could have read, is
     /// durable. A write that failed because the disk is full runs `f` once
     /// more on the namespace's reserve (see `reserve.rs`).
-    async fn run<T, F>(&self, context: &'static str, write: bool, f: F) -> Result<T, NamespaceError>
+    async fn run<T, F>(
+        &self,
+        context: &'static str,
+        write: bool,
+        mut f: F,
+    ) -> Result<T, NamespaceError>
     where
         T: Send + 'static,
         F: FnMut(&Transaction<'_>, i64) -> Result<T, NamespaceError> + Send + 'static,
@@ -319,7 +324,6 @@ impl Namespace {
                 };
                 let now = clock::to_ms(inner.clock.now());
                 let changes_before = conn.total_changes();
-                let mut f = f;
                 let mut result = transact(&mut conn, behavior, context, now, &mut f);
                 if write
                     && result.as_ref().is_err_and(NamespaceError::is_out_of_space)

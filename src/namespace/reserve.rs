@@ -4,8 +4,8 @@
 //! of [`RESERVE_BYTES`] beside the database holds that room: when a write
 //! fails because the disk is full, the file is removed and the write tried
 //! again, so DELETE, MOVE and UNLOCK (which free space or need next to
-//! none) still commit, and it is put back once the disk has room again. New content is
-//! refused below the same mark ([`Namespace::space_is_short`]), so that
+//! none) still commit, and it is put back once the disk has room again.
+//! New content is refused below the same mark ([`Namespace::space_is_short`]), so that
 //! uploads do not eat the room freed for removals.
 
 use std::path::{Path, PathBuf};
@@ -74,11 +74,11 @@ impl Reserve {
     }
 
     /// After a write failed because the disk is full: gives the reserve up
-    /// so that the write can be tried again. Whether room was freed (false
-    /// if it was already given up, or cannot be removed).
+    /// so that the write can be tried again. Whether to try it again: true
+    /// unless the file is there and cannot be removed. A writer that finds
+    /// it already given up tries again too: the writer that gave it up
+    /// failed at the same moment, and the room it freed is for both.
     pub(crate) fn release(&self) -> bool {
-        // One caller removes it; another that raced here retries on the room
-        // that one freed.
         if self
             .present
             .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
