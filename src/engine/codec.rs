@@ -105,7 +105,7 @@ const MAPPED_FROM: usize = 256 << 10;
 /// to the kernel when dropped. From malloc, freed segment buffers stayed
 /// in the arena of whichever thread freed them and were not reused by the
 /// reads that came next: 64 concurrent GETs after 64 PUTs peaked at
-/// 437-444 MiB, where the PUTs alone took 253-269.
+/// 437-482 MiB, where the PUTs alone took 253-269 (mapped: 345-352).
 enum Region {
     Mapped(memmap2::MmapMut),
     Heap(Vec<u8>),
