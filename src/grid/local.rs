@@ -5,6 +5,7 @@
 //! ```text
 //!   shares/<si[..2]>/<si>/<share number>   finished shares (si in base32)
 //!   incoming/<si>.<share number>           shares under construction
+//!   packed/<id>.log                        small finished shares, see [`packed`]
 //!   records/<slot>                         root records (slot in base32)
 //! ```
 //!
@@ -40,6 +41,7 @@ use super::{
 };
 
 mod direct;
+mod packed;
 
 /// Without direct I/O (see [`direct`]): how many bytes a writer appends
 /// between two starts of write-back. Dirty
@@ -109,6 +111,8 @@ struct Inner {
     /// The last free-space answer and when it was taken (see
     /// [`FREE_SPACE_REUSE`]).
     free_space: std::sync::Mutex<Option<(Instant, FreeSpace)>>,
+    /// Small finished shares, packed into logs.
+    packed: Arc<packed::Packed>,
 }
 
 /// `count` stores in `root/server-00`, `root/server-01`, ..., with server ids
@@ -142,7 +146,7 @@ impl LocalStore {
     ///
     /// Blocking: call it at start-up or from a blocking task.
     pub fn open(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
-        let store = Self::open_beside(dir, server_id)?;
+        let store = Self::open_with(dir.into(), server_id.into(), true)?;
         store.inner.remove_stale_incoming()?;
         Ok(store)
     }
@@ -151,14 +155,26 @@ impl LocalStore {
     /// runs beside the one serving this directory (`griddav check`), whose
     /// uploads in progress live there. Creates and finishes shares safely
     /// beside it: a partial name is taken with `create_new`, and a finished
-    /// share is linked, never renamed over another.
+    /// share is linked, never renamed over another, and no share is
+    /// packed (the server appends to the logs).
     pub fn open_beside(dir: impl Into<PathBuf>, server_id: impl Into<String>) -> GridResult<Self> {
+        Self::open_with(dir.into(), server_id.into(), false)
+    }
+
+    fn open_with(dir: PathBuf, server_id: String, packs: bool) -> GridResult<Self> {
+        let packed =
+            packed::Packed::open(dir.join("packed"), packs).map_err(|e| GridError::Io {
+                server: server_id.clone(),
+                operation: "open: packed shares",
+                source: e,
+            })?;
         let mut inner = Inner {
-            dir: dir.into(),
-            server_id: server_id.into(),
+            dir,
+            server_id,
             direct_io: false,
             durable_prefixes: Default::default(),
             free_space: std::sync::Mutex::new(None),
+            packed: Arc::new(packed),
         };
         for sub in [
             inner.shares_dir(),
@@ -411,6 +427,18 @@ impl Inner {
     }
 }
 
+/// Creates a share's partial file. `create_new` makes the partial name the
+/// lock: a second writer of the same share (in this process or one beside
+/// it) fails here with `AlreadyExists`. Opened without direct I/O: the share
+/// starts small (SMALL_SHARE).
+fn create_partial(inner: &Inner, si: StorageIndex, share: ShareNum) -> GridResult<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(inner.incoming_path(si, share))
+        .map_err(|e| inner.share_error("create", si, share, e))
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -422,6 +450,23 @@ fn read_ranges_now(
     share: ShareNum,
     ranges: &[Range<u64>],
 ) -> GridResult<Vec<Bytes>> {
+    if let Some(located) = inner.packed.locate(si, share) {
+        if let Some(range) = ranges
+            .iter()
+            .find(|r| r.start > r.end || r.end > located.len)
+        {
+            return Err(GridError::OutOfRange {
+                server: inner.server_id.clone(),
+                si,
+                share,
+                range: range.clone(),
+                len: located.len,
+            });
+        }
+        return located
+            .read(ranges)
+            .map_err(|e| inner.share_error("read packed share", si, share, e));
+    }
     let file = File::open(inner.share_path(si, share))
         .map_err(|e| inner.share_error("read: open", si, share, e))?;
     let len = file
@@ -564,6 +609,10 @@ impl ShareStore for LocalStore {
         share: ShareNum,
         _secrets: &ShareSecrets,
     ) -> GridResult<Box<dyn ShareWriter>> {
+        let packs = self.inner.packed.writes();
+        if packs && !self.inner.packed.begin(si, share) {
+            return Err(self.inner.already_exists(si, share));
+        }
         let inner = Arc::clone(&self.inner);
         let file = blocking(&self.inner, "create", move || {
             match fs::symlink_metadata(inner.share_path(si, share)) {
@@ -571,23 +620,31 @@ impl ShareStore for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(inner.io_error("create: check finished share", e)),
             }
-            // create_new makes the partial name the lock: a second writer of
-            // the same share fails here with AlreadyExists. Opened without
-            // direct I/O: the share starts small (SMALL_SHARE).
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(inner.incoming_path(si, share))
-                .map_err(|e| inner.share_error("create", si, share, e))
+            if packs {
+                // Packed if it stays small: a file only once it outgrows
+                // SMALL_SHARE; `begin` is the lock meanwhile.
+                return Ok(None);
+            }
+            create_partial(&inner, si, share).map(Some)
         })
-        .await?;
+        .await;
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                if packs {
+                    self.inner.packed.end(si, share);
+                }
+                return Err(e);
+            }
+        };
         Ok(Box::new(LocalWriter {
             store: Arc::clone(&self.inner),
             si,
             share,
+            packs,
             tail: self.inner.direct_io.then(direct::Tail::default),
             small: Some(Vec::new()),
-            file: Some(file),
+            file,
             written: 0,
             writeback_from: 0,
             writeback: None,
@@ -641,17 +698,24 @@ impl ShareStore for LocalStore {
     async fn list(&self, si: StorageIndex) -> GridResult<Vec<ShareInfo>> {
         let inner = Arc::clone(&self.inner);
         blocking(&self.inner, "list", move || {
+            let mut shares = inner
+                .packed
+                .list(si)
+                .map_err(|e| inner.io_error("list packed shares", e))?;
             let entries = match fs::read_dir(inner.si_dir(si)) {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shares),
                 Err(e) => return Err(inner.io_error("list", e)),
             };
-            let mut shares = Vec::new();
             for entry in entries {
                 let entry = entry.map_err(|e| inner.io_error("list", e))?;
                 let Some(share) = parse_share_name(&entry.file_name()) else {
                     continue;
                 };
+                if shares.iter().any(|s| s.share == share) {
+                    // Packed, and also a file (written beside the server).
+                    continue;
+                }
                 match entry.metadata() {
                     Ok(meta) if meta.is_file() => shares.push(ShareInfo {
                         share,
@@ -671,6 +735,10 @@ impl ShareStore for LocalStore {
     async fn delete(&self, si: StorageIndex, _secrets: &ShareSecrets) -> GridResult<()> {
         let inner = Arc::clone(&self.inner);
         blocking(&self.inner, "delete", move || {
+            inner
+                .packed
+                .delete(si)
+                .map_err(|e| inner.io_error("delete packed shares", e))?;
             // The prefix directory stays: removing it could race with a
             // `finish` of another storage index that shares the prefix.
             match fs::remove_dir_all(inner.si_dir(si)) {
@@ -715,10 +783,13 @@ struct LocalWriter {
     store: Arc<Inner>,
     si: StorageIndex,
     share: ShareNum,
+    /// Whether the share is packed if it stays small (see [`packed`]): it
+    /// then has no file until it outgrows [`SMALL_SHARE`].
+    packs: bool,
     /// `None` while an append has it on the blocking pool, and for good once
     /// an append or a write-back failed or an append was cancelled: the file
     /// may then hold bytes past `written` or have lost some, so the writer
-    /// refuses to go on.
+    /// refuses to go on. Also `None` while a packing writer's share is small.
     file: Option<File>,
     /// With direct I/O, the bytes past the last whole page written; `None`
     /// when writing through the page cache (or while an append has it).
@@ -782,8 +853,25 @@ impl LocalWriter {
                 expected: len,
             });
         }
-        let file = self.take_file("finish")?;
         let (inner, si, share) = (Arc::clone(&self.store), self.si, self.share);
+        if self.packs {
+            if let Some(held) = self.small.take() {
+                let packed = Arc::clone(&self.store.packed);
+                return match tokio::time::timeout(WRITE_TIMEOUT, packed.append(si, share, &held))
+                    .await
+                {
+                    Ok(packed) => packed.map_err(|e| inner.io_error("finish: pack", e)),
+                    Err(_) => Err(inner.io_error(
+                        "finish: pack",
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+                        ),
+                    )),
+                };
+            }
+        }
+        let file = self.take_file("finish")?;
         if let Some(held) = self.small.take() {
             return blocking(&self.store, "finish", move || {
                 file.write_all_at(&held, 0)
@@ -914,6 +1002,10 @@ impl LocalWriter {
 
     /// Removes the partial file now, on the blocking pool.
     async fn remove_partial(&self) -> GridResult<()> {
+        if self.packs && self.small.is_some() {
+            // Still held in memory: nothing of it is on disk.
+            return Ok(());
+        }
         let path = self.store.incoming_path(self.si, self.share);
         let inner = Arc::clone(&self.store);
         blocking(&self.store, "abort", move || match fs::remove_file(path) {
@@ -942,6 +1034,14 @@ impl ShareWriter for LocalWriter {
                 // No longer small: what was held goes to disk first, from
                 // the start of the file, then `data` (not copied onto the
                 // held bytes: it is a whole block of a large upload).
+                if self.packs {
+                    let (inner, si, share) = (Arc::clone(&self.store), self.si, self.share);
+                    let file = blocking(&self.store, "append: create", move || {
+                        create_partial(&inner, si, share)
+                    })
+                    .await?;
+                    self.file = Some(file);
+                }
                 let Some(file) = &self.file else {
                     return Err(self.broken("append"));
                 };
@@ -969,6 +1069,9 @@ impl ShareWriter for LocalWriter {
             let _ = self.remove_partial().await;
         }
         self.done = true;
+        if self.packs {
+            self.store.packed.end(self.si, self.share);
+        }
         result
     }
 
@@ -977,7 +1080,11 @@ impl ShareWriter for LocalWriter {
         // A write-back in flight works on the unlinked file and ends alone.
         self.writeback = None;
         self.done = true;
-        self.remove_partial().await
+        let removed = self.remove_partial().await;
+        if self.packs {
+            self.store.packed.end(self.si, self.share);
+        }
+        removed
     }
 }
 
@@ -985,6 +1092,13 @@ impl Drop for LocalWriter {
     fn drop(&mut self) {
         if self.done {
             return;
+        }
+        if self.packs {
+            self.store.packed.end(self.si, self.share);
+            if self.small.is_some() {
+                // Still held in memory: nothing of it is on disk.
+                return;
+            }
         }
         let path = self.store.incoming_path(self.si, self.share);
         let remove = move || {
@@ -1077,19 +1191,22 @@ mod tests {
         wait_incoming_empty(&store).await;
     }
 
+    /// A large share is a file of its own, written under `incoming/` and
+    /// linked into `shares/`; a small one is a record in a packed log.
     #[tokio::test]
     async fn layout_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), "local-test").unwrap();
         let si = StorageIndex::from_bytes([0xab; 16]);
         let name = si.to_base32();
+        let large = conformance::pattern(7, SMALL_SHARE + 1);
         let mut writer = store
             .create(si, ShareNum(3), &conformance::secrets())
             .await
             .unwrap();
-        writer.append(Bytes::from_static(b"hello")).await.unwrap();
+        writer.append(Bytes::from(large.clone())).await.unwrap();
         assert_eq!(incoming_names(&store), vec![format!("{name}.3")]);
-        writer.finish(5).await.unwrap();
+        writer.finish(large.len() as u64).await.unwrap();
         assert!(incoming_names(&store).is_empty());
         let path = dir
             .path()
@@ -1097,7 +1214,40 @@ mod tests {
             .join(&name[..2])
             .join(&name)
             .join("3");
-        assert_eq!(fs::read(path).unwrap(), b"hello");
+        assert!(fs::read(path).unwrap() == large);
+
+        let mut writer = store
+            .create(si, ShareNum(4), &conformance::secrets())
+            .await
+            .unwrap();
+        writer.append(Bytes::from_static(b"hello")).await.unwrap();
+        assert!(
+            incoming_names(&store).is_empty(),
+            "a small share has no file"
+        );
+        writer.finish(5).await.unwrap();
+        assert!(!store.inner.si_dir(si).join("4").exists());
+        let logs = packed::log_files(&dir.path().join("packed"));
+        assert_eq!(logs.len(), 1);
+        let log = fs::read(&logs[0]).unwrap();
+        assert_eq!(&log[..4], b"GDP1");
+        assert_eq!(&log[8..24], si.as_bytes());
+        assert_eq!(&log[64..], b"hello");
+        let mut listed = store.list(si).await.unwrap();
+        listed.sort_by_key(|s| s.share);
+        assert_eq!(
+            listed,
+            vec![
+                ShareInfo {
+                    share: ShareNum(3),
+                    len: large.len() as u64
+                },
+                ShareInfo {
+                    share: ShareNum(4),
+                    len: 5
+                }
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1111,7 +1261,11 @@ mod tests {
                 .create(si, ShareNum(1), &conformance::secrets())
                 .await
                 .unwrap();
-            writer.append(Bytes::from_static(b"crash")).await.unwrap();
+            // Large enough to be a file (a small one is only in memory).
+            writer
+                .append(Bytes::from(vec![7; SMALL_SHARE + 1]))
+                .await
+                .unwrap();
             // A crash: no Drop, nothing cleans up.
             std::mem::forget(writer);
         }
@@ -1141,6 +1295,8 @@ mod tests {
         let si = conformance::random_si();
         conformance::put(&store, si, ShareNum(12), b"twelve", 6).await;
         let si_dir = store.inner.si_dir(si);
+        // The share is packed; foreign names where files would be.
+        fs::create_dir_all(&si_dir).unwrap();
         for name in ["012", "256", "x", "3.tmp", "+4"] {
             fs::write(si_dir.join(name), b"?").unwrap();
         }
@@ -1217,6 +1373,185 @@ mod tests {
             assert!(read[..] == data[start..start + MIB]);
         }
         assert!(incoming_names(&store).is_empty());
+    }
+
+    /// Small shares written by many uploads at once (group commits) all
+    /// read back after the store is opened again; deleted ones stay
+    /// deleted, and a log with nothing live left is removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn packed_shares_survive_reopen_and_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let shares: Vec<(StorageIndex, Vec<u8>)> = (0..64)
+            .map(|i| {
+                (
+                    conformance::random_si(),
+                    conformance::pattern(i, 100 + 997 * i as usize),
+                )
+            })
+            .collect();
+        let puts = shares.iter().map(|(si, data)| {
+            let store = store.clone();
+            let (si, data) = (*si, data.clone());
+            tokio::spawn(
+                async move { conformance::put(&store, si, ShareNum(2), &data, 4096).await },
+            )
+        });
+        for put in futures::future::join_all(puts).await {
+            put.unwrap();
+        }
+        drop(store);
+
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        for (si, data) in &shares {
+            let read = store
+                .read(*si, ShareNum(2), 0..data.len() as u64)
+                .await
+                .unwrap();
+            assert!(
+                read[..] == data[..],
+                "a packed share reads back different bytes"
+            );
+            let mid = data.len() as u64 / 2;
+            let piece = store
+                .read(*si, ShareNum(2), mid..data.len() as u64)
+                .await
+                .unwrap();
+            assert!(piece[..] == data[mid as usize..]);
+        }
+        let (deleted, kept) = shares.split_at(32);
+        for (si, _) in deleted {
+            store.delete(*si, &conformance::secrets()).await.unwrap();
+        }
+        drop(store);
+
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        for (si, _) in deleted {
+            assert!(store.list(*si).await.unwrap().is_empty());
+            assert!(matches!(
+                store.read(*si, ShareNum(2), 0..1).await,
+                Err(GridError::NotFound { .. })
+            ));
+        }
+        for (si, data) in kept {
+            let read = store
+                .read(*si, ShareNum(2), 0..data.len() as u64)
+                .await
+                .unwrap();
+            assert!(read[..] == data[..]);
+        }
+        for (si, _) in kept {
+            store.delete(*si, &conformance::secrets()).await.unwrap();
+        }
+        drop(store);
+        let _store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert!(
+            packed::log_files(&dir.path().join("packed")).is_empty(),
+            "logs with no live share are removed"
+        );
+    }
+
+    /// What a crash during the last sync leaves (a record whose bytes did
+    /// not all reach the disk) is dropped and cut off at the next open;
+    /// the records before it stay, and new ones can be written.
+    #[tokio::test]
+    async fn a_torn_last_record_is_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let sis: Vec<StorageIndex> = (0..3).map(|_| conformance::random_si()).collect();
+        for (i, si) in sis.iter().enumerate() {
+            conformance::put(
+                &store,
+                *si,
+                ShareNum(0),
+                &conformance::pattern(i as u8, 3000),
+                3000,
+            )
+            .await;
+        }
+        drop(store);
+        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
+        let mut bytes = fs::read(&log).unwrap();
+        let last_record = bytes.len() - 3000 - 64;
+        bytes[last_record + 64 + 1234] ^= 0x40;
+        fs::write(&log, &bytes).unwrap();
+
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert_eq!(fs::metadata(&log).unwrap().len(), last_record as u64);
+        assert!(store.list(sis[2]).await.unwrap().is_empty());
+        for (i, si) in sis[..2].iter().enumerate() {
+            let read = store.read(*si, ShareNum(0), 0..3000).await.unwrap();
+            assert!(read[..] == conformance::pattern(i as u8, 3000)[..]);
+        }
+        conformance::put(&store, sis[2], ShareNum(0), b"again", 5).await;
+        drop(store);
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert_eq!(
+            &store.read(sis[2], ShareNum(0), 0..5).await.unwrap()[..],
+            b"again"
+        );
+    }
+
+    /// A packed share whose bytes rotted on disk is an error, never other
+    /// bytes; the records around it still read.
+    #[tokio::test]
+    async fn a_corrupt_packed_share_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let sis: Vec<StorageIndex> = (0..3).map(|_| conformance::random_si()).collect();
+        for si in &sis {
+            conformance::put(&store, *si, ShareNum(5), &[9; 1000], 1000).await;
+        }
+        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
+        let mut bytes = fs::read(&log).unwrap();
+        bytes[(64 + 1000) + 64 + 10] ^= 1;
+        fs::write(&log, &bytes).unwrap();
+        let err = store.read(sis[1], ShareNum(5), 500..600).await.unwrap_err();
+        assert!(err.to_string().contains("hash"), "{err}");
+        for si in [sis[0], sis[2]] {
+            assert_eq!(
+                &store.read(si, ShareNum(5), 0..1000).await.unwrap()[..],
+                &[9; 1000]
+            );
+        }
+        assert!(matches!(
+            store.read(sis[0], ShareNum(5), 999..1001).await,
+            Err(GridError::OutOfRange { .. })
+        ));
+    }
+
+    /// A store opened beside the server sees what the server packs after
+    /// it opened, and a share the server deletes reads as missing.
+    #[tokio::test]
+    async fn a_store_beside_the_server_sees_new_packed_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalStore::open(dir.path(), "local-test").unwrap();
+        let beside = LocalStore::open_beside(dir.path(), "local-test").unwrap();
+        let si = conformance::random_si();
+        conformance::put(&server, si, ShareNum(1), b"packed later", 12).await;
+        assert_eq!(
+            beside.list(si).await.unwrap(),
+            vec![ShareInfo {
+                share: ShareNum(1),
+                len: 12
+            }]
+        );
+        assert_eq!(
+            &beside.read(si, ShareNum(1), 0..12).await.unwrap()[..],
+            b"packed later"
+        );
+        // Beside the server, shares are files, never packed.
+        conformance::put(&beside, si, ShareNum(2), b"a file", 6).await;
+        assert!(server.inner.si_dir(si).join("2").is_file());
+        assert_eq!(
+            &server.read(si, ShareNum(2), 0..6).await.unwrap()[..],
+            b"a file"
+        );
+        server.delete(si, &conformance::secrets()).await.unwrap();
+        assert!(matches!(
+            beside.read(si, ShareNum(1), 0..12).await,
+            Err(GridError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]
