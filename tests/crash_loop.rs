@@ -92,10 +92,20 @@ fn moved(model: &Mutex<Model>, client: &Client, from: &str, to: &str) {
     }
 }
 
-/// Storage indexes (base32) that have a non-empty share directory.
+/// Storage indexes (base32) that have a non-empty share directory or a
+/// live packed share.
 fn shares_on_disk(grid: &Path) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for server in fs::read_dir(grid).into_iter().flatten().flatten() {
+        for log in fs::read_dir(server.path().join("packed"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for (si, _, _) in support::grid::packed_records(&log.path()) {
+                found.insert(si);
+            }
+        }
         for prefix in fs::read_dir(server.path().join("shares"))
             .into_iter()
             .flatten()

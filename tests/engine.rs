@@ -395,6 +395,21 @@ async fn a_wrong_capability_is_an_error() {
 }
 
 /// Every regular file under `root`.
+/// Waits until `count` files are under `root`.
+async fn wait_for_files(root: &std::path::Path, count: usize) {
+    for _ in 0..500 {
+        if files_under(root).len() == count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "not {count} files under {}: {:?}",
+        root.display(),
+        files_under(root)
+    );
+}
+
 fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -460,10 +475,12 @@ async fn local_grid_abort_and_drop_leave_no_files() {
     .await
     .expect("start");
     uploader
-        .write(Bytes::from(content(2 << 20, 1)))
+        .write(Bytes::from(content(3 << 20, 1)))
         .await
         .expect("write");
-    assert_eq!(files_under(dir.path()).len(), 10);
+    // A share gets its file once its first block is written: with two
+    // segments in flight at most, the third sends the first's blocks.
+    wait_for_files(dir.path(), 10).await;
     uploader.abort().await;
     assert!(files_under(dir.path()).is_empty());
 
@@ -476,9 +493,10 @@ async fn local_grid_abort_and_drop_leave_no_files() {
     .await
     .expect("start");
     uploader
-        .write(Bytes::from(content(2 << 20, 2)))
+        .write(Bytes::from(content(3 << 20, 2)))
         .await
         .expect("write");
+    wait_for_files(dir.path(), 10).await;
     drop(uploader);
     for _ in 0..200 {
         if files_under(dir.path()).is_empty() {

@@ -11,7 +11,10 @@
 //!   write ended and ended before the answer began;
 //! - every share linked into place (`linkat` into `shares/`) was synced,
 //!   and its directory too, after the link began (so after every write to
-//!   it: all come before `finish`, which links) and before the answer began.
+//!   it: all come before `finish`, which links) and before the answer began;
+//! - every write to a log of packed small shares (`packed/*.log`) that
+//!   ended before the answer began is covered by a sync of that log that
+//!   began after the write ended and ended before the answer began.
 //!
 //! Needs `strace` and permission to trace (`.ci/run` installs strace and
 //! runs this test); `GRIDDAV_DURABLE_BIN` checks another build (the test
@@ -125,6 +128,8 @@ impl Drop for Traced {
 enum Kind {
     WalWrite,
     WalSync,
+    /// A write to the packed-share log at this path.
+    PackWrite(String),
     /// A sync of the file or directory at this path.
     Sync(String),
     Link {
@@ -210,6 +215,11 @@ fn parse(trace: &str) -> Vec<Event> {
             "pwrite64" | "write" | "writev" | "pwritev" if path.ends_with(".db-wal") => {
                 Kind::WalWrite
             }
+            "pwrite64" | "write" | "writev" | "pwritev"
+                if path.contains("/packed/") && path.ends_with(".log") =>
+            {
+                Kind::PackWrite(path.to_owned())
+            }
             "fsync" | "fdatasync" if path.ends_with(".db-wal") => Kind::WalSync,
             "fsync" | "fdatasync" => Kind::Sync(path.to_owned()),
             "linkat" => {
@@ -247,10 +257,10 @@ fn parse(trace: &str) -> Vec<Event> {
 }
 
 /// The violations of the rules in the module docs; and how many answers
-/// had WAL writes and share links to account for.
-fn check(events: &[Event]) -> (Vec<String>, usize, usize) {
+/// had WAL writes, share links and packed-share writes to account for.
+fn check(events: &[Event]) -> (Vec<String>, usize, usize, usize) {
     let mut violations = Vec::new();
-    let (mut checked_wal, mut checked_links) = (0, 0);
+    let (mut checked_wal, mut checked_links, mut checked_packs) = (0, 0, 0);
     let synced_between = |from: f64, to: f64, pred: &dyn Fn(&Kind) -> bool| {
         events
             .iter()
@@ -272,6 +282,22 @@ fn check(events: &[Event]) -> (Vec<String>, usize, usize) {
                 violations.push(format!(
                     "answer {status} sent before the namespace log was synced:\n  last WAL write: {}\n  answer: {}",
                     last.line, answer.line
+                ));
+            }
+        }
+        for write in events.iter().filter(|e| e.end <= answer.start) {
+            let Kind::PackWrite(log) = &write.kind else {
+                continue;
+            };
+            checked_packs += 1;
+            if !synced_between(
+                write.end,
+                answer.start,
+                &|k| matches!(k, Kind::Sync(p) if p == log),
+            ) {
+                violations.push(format!(
+                    "answer {status} sent before a packed share was synced:\n  write: {}\n  answer: {}",
+                    write.line, answer.line
                 ));
             }
         }
@@ -302,7 +328,7 @@ fn check(events: &[Event]) -> (Vec<String>, usize, usize) {
             }
         }
     }
-    (violations, checked_wal, checked_links)
+    (violations, checked_wal, checked_links, checked_packs)
 }
 
 #[test]
@@ -329,6 +355,10 @@ fn every_answer_to_a_change_leaves_after_the_change_is_synced() {
     );
     expect(
         Request::new("PUT", "/d/big.bin").body(vec![b'b'; 300_000]),
+        &[201],
+    );
+    expect(
+        Request::new("PUT", "/d/packed.bin").body(vec![b'p'; 40_000]),
         &[201],
     );
     expect(
@@ -377,10 +407,10 @@ fn every_answer_to_a_change_leaves_after_the_change_is_synced() {
         .filter(|e| matches!(e.kind, Kind::Answer(_)))
         .count();
     assert!(
-        answers >= 11,
-        "the trace shows {answers} answers of 11:\n{trace}"
+        answers >= 12,
+        "the trace shows {answers} answers of 12:\n{trace}"
     );
-    let (violations, checked_wal, checked_links) = check(&events);
+    let (violations, checked_wal, checked_links, checked_packs) = check(&events);
     assert!(
         violations.is_empty(),
         "{} violation(s):\n{}",
@@ -388,12 +418,16 @@ fn every_answer_to_a_change_leaves_after_the_change_is_synced() {
         violations.join("\n")
     );
     assert!(
-        checked_wal >= 11,
+        checked_wal >= 12,
         "only {checked_wal} answers came after a namespace write: is the trace complete?"
     );
     assert!(
         checked_links >= 3,
         "the 300 KB PUT linked {checked_links} shares into place (3-of-10 needs at least 7)"
+    );
+    assert!(
+        checked_packs >= 3,
+        "the 40 KB PUT packed {checked_packs} shares (3-of-10 needs at least 7)"
     );
 }
 

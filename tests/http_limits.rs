@@ -144,7 +144,9 @@ fn a_put_whose_body_stalls_is_aborted_and_the_old_version_kept() {
         Request::new("PUT", "/file.bin")
             .pieces(new.pieces(256 * 1024))
             .content_length(new.len)
-            .stop_after(2 * MIB)
+            // Three segments: with two in flight at most, the first one's
+            // blocks are on their way to the servers.
+            .stop_after(3 * MIB)
             .before_ending(move || {
                 // The connection stays open: only the body timeout can end
                 // the upload.
@@ -166,7 +168,7 @@ fn a_put_whose_body_stalls_is_aborted_and_the_old_version_kept() {
     assert!(exchange.write_error.is_none(), "{exchange:?}");
     assert!(
         saw_partial.load(Ordering::SeqCst),
-        "after 2 MiB of body the upload should have partial shares under incoming/"
+        "after 3 MiB of body the upload should have partial shares under incoming/"
     );
     assert!(
         cleaned_while_open.load(Ordering::SeqCst),
