@@ -610,8 +610,27 @@ impl ShareStore for LocalStore {
         _secrets: &ShareSecrets,
     ) -> GridResult<Box<dyn ShareWriter>> {
         let packs = self.inner.packed.writes();
-        if packs && !self.inner.packed.begin(si, share) {
-            return Err(self.inner.already_exists(si, share));
+        if packs {
+            // No trip to the disk: a share packed or being written is known
+            // here, and one finished as a file of its own is found when
+            // this one finishes (by the batch writer, or by the link into
+            // place if it grows too large to pack).
+            if !self.inner.packed.begin(si, share) {
+                return Err(self.inner.already_exists(si, share));
+            }
+            return Ok(Box::new(LocalWriter {
+                store: Arc::clone(&self.inner),
+                si,
+                share,
+                packs,
+                tail: self.inner.direct_io.then(direct::Tail::default),
+                small: Some(Vec::new()),
+                file: None,
+                written: 0,
+                writeback_from: 0,
+                writeback: None,
+                done: false,
+            }));
         }
         let inner = Arc::clone(&self.inner);
         let file = blocking(&self.inner, "create", move || {
@@ -620,23 +639,9 @@ impl ShareStore for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(inner.io_error("create: check finished share", e)),
             }
-            if packs {
-                // Packed if it stays small: a file only once it outgrows
-                // SMALL_SHARE; `begin` is the lock meanwhile.
-                return Ok(None);
-            }
-            create_partial(&inner, si, share).map(Some)
+            create_partial(&inner, si, share)
         })
-        .await;
-        let file = match file {
-            Ok(file) => file,
-            Err(e) => {
-                if packs {
-                    self.inner.packed.end(si, share);
-                }
-                return Err(e);
-            }
-        };
+        .await?;
         Ok(Box::new(LocalWriter {
             store: Arc::clone(&self.inner),
             si,
@@ -644,7 +649,7 @@ impl ShareStore for LocalStore {
             packs,
             tail: self.inner.direct_io.then(direct::Tail::default),
             small: Some(Vec::new()),
-            file,
+            file: Some(file),
             written: 0,
             writeback_from: 0,
             writeback: None,
@@ -857,10 +862,16 @@ impl LocalWriter {
         if self.packs {
             if let Some(held) = self.small.take() {
                 let packed = Arc::clone(&self.store.packed);
-                return match tokio::time::timeout(WRITE_TIMEOUT, packed.append(si, share, &held))
-                    .await
+                let file = inner.share_path(si, share);
+                return match tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    packed.append(si, share, &held, file),
+                )
+                .await
                 {
-                    Ok(packed) => packed.map_err(|e| inner.io_error("finish: pack", e)),
+                    Ok(packed) => {
+                        packed.map_err(|e| inner.share_error("finish: pack", si, share, e))
+                    }
                     Err(_) => Err(inner.io_error(
                         "finish: pack",
                         io::Error::new(
@@ -1232,7 +1243,11 @@ mod tests {
         let log = fs::read(&logs[0]).unwrap();
         assert_eq!(&log[..4], b"GDP1");
         assert_eq!(&log[8..24], si.as_bytes());
-        assert_eq!(&log[64..], b"hello");
+        assert_eq!(&log[64..69], b"hello");
+        assert!(
+            log[69..].iter().all(|b| *b == 0),
+            "zeros after the last record"
+        );
         let mut listed = store.list(si).await.unwrap();
         listed.sort_by_key(|s| s.share);
         assert_eq!(
@@ -1472,7 +1487,7 @@ mod tests {
         drop(store);
         let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
         let mut bytes = fs::read(&log).unwrap();
-        let last_record = bytes.len() - 3000 - 64;
+        let last_record = 2 * (64 + 3000);
         bytes[last_record + 64 + 1234] ^= 0x40;
         fs::write(&log, &bytes).unwrap();
 
@@ -1543,6 +1558,21 @@ mod tests {
         // Beside the server, shares are files, never packed.
         conformance::put(&beside, si, ShareNum(2), b"a file", 6).await;
         assert!(server.inner.si_dir(si).join("2").is_file());
+        assert_eq!(
+            &server.read(si, ShareNum(2), 0..6).await.unwrap()[..],
+            b"a file"
+        );
+        // The server does not look for that file at create, but will not
+        // pack the same share beside it.
+        let mut writer = server
+            .create(si, ShareNum(2), &conformance::secrets())
+            .await
+            .unwrap();
+        writer.append(Bytes::from_static(b"packed")).await.unwrap();
+        assert!(matches!(
+            writer.finish(6).await,
+            Err(GridError::AlreadyExists { .. })
+        ));
         assert_eq!(
             &server.read(si, ShareNum(2), 0..6).await.unwrap()[..],
             b"a file"
