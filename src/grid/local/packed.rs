@@ -429,15 +429,22 @@ impl Packed {
             };
             // Checked here, on the batch writer's thread, rather than at
             // `create`: a trip to the blocking pool per share saved.
-            let (batch, exist): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .partition(|pending| !matches!(fs::symlink_metadata(&pending.file), Ok(_)));
-            for pending in exist {
-                let _ = pending.done.send(Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "the share exists as a file",
-                )));
+            let mut to_write = Vec::with_capacity(batch.len());
+            for pending in batch {
+                match fs::symlink_metadata(&pending.file) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => to_write.push(pending),
+                    Ok(_) => {
+                        let _ = pending.done.send(Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            "the share exists as a file",
+                        )));
+                    }
+                    Err(e) => {
+                        let _ = pending.done.send(Err(e));
+                    }
+                }
             }
+            let batch = to_write;
             let result = if batch.is_empty() {
                 Ok(())
             } else {
