@@ -45,7 +45,7 @@
 //! (`griddav check`) never packs; it re-reads the logs' new records
 //! before each listing, so it sees shares the server packed since.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -117,7 +117,10 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    index: HashMap<StorageIndex, Vec<Entry>>,
+    /// One flat ordered map: a map of vectors cost about 165 bytes of
+    /// memory per packed share (100,000 shares opened: 16 MiB), this one
+    /// about 84 (8 MiB).
+    index: BTreeMap<(StorageIndex, ShareNum), Entry>,
     logs: BTreeMap<u32, Log>,
     /// The log appended to and its length; `None` until the first batch
     /// (or after a failed write, whose log is not appended to again).
@@ -232,14 +235,15 @@ impl Packed {
                 0
             };
             let (end, live) = scan_log(&file, from, |si, entry| {
-                let shares = state.index.entry(si).or_default();
                 // A second record of a share (never written by one
                 // process) is ignored: the first stays.
-                if shares.iter().any(|e| e.share == entry.share) {
-                    return false;
+                match state.index.entry((si, entry.share)) {
+                    btree_map::Entry::Occupied(_) => false,
+                    btree_map::Entry::Vacant(place) => {
+                        place.insert(Entry { log: id, ..entry });
+                        true
+                    }
                 }
-                shares.push(Entry { log: id, ..entry });
-                true
             })?;
             let log = state.logs.entry(id).or_insert(Log { file, live: 0 });
             log.live += live;
@@ -266,7 +270,7 @@ impl Packed {
         let mut in_window: Vec<(StorageIndex, Entry)> = state
             .index
             .iter()
-            .flat_map(|(si, entries)| entries.iter().map(move |e| (*si, *e)))
+            .map(|((si, _), e)| (*si, *e))
             .filter(|(_, e)| e.log == newest && e.at >= window)
             .collect();
         in_window.sort_by_key(|(_, e)| e.at);
@@ -325,11 +329,7 @@ impl Packed {
     /// being written (the caller answers `AlreadyExists`).
     pub(super) fn begin(&self, si: StorageIndex, share: ShareNum) -> bool {
         let mut state = self.lock();
-        let packed = state
-            .index
-            .get(&si)
-            .is_some_and(|entries| entries.iter().any(|e| e.share == share));
-        !packed && state.building.insert((si, share))
+        !state.index.contains_key(&(si, share)) && state.building.insert((si, share))
     }
 
     /// Ends what [`Packed::begin`] marked (finished, aborted or dropped).
@@ -340,7 +340,7 @@ impl Packed {
     /// Where a packed share is, if it is packed.
     pub(super) fn locate(&self, si: StorageIndex, share: ShareNum) -> Option<Located> {
         let state = self.lock();
-        let entry = state.index.get(&si)?.iter().find(|e| e.share == share)?;
+        let entry = state.index.get(&(si, share))?;
         let log = state.logs.get(&entry.log)?;
         Some(Located {
             file: Arc::clone(&log.file),
@@ -358,19 +358,12 @@ impl Packed {
         if !self.writer {
             self.scan(&mut state)?;
         }
-        Ok(state
-            .index
-            .get(&si)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|e| ShareInfo {
-                        share: e.share,
-                        len: u64::from(e.len),
-                    })
-                    .collect()
+        Ok(shares_of(&state, si)
+            .map(|e| ShareInfo {
+                share: e.share,
+                len: u64::from(e.len),
             })
-            .unwrap_or_default())
+            .collect())
     }
 
     /// Appends a share's record and returns once it is durable, sharing
@@ -508,11 +501,14 @@ impl Packed {
         state.zeroed = new_zeroed;
         state.scanned = (id, end);
         for (si, entry) in entries {
-            let shares = state.index.entry(si).or_default();
-            shares.retain(|e| e.share != entry.share);
-            shares.push(entry);
             if let Some(log) = state.logs.get_mut(&id) {
                 log.live += 1;
+            }
+            if let Some(old) = state.index.insert((si, entry.share), entry) {
+                // Not written by `begin`'s rules; the newer record wins.
+                if let Some(log) = state.logs.get_mut(&old.log) {
+                    log.live = log.live.saturating_sub(1);
+                }
             }
         }
         Ok(())
@@ -571,11 +567,7 @@ impl Packed {
     pub(super) fn delete(&self, si: StorageIndex) -> io::Result<()> {
         let victims: Vec<(Entry, Arc<File>)> = {
             let state = self.lock();
-            let Some(entries) = state.index.get(&si) else {
-                return Ok(());
-            };
-            entries
-                .iter()
+            shares_of(&state, si)
                 .filter_map(|e| {
                     state
                         .logs
@@ -650,23 +642,27 @@ fn write_zeros(file: &File, range: Range<u64>) -> io::Result<()> {
     Ok(())
 }
 
+/// The packed shares of `si` in the index.
+fn shares_of(state: &State, si: StorageIndex) -> impl Iterator<Item = &Entry> {
+    state
+        .index
+        .range((si, ShareNum(0))..=(si, ShareNum(u8::MAX)))
+        .map(|(_, entry)| entry)
+}
+
 /// Removes `entry` from the index; true if its log has no live record left.
 fn remove_entry(state: &mut State, si: StorageIndex, entry: Entry) -> bool {
-    if let Some(entries) = state.index.get_mut(&si) {
-        let before = entries.len();
-        entries.retain(|e| *e != entry);
-        let removed = entries.len() < before;
-        if entries.is_empty() {
-            state.index.remove(&si);
-        }
-        if removed {
-            if let Some(log) = state.logs.get_mut(&entry.log) {
-                log.live = log.live.saturating_sub(1);
-                return log.live == 0;
-            }
-        }
+    if state.index.get(&(si, entry.share)) != Some(&entry) {
+        return false;
     }
-    false
+    state.index.remove(&(si, entry.share));
+    match state.logs.get_mut(&entry.log) {
+        Some(log) => {
+            log.live = log.live.saturating_sub(1);
+            log.live == 0
+        }
+        None => false,
+    }
 }
 
 /// Gives back the whole pages of a deleted record's data. Only room is
