@@ -609,8 +609,7 @@ impl ShareStore for LocalStore {
         share: ShareNum,
         _secrets: &ShareSecrets,
     ) -> GridResult<Box<dyn ShareWriter>> {
-        let packs = self.inner.packed.writes();
-        if packs {
+        if self.inner.packed.writes() {
             // No trip to the disk: a share packed or being written is known
             // here, and one finished as a file of its own is found when
             // this one finishes (by the batch writer, or by the link into
@@ -618,19 +617,7 @@ impl ShareStore for LocalStore {
             if !self.inner.packed.begin(si, share) {
                 return Err(self.inner.already_exists(si, share));
             }
-            return Ok(Box::new(LocalWriter {
-                store: Arc::clone(&self.inner),
-                si,
-                share,
-                packs,
-                tail: self.inner.direct_io.then(direct::Tail::default),
-                small: Some(Vec::new()),
-                file: None,
-                written: 0,
-                writeback_from: 0,
-                writeback: None,
-                done: false,
-            }));
+            return Ok(LocalWriter::new(&self.inner, si, share, None));
         }
         let inner = Arc::clone(&self.inner);
         let file = blocking(&self.inner, "create", move || {
@@ -642,19 +629,7 @@ impl ShareStore for LocalStore {
             create_partial(&inner, si, share)
         })
         .await?;
-        Ok(Box::new(LocalWriter {
-            store: Arc::clone(&self.inner),
-            si,
-            share,
-            packs,
-            tail: self.inner.direct_io.then(direct::Tail::default),
-            small: Some(Vec::new()),
-            file: Some(file),
-            written: 0,
-            writeback_from: 0,
-            writeback: None,
-            done: false,
-        }))
+        Ok(LocalWriter::new(&self.inner, si, share, Some(file)))
     }
 
     async fn read(
@@ -814,6 +789,24 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
+    /// A writer of a new share whose partial file is `file`; `None` for a
+    /// share packed if it stays small (the file is made if it outgrows).
+    fn new(store: &Arc<Inner>, si: StorageIndex, share: ShareNum, file: Option<File>) -> Box<Self> {
+        Box::new(LocalWriter {
+            store: Arc::clone(store),
+            si,
+            share,
+            packs: file.is_none(),
+            tail: store.direct_io.then(direct::Tail::default),
+            small: Some(Vec::new()),
+            file,
+            written: 0,
+            writeback_from: 0,
+            writeback: None,
+            done: false,
+        })
+    }
+
     fn take_file(&mut self, operation: &'static str) -> GridResult<File> {
         self.file.take().ok_or_else(|| self.broken(operation))
     }
