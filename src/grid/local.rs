@@ -1575,6 +1575,42 @@ mod tests {
             beside.read(si, ShareNum(1), 0..12).await,
             Err(GridError::NotFound { .. })
         ));
+        // A repair beside the server may delete what the server packed.
+        let other = conformance::random_si();
+        conformance::put(&server, other, ShareNum(3), b"bad", 3).await;
+        assert_eq!(beside.list(other).await.unwrap().len(), 1);
+        beside.delete(other, &conformance::secrets()).await.unwrap();
+        assert!(matches!(
+            server.read(other, ShareNum(3), 0..3).await,
+            Err(GridError::NotFound { .. })
+        ));
+        drop(server);
+        let server = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert!(server.list(other).await.unwrap().is_empty());
+    }
+
+    /// A log whose scan stops at a damaged header is kept, even with no
+    /// live record before the damage: records may lie past it.
+    #[tokio::test]
+    async fn a_log_damaged_in_the_middle_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let (first, second) = (conformance::random_si(), conformance::random_si());
+        conformance::put(&store, first, ShareNum(0), &[1; 100], 100).await;
+        conformance::put(&store, second, ShareNum(0), &[2; 100], 100).await;
+        store.delete(first, &conformance::secrets()).await.unwrap();
+        drop(store);
+        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
+        // A newer log, so that the damaged one is not the newest.
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        conformance::put(&store, conformance::random_si(), ShareNum(0), b"new", 3).await;
+        drop(store);
+        let mut bytes = fs::read(&log).unwrap();
+        bytes[64 + 100] = b'X'; // the second record's magic
+        fs::write(&log, &bytes).unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert!(log.exists(), "a damaged log was removed");
+        assert!(store.list(second).await.unwrap().is_empty());
     }
 
     #[tokio::test]

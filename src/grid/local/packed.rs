@@ -43,9 +43,11 @@
 //!
 //! One process writes the logs. A store opened beside a running server
 //! (`griddav check`) never packs; it re-reads the logs' new records
-//! before each listing, so it sees shares the server packed since.
+//! before each listing, so it sees shares the server packed since, and a
+//! share it deletes (a repair freeing a server of bad shares) is marked
+//! deleted in place, which the server's reads then see.
 
-use std::collections::{btree_map, BTreeMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -100,6 +102,10 @@ struct Log {
     file: Arc<File>,
     /// Live records in it.
     live: usize,
+    /// Whether its scan read every record, up to its end or to zeros: a
+    /// log whose scan stopped at a damaged header may hold records past
+    /// it, and is kept even with nothing live.
+    whole: bool,
 }
 
 /// A record waiting for the next batch.
@@ -234,7 +240,7 @@ impl Packed {
             } else {
                 0
             };
-            let (end, live) = scan_log(&file, from, |si, entry| {
+            let (end, live, whole) = scan_log(&file, from, |si, entry| {
                 // A second record of a share (never written by one
                 // process) is ignored: the first stays.
                 match state.index.entry((si, entry.share)) {
@@ -245,8 +251,17 @@ impl Packed {
                     }
                 }
             })?;
-            let log = state.logs.entry(id).or_insert(Log { file, live: 0 });
+            let log = state.logs.entry(id).or_insert(Log {
+                file,
+                live: 0,
+                whole,
+            });
             log.live += live;
+            log.whole = whole;
+            if !whole && self.writer {
+                tracing::warn!(log = %self.log_path(id).display(), offset = end,
+                    "a packed log has bytes past its last readable record; it is kept");
+            }
             state.scanned = (id, end);
             state.next_log = state.next_log.max(id.saturating_add(1));
         }
@@ -282,10 +297,17 @@ impl Packed {
             }
         }
         let Some(cut) = cut else {
-            if self.writer && file.metadata()?.len() > scanned_end {
-                // Zeros or a torn header past the last record.
+            let len = file.metadata()?.len();
+            // Zeros, or a header torn by a crash, past the last record: a
+            // torn batch and the zeros after it are no longer than this.
+            // More is damage, not a crash: that log is kept as it is.
+            let torn_at_most = (MAX_BATCH as u64) + ZEROED_AHEAD;
+            if self.writer && len > scanned_end && len - scanned_end <= torn_at_most {
                 file.set_len(scanned_end)?;
                 file.sync_data()?;
+                if let Some(log) = state.logs.get_mut(&newest) {
+                    log.whole = true;
+                }
             }
             return Ok(());
         };
@@ -298,6 +320,9 @@ impl Packed {
         if self.writer {
             file.set_len(cut)?;
             file.sync_data()?;
+            if let Some(log) = state.logs.get_mut(&newest) {
+                log.whole = true;
+            }
         }
         Ok(())
     }
@@ -308,7 +333,7 @@ impl Packed {
         let dead: Vec<u32> = state
             .logs
             .iter()
-            .filter(|(_, log)| log.live == 0)
+            .filter(|(_, log)| log.live == 0 && log.whole)
             .map(|(id, _)| *id)
             .collect();
         for id in dead {
@@ -554,6 +579,7 @@ impl Packed {
             Log {
                 file: Arc::clone(&file),
                 live: 0,
+                whole: true,
             },
         );
         state.active = Some((next, 0));
@@ -565,7 +591,7 @@ impl Packed {
     /// synced, then their pages punched out and emptied logs removed.
     /// Blocking.
     pub(super) fn delete(&self, si: StorageIndex) -> io::Result<()> {
-        let victims: Vec<(Entry, Arc<File>)> = {
+        let mut victims: Vec<(Entry, Arc<File>)> = {
             let state = self.lock();
             shares_of(&state, si)
                 .filter_map(|e| {
@@ -576,6 +602,24 @@ impl Packed {
                 })
                 .collect()
         };
+        if !self.writer {
+            // Beside the server (a repair freeing a server of bad shares):
+            // the logs are open read-only here. Marking a record deleted
+            // changes one byte the server never writes again but to mark
+            // it deleted too; its reads then answer not found.
+            let mut writable: HashMap<u32, Arc<File>> = HashMap::new();
+            for (entry, file) in &mut victims {
+                let opened = match writable.entry(entry.log) {
+                    std::collections::hash_map::Entry::Occupied(opened) => opened.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(place) => place.insert(Arc::new(
+                        OpenOptions::new()
+                            .write(true)
+                            .open(self.log_path(entry.log))?,
+                    )),
+                };
+                *file = Arc::clone(opened);
+            }
+        }
         for (entry, file) in &victims {
             file.write_all_at(&[DELETED], entry.at + STATE_AT)?;
         }
@@ -629,6 +673,20 @@ impl Located {
             })
             .collect()
     }
+}
+
+/// Whether `file` holds only zeros from `at` to `len`.
+fn zeros_from(file: &File, mut at: u64, len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; ZEROS.len()];
+    while at < len {
+        let want = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
+        file.read_exact_at(&mut buf[..want], at)?;
+        if buf[..want].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += want as u64;
+    }
+    Ok(true)
 }
 
 /// Writes zeros over `range` of `file`.
@@ -752,12 +810,13 @@ fn decode_header(header: &[u8; HEADER]) -> Option<(u8, StorageIndex, Entry)> {
 /// Reads the headers of one log from `from`, calling `live` for each live
 /// record (it answers whether the record counts as live). Stops at the
 /// first thing that is not a whole record: the end, zeros, a torn tail.
-/// Answers where it stopped and how many records counted live.
+/// Answers where it stopped, how many records counted live, and whether
+/// nothing but zeros follows (the log was read whole).
 fn scan_log(
     file: &File,
     from: u64,
     mut live: impl FnMut(StorageIndex, Entry) -> bool,
-) -> io::Result<(u64, usize)> {
+) -> io::Result<(u64, usize, bool)> {
     let len = file.metadata()?.len();
     let mut at = from;
     let mut count = 0;
@@ -782,10 +841,8 @@ fn scan_log(
         }
         at = end;
     }
-    if at < len {
-        tracing::debug!(offset = at, len, "a packed log ends before its last bytes");
-    }
-    Ok((at, count))
+    let whole = at == len || zeros_from(file, at, len)?;
+    Ok((at, count, whole))
 }
 
 /// The data of the record at `at`, checked: live, the share asked for, of
