@@ -220,12 +220,6 @@ impl Namespace {
     /// Whether the database's disk is so full that new content must be
     /// refused, keeping the room left for removals (see `reserve.rs`).
     pub async fn space_is_short(&self) -> bool {
-        let Some(reserve) = &self.inner.reserve else {
-            return false;
-        };
-        if reserve.recently_far_from_short() {
-            return false;
-        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.reserve.as_ref().is_some_and(|r| r.short()))
             .await

@@ -10,28 +10,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Do not raise carelessly: it is taken from the user's disk for good.
 pub(crate) const RESERVE_BYTES: u64 = 8 << 20;
-
-/// A free-space reading at least [`FAR_FROM_SHORT`] answers "not short"
-/// again, without asking the file system, for this long. Every PUT asks,
-/// and asking is a trip to the blocking pool (about three thread switches
-/// on this machine) for a `statvfs`; no write fills that much in between.
-const READING_REUSE: Duration = Duration::from_secs(1);
-
-/// See [`READING_REUSE`].
-const FAR_FROM_SHORT: u64 = 8 << 30;
 
 #[derive(Debug)]
 pub(crate) struct Reserve {
     path: PathBuf,
     dir: PathBuf,
     present: AtomicBool,
-    /// When the last reading far from short was taken.
-    far_from_short_at: Mutex<Option<Instant>>,
 }
 
 impl Reserve {
@@ -47,7 +34,6 @@ impl Reserve {
                 .unwrap_or(Path::new("."))
                 .to_owned(),
             present: AtomicBool::new(false),
-            far_from_short_at: Mutex::new(None),
         };
         let present = std::fs::metadata(&reserve.path).is_ok_and(|m| m.len() >= RESERVE_BYTES);
         reserve.present.store(present, Ordering::Release);
@@ -127,7 +113,6 @@ impl Reserve {
     }
 
     /// Whether the disk is below the mark where new content is refused.
-    /// Blocking (a statvfs).
     pub(crate) fn short(&self) -> bool {
         // Once released, the reserve's room is in `free` but not for new
         // content.
@@ -136,45 +121,6 @@ impl Reserve {
         } else {
             2 * RESERVE_BYTES
         };
-        let Some(free) = self.free() else {
-            return false;
-        };
-        if free >= FAR_FROM_SHORT {
-            *self
-                .far_from_short_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        }
-        free < mark
-    }
-
-    /// Whether a reading younger than [`READING_REUSE`] was far from
-    /// short: new content is then let in without asking again.
-    pub(crate) fn recently_far_from_short(&self) -> bool {
-        self.far_from_short_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < READING_REUSE)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
-mod tests {
-    use super::*;
-
-    /// A reading far from short is reused for a while; nearer to full,
-    /// every question goes to the file system.
-    #[test]
-    fn only_a_recent_reading_far_from_short_is_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let reserve = Reserve::open(&dir.path().join("namespace.db"));
-        assert!(!reserve.recently_far_from_short(), "nothing read yet");
-        let free = reserve.free().unwrap();
-        assert!(!reserve.short());
-        assert_eq!(reserve.recently_far_from_short(), free >= FAR_FROM_SHORT);
-        let old = Instant::now().checked_sub(READING_REUSE).unwrap();
-        *reserve.far_from_short_at.lock().unwrap() = Some(old);
-        assert!(!reserve.recently_far_from_short(), "too old: asked again");
+        self.free().is_some_and(|free| free < mark)
     }
 }
