@@ -451,17 +451,8 @@ fn read_ranges_now(
     ranges: &[Range<u64>],
 ) -> GridResult<Vec<Bytes>> {
     if let Some(located) = inner.packed.locate(si, share) {
-        if let Some(range) = ranges
-            .iter()
-            .find(|r| r.start > r.end || r.end > located.len)
-        {
-            return Err(GridError::OutOfRange {
-                server: inner.server_id.clone(),
-                si,
-                share,
-                range: range.clone(),
-                len: located.len,
-            });
+        for range in ranges {
+            range_len(inner, located.len, si, share, range)?;
         }
         return located
             .read(ranges)
@@ -479,6 +470,27 @@ fn read_ranges_now(
         .collect()
 }
 
+/// The length of `range`, if it lies within a share `len` bytes long.
+fn range_len(
+    inner: &Inner,
+    len: u64,
+    si: StorageIndex,
+    share: ShareNum,
+    range: &Range<u64>,
+) -> GridResult<u64> {
+    range
+        .end
+        .checked_sub(range.start)
+        .filter(|_| range.end <= len)
+        .ok_or_else(|| GridError::OutOfRange {
+            server: inner.server_id.clone(),
+            si,
+            share,
+            range: range.clone(),
+            len,
+        })
+}
+
 /// Exactly `range` of a share file `len` bytes long.
 fn read_range(
     inner: &Inner,
@@ -489,17 +501,7 @@ fn read_range(
     range: Range<u64>,
 ) -> GridResult<Bytes> {
     use std::io::{Read, Seek};
-    let count = range
-        .end
-        .checked_sub(range.start)
-        .filter(|_| range.end <= len)
-        .ok_or_else(|| GridError::OutOfRange {
-            server: inner.server_id.clone(),
-            si,
-            share,
-            range: range.clone(),
-            len,
-        })?;
+    let count = range_len(inner, len, si, share, &range)?;
     let too_large = || {
         inner.io_error(
             "read",
@@ -538,16 +540,31 @@ where
     T: Send + 'static,
     F: FnOnce() -> GridResult<T> + Send + 'static,
 {
-    match tokio::time::timeout(WRITE_TIMEOUT, tokio::task::spawn_blocking(work)).await {
-        Ok(joined) => joined.map_err(|e| inner.io_error(operation, io::Error::other(e)))?,
-        Err(_) => Err(inner.io_error(
-            operation,
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
-            ),
-        )),
-    }
+    within_write_timeout(inner, operation, async {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| inner.io_error(operation, io::Error::other(e)))?
+    })
+    .await
+}
+
+/// `work`, or a time-out error once [`WRITE_TIMEOUT`] has passed.
+async fn within_write_timeout<T>(
+    inner: &Inner,
+    operation: &'static str,
+    work: impl std::future::Future<Output = GridResult<T>>,
+) -> GridResult<T> {
+    tokio::time::timeout(WRITE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(inner.io_error(
+                operation,
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
+                ),
+            ))
+        })
 }
 
 #[async_trait]
@@ -856,23 +873,13 @@ impl LocalWriter {
             if let Some(held) = self.small.take() {
                 let packed = Arc::clone(&self.store.packed);
                 let file = inner.share_path(si, share);
-                return match tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    packed.append(si, share, &held, file),
-                )
-                .await
-                {
-                    Ok(packed) => {
-                        packed.map_err(|e| inner.share_error("finish: pack", si, share, e))
-                    }
-                    Err(_) => Err(inner.io_error(
-                        "finish: pack",
-                        io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("no answer from the disk within {WRITE_TIMEOUT:?}"),
-                        ),
-                    )),
-                };
+                return within_write_timeout(&inner, "finish: pack", async {
+                    packed
+                        .append(si, share, &held, file)
+                        .await
+                        .map_err(|e| inner.share_error("finish: pack", si, share, e))
+                })
+                .await;
             }
         }
         let file = self.take_file("finish")?;
