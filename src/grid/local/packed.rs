@@ -462,11 +462,11 @@ impl Packed {
                     }
                 }
             }
-            let batch = to_write;
+            let mut batch = to_write;
             let result = if batch.is_empty() {
                 Ok(())
             } else {
-                self.commit(&batch)
+                self.commit(&mut batch)
             };
             for pending in batch {
                 let answer = match &result {
@@ -480,12 +480,11 @@ impl Packed {
 
     /// One batch: written at the end of the active log in one call,
     /// synced, then entered into the index.
-    fn commit(&self, batch: &[Pending]) -> io::Result<()> {
+    fn commit(&self, batch: &mut [Pending]) -> io::Result<()> {
         let (id, file, start, zeroed) = self.active_log()?;
-        let mut bytes = Vec::with_capacity(batch.iter().map(|p| p.record.len()).sum());
         let mut entries = Vec::with_capacity(batch.len());
-        for pending in batch {
-            let at = start + bytes.len() as u64;
+        let mut at = start;
+        for pending in batch.iter() {
             let len = u32::try_from(pending.record.len() - HEADER)
                 .map_err(|_| io::Error::other("packed record longer than its limit"))?;
             entries.push((
@@ -497,9 +496,19 @@ impl Packed {
                     len,
                 },
             ));
+            at += pending.record.len() as u64;
+        }
+        // One write: the first record's buffer takes the others (a lone
+        // record, one client's usual batch, is written without a copy).
+        let (first, rest) = batch
+            .split_first_mut()
+            .ok_or_else(|| io::Error::other("an empty batch"))?;
+        let mut bytes = std::mem::take(&mut first.record);
+        bytes.reserve(rest.iter().map(|p| p.record.len()).sum());
+        for pending in rest {
             bytes.extend_from_slice(&pending.record);
         }
-        let end = start + bytes.len() as u64;
+        let end = at;
         let new_zeroed = if end > zeroed {
             end + ZEROED_AHEAD
         } else {
