@@ -59,6 +59,15 @@ cleanup() {
     if [[ $status != 0 || $failed != 0 ]]; then
         say "kept $work (griddav log: $work/server.log)"
         tail -n 40 "$work/server.log" 2>/dev/null || true
+        # An S3 server's 500 says nothing of its cause; its log does (a
+        # full disk showed as "no space left on device" only there).
+        for i in "${!pids[@]}"; do
+            if [[ -s "$work/s3-$i.log" ]]; then
+                say "rclone serve s3 number $i logged (last lines):"
+                tail -n 5 "$work/s3-$i.log"
+            fi
+        done
+        df -h "$work" || true
     else
         rm -rf "$work"
     fi
@@ -208,6 +217,14 @@ say "3. corrupted objects on 3 servers: GET read around them, check --deep names
 
 # Figures: restart the killed servers for a full grid, then 1 GiB through
 # griddav and straight into one bucket with rclone copy.
+#
+# The figures need about 5.5 times the file on disk (the file, its ten
+# shares at 3-of-10, rclone's own copy, room for rclone's temporary
+# objects): the files of checks 1-3 are deleted first (no grace time, so
+# their shares go at once), and a disk too small for the full size gets a
+# smaller file, said out loud, rather than a failure that only a full disk
+# caused (CI once failed here: every S3 server answered 500, and their logs
+# said "no space left on device").
 for i in 0 1 2; do
     start_s3 "$i"
 done
@@ -220,7 +237,17 @@ RUST_LOG=warn "$GRIDDAV_BIN" --config "$work/griddav.toml" serve \
     --data-dir "$work/data" --listen "127.0.0.1:$gport" >"$work/server.out" 2>>"$work/server.log" &
 server_pid=$!
 wait_for_port "$gport" "$server_pid" || fail "griddav did not restart"
+for name in 200m.bin survivor.bin; do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE "$url/$name")
+    [[ $code == 204 ]] || fail "DELETE /$name answered $code"
+done
 rm -f "$work/200m.bin"
+free_mib=$(df -BM --output=avail "$work" | tail -n 1 | tr -dc '0-9')
+if ((free_mib * 2 < bench_mib * 11)); then
+    bench_mib=$((free_mib * 2 / 11))
+    say "only $free_mib MiB free under $work: the figures use $bench_mib MiB"
+    ((bench_mib >= 64)) || fail "too little disk for the figures ($free_mib MiB free)"
+fi
 head -c $((bench_mib << 20)) /dev/urandom >"$work/bench.bin"
 want=$(sha256sum <"$work/bench.bin" | cut -d' ' -f1)
 rate() { python3 -c "print(f'{$1 / $2 / 1e6:.0f} MB/s')"; }
