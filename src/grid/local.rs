@@ -1620,6 +1620,31 @@ mod tests {
         assert!(store.list(second).await.unwrap().is_empty());
     }
 
+    /// Deleting the last readable record of a damaged log keeps the log:
+    /// the records past the damage are still in it.
+    #[tokio::test]
+    async fn deleting_from_a_damaged_log_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let (first, second) = (conformance::random_si(), conformance::random_si());
+        conformance::put(&store, first, ShareNum(0), &[1; 100], 100).await;
+        conformance::put(&store, second, ShareNum(0), &[2; 100], 100).await;
+        drop(store);
+        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        conformance::put(&store, conformance::random_si(), ShareNum(0), b"new", 3).await;
+        drop(store);
+        let mut bytes = fs::read(&log).unwrap();
+        bytes[64 + 100] = b'X'; // the second record's magic
+        fs::write(&log, &bytes).unwrap();
+        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        assert_eq!(store.list(first).await.unwrap().len(), 1);
+        store.delete(first, &conformance::secrets()).await.unwrap();
+        assert!(log.exists(), "a damaged log was removed by a delete");
+        let bytes = fs::read(&log).unwrap();
+        assert_eq!(&bytes[64 + 100 + 64..64 + 100 + 64 + 100], &[2u8; 100][..]);
+    }
+
     #[tokio::test]
     async fn grid_of_dirs_names_servers() {
         let dir = tempfile::tempdir().unwrap();

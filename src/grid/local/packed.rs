@@ -104,7 +104,9 @@ struct Log {
     live: usize,
     /// Whether its scan read every record, up to its end or to zeros: a
     /// log whose scan stopped at a damaged header may hold records past
-    /// it, and is kept even with nothing live.
+    /// it, and is kept even with nothing live. Only the writer removes
+    /// logs, so only its scan (at open) looks: a store beside the server
+    /// scans before every listing and would re-read the zeros each time.
     whole: bool,
 }
 
@@ -240,7 +242,7 @@ impl Packed {
             } else {
                 0
             };
-            let (end, live, whole) = scan_log(&file, from, |si, entry| {
+            let (end, live, len) = scan_log(&file, from, |si, entry| {
                 // A second record of a share (never written by one
                 // process) is ignored: the first stays.
                 match state.index.entry((si, entry.share)) {
@@ -251,6 +253,7 @@ impl Packed {
                     }
                 }
             })?;
+            let whole = !self.writer || end == len || zeros_from(&file, end, len)?;
             let log = state.logs.entry(id).or_insert(Log {
                 file,
                 live: 0,
@@ -338,10 +341,16 @@ impl Packed {
             .collect();
         for id in dead {
             state.logs.remove(&id);
-            if let Err(e) = fs::remove_file(self.log_path(id)) {
-                tracing::warn!(log = %self.log_path(id).display(), error = %e,
-                    "cannot remove a packed log with no live share");
-            }
+            self.remove_log_file(id);
+        }
+    }
+
+    /// Removes log `id`, which holds no live record; a failure only
+    /// leaves it behind, to be removed at the next open.
+    fn remove_log_file(&self, id: u32) {
+        if let Err(e) = fs::remove_file(self.log_path(id)) {
+            tracing::warn!(log = %self.log_path(id).display(), error = %e,
+                "cannot remove a packed log with no live share");
         }
     }
 
@@ -643,7 +652,11 @@ impl Packed {
             let mut state = self.lock();
             let active = state.active.map(|(id, _)| id);
             for (entry, _) in &victims {
-                if remove_entry(&mut state, si, *entry) && self.writer && Some(entry.log) != active
+                let removable = state.logs.get(&entry.log).is_some_and(|log| log.whole);
+                if remove_entry(&mut state, si, *entry)
+                    && removable
+                    && self.writer
+                    && Some(entry.log) != active
                 {
                     state.logs.remove(&entry.log);
                     emptied.push(entry.log);
@@ -654,10 +667,7 @@ impl Packed {
             punch_data(file, entry);
         }
         for id in emptied {
-            if let Err(e) = fs::remove_file(self.log_path(id)) {
-                tracing::warn!(log = %self.log_path(id).display(), error = %e,
-                    "cannot remove a packed log with no live share");
-            }
+            self.remove_log_file(id);
         }
         Ok(())
     }
@@ -819,13 +829,13 @@ fn decode_header(header: &[u8; HEADER]) -> Option<(u8, StorageIndex, Entry)> {
 /// Reads the headers of one log from `from`, calling `live` for each live
 /// record (it answers whether the record counts as live). Stops at the
 /// first thing that is not a whole record: the end, zeros, a torn tail.
-/// Answers where it stopped, how many records counted live, and whether
-/// nothing but zeros follows (the log was read whole).
+/// Answers where it stopped, how many records counted live, and the log's
+/// length.
 fn scan_log(
     file: &File,
     from: u64,
     mut live: impl FnMut(StorageIndex, Entry) -> bool,
-) -> io::Result<(u64, usize, bool)> {
+) -> io::Result<(u64, usize, u64)> {
     let len = file.metadata()?.len();
     let mut at = from;
     let mut count = 0;
@@ -850,8 +860,7 @@ fn scan_log(
         }
         at = end;
     }
-    let whole = at == len || zeros_from(file, at, len)?;
-    Ok((at, count, whole))
+    Ok((at, count, len))
 }
 
 /// The data of the record at `at`, checked: live, the share asked for, of
