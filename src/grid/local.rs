@@ -1596,25 +1596,38 @@ mod tests {
         assert!(server.list(other).await.unwrap().is_empty());
     }
 
-    /// A log whose scan stops at a damaged header is kept, even with no
-    /// live record before the damage: records may lie past it.
-    #[tokio::test]
-    async fn a_log_damaged_in_the_middle_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+    /// Two records of 100 bytes, `first` (deleted if `delete_first`) then
+    /// `second`, in a log that is not the newest, with the second record's
+    /// header damaged. Answers the log, `first` and `second`.
+    async fn log_damaged_at_its_second_record(
+        dir: &Path,
+        delete_first: bool,
+    ) -> (PathBuf, StorageIndex, StorageIndex) {
+        let store = LocalStore::open(dir, "local-test").unwrap();
         let (first, second) = (conformance::random_si(), conformance::random_si());
         conformance::put(&store, first, ShareNum(0), &[1; 100], 100).await;
         conformance::put(&store, second, ShareNum(0), &[2; 100], 100).await;
-        store.delete(first, &conformance::secrets()).await.unwrap();
+        if delete_first {
+            store.delete(first, &conformance::secrets()).await.unwrap();
+        }
         drop(store);
-        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
+        let log = packed::log_files(&dir.join("packed")).pop().unwrap();
         // A newer log, so that the damaged one is not the newest.
-        let store = LocalStore::open(dir.path(), "local-test").unwrap();
+        let store = LocalStore::open(dir, "local-test").unwrap();
         conformance::put(&store, conformance::random_si(), ShareNum(0), b"new", 3).await;
         drop(store);
         let mut bytes = fs::read(&log).unwrap();
         bytes[64 + 100] = b'X'; // the second record's magic
         fs::write(&log, &bytes).unwrap();
+        (log, first, second)
+    }
+
+    /// A log whose scan stops at a damaged header is kept, even with no
+    /// live record before the damage: records may lie past it.
+    #[tokio::test]
+    async fn a_log_damaged_in_the_middle_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, second) = log_damaged_at_its_second_record(dir.path(), true).await;
         let store = LocalStore::open(dir.path(), "local-test").unwrap();
         assert!(log.exists(), "a damaged log was removed");
         assert!(store.list(second).await.unwrap().is_empty());
@@ -1625,18 +1638,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_from_a_damaged_log_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path(), "local-test").unwrap();
-        let (first, second) = (conformance::random_si(), conformance::random_si());
-        conformance::put(&store, first, ShareNum(0), &[1; 100], 100).await;
-        conformance::put(&store, second, ShareNum(0), &[2; 100], 100).await;
-        drop(store);
-        let log = packed::log_files(&dir.path().join("packed")).pop().unwrap();
-        let store = LocalStore::open(dir.path(), "local-test").unwrap();
-        conformance::put(&store, conformance::random_si(), ShareNum(0), b"new", 3).await;
-        drop(store);
-        let mut bytes = fs::read(&log).unwrap();
-        bytes[64 + 100] = b'X'; // the second record's magic
-        fs::write(&log, &bytes).unwrap();
+        let (log, first, _) = log_damaged_at_its_second_record(dir.path(), false).await;
         let store = LocalStore::open(dir.path(), "local-test").unwrap();
         assert_eq!(store.list(first).await.unwrap().len(), 1);
         store.delete(first, &conformance::secrets()).await.unwrap();
