@@ -27,6 +27,9 @@
 //!   run, where one PUT's close alone varied from 20 to 88 ms at 1 GiB, and
 //!   1 in a quick one), `GRIDDAV_BENCH_SMALL_FILES`,
 //!   `GRIDDAV_BENCH_FOLDERS=1000,10000,100000`.
+//! - `GRIDDAV_BENCH_COLD_GET=0|1`: drop the page cache before each
+//!   whole-file GET (default: when the benchmark may, that is as root), so
+//!   every server reads the file from the disk.
 //! - `GRIDDAV_BIN`: the griddav binary to run (default: this build's).
 //! - `GRIDDAV_BENCH_DIR`: where the servers' directories go (default: a
 //!   temporary directory under the current one).
@@ -113,6 +116,8 @@ struct Settings {
     client_size: u64,
     small_files: usize,
     folders: Vec<usize>,
+    /// Whether the page cache is dropped before each whole-file GET.
+    cold_get: bool,
     root: PathBuf,
     out: PathBuf,
 }
@@ -179,6 +184,10 @@ impl Settings {
                 10_000
             }) as usize,
             folders,
+            cold_get: match std::env::var("GRIDDAV_BENCH_COLD_GET") {
+                Ok(v) => v != "0" && !v.is_empty(),
+                Err(_) => may_drop_page_cache(),
+            },
             root: std::env::var_os("GRIDDAV_BENCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".")),
@@ -531,6 +540,28 @@ fn copy_n(
     Ok(all)
 }
 
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+
+/// Whether this process may drop the page cache (root, outside a
+/// container that mounts `/proc/sys` read-only): tried once.
+fn may_drop_page_cache() -> bool {
+    drop_page_cache().is_ok()
+}
+
+/// Writes every dirty page back and drops the clean ones, so that the GET
+/// after it reads from the disk whatever the server did when it wrote.
+/// Without it the comparison is not like for like: griddav writes shares
+/// with direct I/O and drops what it wrote from the cache, while LocalFs
+/// and rclone leave the whole file cached, so their GET right after the
+/// PUT is served from memory and griddav's from the disk.
+fn drop_page_cache() -> io::Result<()> {
+    let synced = Command::new("sync").status()?;
+    if !synced.success() {
+        return Err(io::Error::other(format!("sync: {synced}")));
+    }
+    std::fs::write(DROP_CACHES, "3")
+}
+
 /// Checks the bytes at `offset` against the pattern.
 fn check(pattern: &[u8], offset: u64, data: &[u8]) -> io::Result<()> {
     let mut done = 0;
@@ -704,6 +735,9 @@ fn measure_once(settings: &Settings, peer: Peer, size: u64, pattern: &[u8], tag:
         m.first_share_ms = first
             .map(|t| t.saturating_duration_since(timing.first_byte).as_secs_f64() * 1e3)
             .unwrap_or(f64::NAN);
+        if settings.cold_get {
+            drop_page_cache()?;
+        }
         server.reset_peak();
         let secs = get(server.addr, path, size, pattern)?;
         m.get_mbs = mbs(size, secs);

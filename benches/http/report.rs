@@ -136,10 +136,21 @@ pub(super) fn write_report(
          - **peak RSS**: the server's `VmHWM` from `/proc/PID/status`, reset through `/proc/PID/clear_refs` before \
          the PUT and again before the GET.\n\
          - **server CPU**: user + system seconds the server used during the PUT.\n\
-         - **GET MB/s**: whole file, checked byte for byte by the client. **Range**: median of 20 `Range` GETs of \
+         - **GET MB/s**: whole file, checked byte for byte by the client. {}\
+         **Range**: median of 20 `Range` GETs of \
          32 KiB in the middle of the file on one keep-alive connection (after one warm-up).\n\n\
          griddav makes its shares durable (`fdatasync` as it goes, and at finish); LocalFs and rclone leave the \
          file in the page cache. griddav writes {:.2}x the file's bytes (3-of-10 shares plus hash trees).\n",
+        if settings.cold_get {
+            "Read cold, the same for every server: the page cache is written back and dropped \
+             (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each GET. Otherwise the comparison would not be \
+             like for like: griddav writes its shares with direct I/O and keeps nothing cached, while LocalFs and \
+             rclone leave the whole file cached, so their GET right after the PUT would be served from memory and \
+             griddav's from the disk. "
+        } else {
+            "The page cache is **not** dropped before the GET (the benchmark may not: not root), so LocalFs's and \
+             rclone's GET right after the PUT is served from memory and griddav's (direct I/O) from the disk. "
+        },
         n / k
     );
 
