@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::crypto::{tag, tagged_blake3, tagged_hash, tagged_hasher, FileKey, Hash};
-use super::layout::{FORMAT_V1, FORMAT_VERSION};
+use super::layout::{FORMAT_V1, FORMAT_VERSION, HEADER_LEN};
 use super::{EncodingParams, EngineError, ParamsError};
 
 /// A segment encoded into its N blocks.
@@ -97,6 +97,16 @@ impl Spares {
         list.push(buf);
     }
 }
+
+/// A memory page, the unit in which a store writing with direct I/O
+/// writes (see [`SegmentCoder::encode`]).
+const PAGE: usize = 4096;
+
+/// Blocks this long or longer are laid out at their page offset (see
+/// [`SegmentCoder::encode`]). A store holds a shorter share in memory
+/// and writes it at finish (`grid/local.rs`: `SMALL_SHARE`, the same
+/// length), so laying a small file's blocks out would only cost memory.
+const LAID_OUT_FROM: usize = 64 << 10;
 
 /// Buffers of at least this many bytes are mapped from the kernel.
 const MAPPED_FROM: usize = 256 << 10;
@@ -221,6 +231,10 @@ pub struct SegmentCoder {
     version: u16,
     k: usize,
     n: usize,
+    /// Length of a full segment's blocks, where the blocks of segment `j`
+    /// lie in their shares (see [`SegmentCoder::encode`]).
+    full_block_len: u64,
+    segment_size: u64,
     /// `None` when n == k: there is nothing to compute.
     rs: Option<ReedSolomon>,
 }
@@ -262,7 +276,15 @@ impl SegmentCoder {
         } else {
             None
         };
-        Ok(Self { version, k, n, rs })
+        let segment_size = u64::from(params.segment_size).max(1);
+        Ok(Self {
+            version,
+            k,
+            n,
+            full_block_len: segment_size.div_ceil(k.max(1) as u64),
+            segment_size,
+            rs,
+        })
     }
 
     /// The format version the blocks are hashed for.
@@ -294,15 +316,40 @@ impl SegmentCoder {
     /// with room for its N blocks and codes it there, the parity beside
     /// the data. Encrypting from one buffer into another costs the same
     /// pass as encrypting in place.
+    ///
+    /// Each block of [`LAID_OUT_FROM`] bytes or more lies in its own run
+    /// of pages, at the offset modulo a page that it will have in its
+    /// share file (`HEADER_LEN + j * full_block_len` for segment `j`): a
+    /// store writing with direct I/O (`grid/local/direct.rs`) writes it
+    /// from where it lies, copying only the part that completes the page
+    /// before it. Packed end to end, the blocks were copied whole into
+    /// aligned buffers: a quarter of a 1 GiB upload's CPU samples. Four
+    /// 4 GiB PUTs each, alternating builds: 2.4-2.8 CPU-s per GiB against
+    /// 3.2-3.6 packed, at the same throughput (the disk's). The bytes are
+    /// the same either way.
     pub fn encode(&self, key: &FileKey, offset: u64, segment: SegmentBuf) -> EncodedSegment {
         let len = segment.len;
         let block_len = len.div_ceil(self.k);
-        let padded = block_len * self.k;
-        let mut buf = CODED_SPARES.take(block_len * self.n);
-        key.encrypt_into(offset, &segment.buf[..len], &mut buf[..len]);
+        let (first, stride, room) = if block_len >= LAID_OUT_FROM {
+            let stride = block_len.next_multiple_of(PAGE);
+            (self.page_offset_of(offset), stride, PAGE + stride * self.n)
+        } else {
+            (0, block_len, block_len * self.n)
+        };
+        let mut buf = CODED_SPARES.take(room);
+        for i in 0..self.k {
+            let at = first + i * stride;
+            let from = (i * block_len).min(len);
+            let to = ((i + 1) * block_len).min(len);
+            key.encrypt_into(
+                offset + from as u64,
+                &segment.buf[from..to],
+                &mut buf[at..at + (to - from)],
+            );
+            buf[at + (to - from)..at + block_len].fill(0);
+        }
         drop(segment);
-        buf[len..padded].fill(0);
-        let blocks = self.code_in_place(buf, block_len);
+        let blocks = self.code_in_place(buf, block_len, first, stride);
         let block_hashes: Vec<Hash> = blocks.iter().map(|b| self.block_hash(b)).collect();
         let segment_hash = segment_hash(&block_hashes[..self.k]);
         EncodedSegment {
@@ -318,18 +365,41 @@ impl SegmentCoder {
         let block_len = data.len() / self.k;
         let mut buf = CODED_SPARES.take(block_len * self.n);
         buf[..block_len * self.k].copy_from_slice(&data[..block_len * self.k]);
-        self.code_in_place(buf, block_len)
+        self.code_in_place(buf, block_len, 0, block_len)
     }
 
-    /// The N blocks of `buf`, whose first k blocks of `block_len` bytes
-    /// are the data: the parity is computed into the n - k after them.
-    fn code_in_place(&self, mut buf: Region, block_len: usize) -> Vec<Bytes> {
-        let (padded, coded) = (block_len * self.k, block_len * self.n);
+    /// Where, modulo a page, the blocks of the segment at plaintext
+    /// `offset` lie in their share files.
+    fn page_offset_of(&self, offset: u64) -> usize {
+        let segment = offset / self.segment_size;
+        let page = PAGE as u64;
+        // Both factors below a page: no overflow.
+        let at = (segment % page) * (self.full_block_len % page) + HEADER_LEN;
+        usize::try_from(at % page).unwrap_or(0)
+    }
+
+    /// The N blocks of `buf`, block `i` of `block_len` bytes at
+    /// `first + i * stride`: the first k are the data, the parity is
+    /// computed into the n - k after them.
+    fn code_in_place(
+        &self,
+        mut buf: Region,
+        block_len: usize,
+        first: usize,
+        stride: usize,
+    ) -> Vec<Bytes> {
         if let Some(rs) = &self.rs {
             if block_len > 0 {
-                let (data, parity) = buf[..coded].split_at_mut(padded);
-                let data_blocks: Vec<&[u8]> = data.chunks(block_len).collect();
-                let mut parity_blocks: Vec<&mut [u8]> = parity.chunks_mut(block_len).collect();
+                let (data, parity) = buf[first..].split_at_mut(self.k * stride);
+                let data_blocks: Vec<&[u8]> = data
+                    .chunks(stride)
+                    .map(|chunk| &chunk[..block_len])
+                    .collect();
+                let mut parity_blocks: Vec<&mut [u8]> = parity
+                    .chunks_mut(stride)
+                    .take(self.n - self.k)
+                    .map(|chunk| &mut chunk[..block_len])
+                    .collect();
                 // Cannot fail: k data and n - k parity slices, all block_len long.
                 if let Err(e) = rs.encode_sep(&data_blocks, &mut parity_blocks) {
                     unreachable!("reed-solomon encode with consistent shapes failed: {e:?}");
@@ -338,7 +408,10 @@ impl SegmentCoder {
         }
         let bytes = Bytes::from_owner(Recycled(buf));
         (0..self.n)
-            .map(|i| bytes.slice(i * block_len..(i + 1) * block_len))
+            .map(|i| {
+                let at = first + i * stride;
+                bytes.slice(at..at + block_len)
+            })
             .collect()
     }
 
@@ -404,6 +477,37 @@ mod tests {
             cipher.truncate(plain.len());
             key.apply_keystream(4096, &mut cipher);
             assert_eq!(&cipher[..], &plain[..]);
+        }
+    }
+
+    #[test]
+    fn large_blocks_lie_at_their_page_offset_in_the_share() {
+        let params = EncodingParams::default();
+        let coder = SegmentCoder::new(&params).expect("coder");
+        let key = FileKey::from_bytes([5; 32]);
+        let segment_size = params.segment_size as usize;
+        let plain: Vec<u8> = (0..segment_size as u32)
+            .map(|i| (i * 31 + i / 7) as u8)
+            .collect();
+        let full_block_len = segment_size.div_ceil(usize::from(params.k)) as u64;
+        for segment_index in [0u64, 1, 5, 4097] {
+            let offset = segment_index * segment_size as u64;
+            let mut segment = coder.segment_buf(segment_size);
+            assert_eq!(segment.extend(&plain), segment_size);
+            let encoded = coder.encode(&key, offset, segment);
+            let in_share = (HEADER_LEN + segment_index * full_block_len) % PAGE as u64;
+            for block in &encoded.blocks {
+                assert_eq!(block.len() as u64, full_block_len);
+                assert_eq!((block.as_ptr() as usize % PAGE) as u64, in_share);
+            }
+            // The same bytes as blocks packed end to end.
+            let mut cipher = BytesMut::from(&plain[..]);
+            key.apply_keystream(offset, &mut cipher);
+            cipher.resize(coder.padded_len(plain.len()), 0);
+            assert!(
+                encoded.blocks == coder.blocks_of(&cipher),
+                "segment {segment_index}: blocks differ from packed coding"
+            );
         }
     }
 

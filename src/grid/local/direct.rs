@@ -174,6 +174,38 @@ impl Drop for WriteBuf {
     }
 }
 
+/// Where in `data`, appended to `held` bytes of a page, the next page
+/// begins, if that is a page-aligned address and at least one whole page
+/// of `data` follows it: then `data` needs no copy but of its first
+/// `ALIGN - held` bytes. The coder lays blocks out in memory at their
+/// offset in the share modulo a page (`engine/codec.rs`) for this.
+fn in_place_from(held: usize, data: &[u8]) -> Option<usize> {
+    let head = (ALIGN - held) % ALIGN;
+    let page = data.get(head..)?;
+    let aligned = (page.as_ptr() as usize) % ALIGN == 0;
+    (aligned && page.len() >= ALIGN).then_some(head)
+}
+
+/// Writes `pieces` one after the other at `at`, in one call unless the
+/// kernel takes only part of them.
+fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut at: u64) -> io::Result<()> {
+    let slices: Vec<io::IoSlice<'_>> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+    let offset = i64::try_from(at).map_err(|_| io::Error::other("offset past i64"))?;
+    let mut done = nix::sys::uio::pwritev(file, &slices, offset).map_err(io::Error::from)?;
+    // Rare: the rest piece by piece.
+    for piece in pieces {
+        if done >= piece.len() {
+            done -= piece.len();
+            at += piece.len() as u64;
+            continue;
+        }
+        file.write_all_at(&piece[done..], at + done as u64)?;
+        at += piece.len() as u64;
+        done = 0;
+    }
+    Ok(())
+}
+
 /// The bytes of a share past its last whole page written: less than a
 /// page between appends.
 #[derive(Debug, Default)]
@@ -214,6 +246,27 @@ impl Tail {
         }
         loop {
             let held = self.bytes.len();
+            if let Some(in_place) = in_place_from(held, data) {
+                // The tail and the bytes that complete its page through
+                // the buffer, then every whole page after them straight
+                // from where they lie.
+                let rest = &data[in_place..];
+                let whole = rest.len() / ALIGN * ALIGN;
+                let first_page = if held > 0 {
+                    let out = &mut buf.bytes()[..ALIGN];
+                    out[..held].copy_from_slice(&self.bytes);
+                    out[held..].copy_from_slice(&data[..in_place]);
+                    &out[..]
+                } else {
+                    &[][..]
+                };
+                // One write of both: a direct write waits for the disk.
+                write_all_vectored_at(file, &[first_page, &rest[..whole]], at)?;
+                at += (first_page.len() + whole) as u64;
+                self.bytes.clear();
+                self.bytes.extend_from_slice(&rest[whole..]);
+                return Ok(at);
+            }
             let whole = ((held + data.len()) / ALIGN * ALIGN).min(room);
             if whole == 0 {
                 self.bytes.extend_from_slice(data);
@@ -297,5 +350,71 @@ mod tests {
             .and_then(|mut f| f.read_to_end(&mut back))
             .expect("read back");
         assert_eq!(back, &data[..pos]);
+    }
+
+    /// Appends laid out in memory at their file offset modulo a page, as
+    /// the coder lays out blocks, are written in place; the bytes are the
+    /// same as through the buffer.
+    #[tokio::test]
+    async fn appends_laid_out_at_their_page_offset_write_the_exact_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("share");
+        let direct_io = supported(dir.path());
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        if direct_io {
+            direct(&mut options);
+        }
+        let file = options.open(&path).expect("open");
+        let data: Vec<u8> = (0..1_500_000u32)
+            .map(|i| (i * 13 + i / 509) as u8)
+            .collect();
+        let mut memory = memmap2::MmapMut::map_anon(2 << 20).expect("map");
+        let mut tail = Tail::default();
+        let (mut at, mut pos) = (0u64, 0usize);
+        // A 20-byte header (through the tail), then block-sized appends.
+        for len in [20usize, 349_526, 349_526, 9_000, 349_526, 100_000] {
+            let end = (pos + len).min(data.len());
+            let piece = &data[pos..end];
+            if tail.absorbs(piece.len()) {
+                tail.keep(piece);
+            } else {
+                let lies_at = pos % ALIGN;
+                memory[lies_at..lies_at + piece.len()].copy_from_slice(piece);
+                let laid_out = &memory[lies_at..lies_at + piece.len()];
+                assert!(
+                    in_place_from(tail.held_len(), laid_out).is_some(),
+                    "an append of {len} at {pos} is written in place"
+                );
+                let mut buf = WriteBuf::borrow().await.expect("buffer");
+                at = tail.write(&file, &mut buf, laid_out, at).expect("write");
+            }
+            pos = end;
+            assert_eq!(at % ALIGN as u64, 0);
+            assert_eq!(at + tail.held_len() as u64, pos as u64);
+        }
+        let mut buf = WriteBuf::borrow().await.expect("buffer");
+        tail.write_last_page(&file, &mut buf, at).expect("tail");
+        file.set_len(pos as u64).expect("cut");
+        drop(file);
+        let mut back = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut back))
+            .expect("read back");
+        assert_eq!(back, &data[..pos]);
+    }
+
+    #[test]
+    fn only_page_aligned_remainders_are_written_in_place() {
+        let memory = memmap2::MmapMut::map_anon(4 * ALIGN).expect("map");
+        assert_eq!(in_place_from(0, &memory[..2 * ALIGN]), Some(0));
+        assert_eq!(in_place_from(100, &memory[ALIGN - 100 + 7..]), None);
+        assert_eq!(in_place_from(100, &memory[100..]), Some(ALIGN - 100));
+        assert_eq!(in_place_from(0, &memory[1..ALIGN + 1]), None, "misaligned");
+        assert_eq!(
+            in_place_from(0, &memory[..ALIGN - 1]),
+            None,
+            "no whole page"
+        );
     }
 }
