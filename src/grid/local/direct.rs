@@ -312,44 +312,78 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// A share file opened as a store opens it (direct I/O where the file
+    /// system has it), appended to through a [`Tail`].
+    struct TestShare {
+        dir: tempfile::TempDir,
+        file: File,
+        tail: Tail,
+        /// Where the tail's bytes start, and how many bytes were appended.
+        at: u64,
+        appended: u64,
+    }
+
+    impl TestShare {
+        fn new() -> TestShare {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            if supported(dir.path()) {
+                direct(&mut options);
+            }
+            let file = options.open(dir.path().join("share")).expect("open");
+            TestShare {
+                dir,
+                file,
+                tail: Tail::default(),
+                at: 0,
+                appended: 0,
+            }
+        }
+
+        async fn append(&mut self, piece: &[u8]) {
+            if self.tail.absorbs(piece.len()) {
+                self.tail.keep(piece);
+            } else {
+                let mut buf = WriteBuf::borrow().await.expect("buffer");
+                self.at = self
+                    .tail
+                    .write(&self.file, &mut buf, piece, self.at)
+                    .expect("write");
+            }
+            self.appended += piece.len() as u64;
+            assert_eq!(self.at % ALIGN as u64, 0);
+            assert_eq!(self.at + self.tail.held_len() as u64, self.appended);
+        }
+
+        /// Writes the last page, cuts the file to its length and reads it.
+        async fn finish(mut self) -> Vec<u8> {
+            let mut buf = WriteBuf::borrow().await.expect("buffer");
+            self.tail
+                .write_last_page(&self.file, &mut buf, self.at)
+                .expect("tail");
+            self.file.set_len(self.appended).expect("cut");
+            drop(self.file);
+            let mut back = Vec::new();
+            File::open(self.dir.path().join("share"))
+                .and_then(|mut f| f.read_to_end(&mut back))
+                .expect("read back");
+            back
+        }
+    }
+
     #[tokio::test]
     async fn appends_of_any_length_write_the_exact_bytes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("share");
-        let direct_io = supported(dir.path());
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        if direct_io {
-            direct(&mut options);
-        }
-        let file = options.open(&path).expect("open");
         let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut tail = Tail::default();
-        let (mut at, mut pos) = (0u64, 0usize);
+        let mut share = TestShare::new();
+        let mut pos = 0;
         // Uneven appends: below a page, across pages, past the buffer.
         for len in [1usize, 4095, 4097, 20, 300_000, 3, 1_100_000, 123_456] {
             let end = (pos + len).min(data.len());
-            if tail.absorbs(end - pos) {
-                tail.keep(&data[pos..end]);
-            } else {
-                let mut buf = WriteBuf::borrow().await.expect("buffer");
-                at = tail
-                    .write(&file, &mut buf, &data[pos..end], at)
-                    .expect("write");
-            }
+            share.append(&data[pos..end]).await;
             pos = end;
-            assert_eq!(at % ALIGN as u64, 0);
-            assert_eq!(at + tail.held_len() as u64, pos as u64);
         }
-        let mut buf = WriteBuf::borrow().await.expect("buffer");
-        tail.write_last_page(&file, &mut buf, at).expect("tail");
-        file.set_len(pos as u64).expect("cut");
-        drop(file);
-        let mut back = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut back))
-            .expect("read back");
-        assert_eq!(back, &data[..pos]);
+        assert_eq!(share.finish().await, &data[..pos]);
     }
 
     /// Appends laid out in memory at their file offset modulo a page, as
@@ -357,51 +391,27 @@ mod tests {
     /// same as through the buffer.
     #[tokio::test]
     async fn appends_laid_out_at_their_page_offset_write_the_exact_bytes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("share");
-        let direct_io = supported(dir.path());
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        if direct_io {
-            direct(&mut options);
-        }
-        let file = options.open(&path).expect("open");
         let data: Vec<u8> = (0..1_500_000u32)
             .map(|i| (i * 13 + i / 509) as u8)
             .collect();
         let mut memory = memmap2::MmapMut::map_anon(2 << 20).expect("map");
-        let mut tail = Tail::default();
-        let (mut at, mut pos) = (0u64, 0usize);
+        let mut share = TestShare::new();
+        let mut pos = 0;
         // A 20-byte header (through the tail), then block-sized appends.
         for len in [20usize, 349_526, 349_526, 9_000, 349_526, 100_000] {
             let end = (pos + len).min(data.len());
-            let piece = &data[pos..end];
-            if tail.absorbs(piece.len()) {
-                tail.keep(piece);
-            } else {
-                let lies_at = pos % ALIGN;
-                memory[lies_at..lies_at + piece.len()].copy_from_slice(piece);
-                let laid_out = &memory[lies_at..lies_at + piece.len()];
-                assert!(
-                    in_place_from(tail.held_len(), laid_out).is_some(),
-                    "an append of {len} at {pos} is written in place"
-                );
-                let mut buf = WriteBuf::borrow().await.expect("buffer");
-                at = tail.write(&file, &mut buf, laid_out, at).expect("write");
-            }
+            let lies_at = pos % ALIGN;
+            let laid_out = &mut memory[lies_at..lies_at + (end - pos)];
+            laid_out.copy_from_slice(&data[pos..end]);
+            assert!(
+                share.tail.absorbs(laid_out.len())
+                    || in_place_from(share.tail.held_len(), laid_out).is_some(),
+                "an append of {len} at {pos} is written in place"
+            );
+            share.append(laid_out).await;
             pos = end;
-            assert_eq!(at % ALIGN as u64, 0);
-            assert_eq!(at + tail.held_len() as u64, pos as u64);
         }
-        let mut buf = WriteBuf::borrow().await.expect("buffer");
-        tail.write_last_page(&file, &mut buf, at).expect("tail");
-        file.set_len(pos as u64).expect("cut");
-        drop(file);
-        let mut back = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut back))
-            .expect("read back");
-        assert_eq!(back, &data[..pos]);
+        assert_eq!(share.finish().await, &data[..pos]);
     }
 
     #[test]
