@@ -15,8 +15,9 @@ use bytes::{Bytes, BytesMut};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::crypto::{tag, tagged_blake3, tagged_hash, tagged_hasher, FileKey, Hash};
-use super::layout::{FORMAT_V1, FORMAT_VERSION, HEADER_LEN};
+use super::layout::{self, FORMAT_V1, FORMAT_VERSION};
 use super::{EncodingParams, EngineError, ParamsError};
+use crate::grid::{DIRECT_ALIGN as PAGE, SMALL_SHARE};
 
 /// A segment encoded into its N blocks.
 #[derive(Debug)]
@@ -98,15 +99,11 @@ impl Spares {
     }
 }
 
-/// A memory page, the unit in which a store writing with direct I/O
-/// writes (see [`SegmentCoder::encode`]).
-const PAGE: usize = 4096;
-
-/// Blocks this long or longer are laid out at their page offset (see
-/// [`SegmentCoder::encode`]). A store holds a shorter share in memory
-/// and writes it at finish (`grid/local.rs`: `SMALL_SHARE`, the same
-/// length), so laying a small file's blocks out would only cost memory.
-const LAID_OUT_FROM: usize = 64 << 10;
+/// Blocks longer than this are laid out at their page offset (see
+/// [`SegmentCoder::encode`]). A store holds a share no longer in memory
+/// and writes it at finish, so laying a small file's blocks out would
+/// only cost memory.
+const LAID_OUT_FROM: usize = SMALL_SHARE;
 
 /// Buffers of at least this many bytes are mapped from the kernel.
 const MAPPED_FROM: usize = 256 << 10;
@@ -231,9 +228,8 @@ pub struct SegmentCoder {
     version: u16,
     k: usize,
     n: usize,
-    /// Length of a full segment's blocks, where the blocks of segment `j`
-    /// lie in their shares (see [`SegmentCoder::encode`]).
-    full_block_len: u64,
+    /// Where the blocks of a segment lie in their shares (see
+    /// [`SegmentCoder::encode`]).
     segment_size: u64,
     /// `None` when n == k: there is nothing to compute.
     rs: Option<ReedSolomon>,
@@ -276,13 +272,11 @@ impl SegmentCoder {
         } else {
             None
         };
-        let segment_size = u64::from(params.segment_size).max(1);
         Ok(Self {
             version,
             k,
             n,
-            full_block_len: segment_size.div_ceil(k.max(1) as u64),
-            segment_size,
+            segment_size: u64::from(params.segment_size).max(1),
             rs,
         })
     }
@@ -317,12 +311,11 @@ impl SegmentCoder {
     /// the data. Encrypting from one buffer into another costs the same
     /// pass as encrypting in place.
     ///
-    /// Each block of [`LAID_OUT_FROM`] bytes or more lies in its own run
-    /// of pages, at the offset modulo a page that it will have in its
-    /// share file (`HEADER_LEN + j * full_block_len` for segment `j`): a
-    /// store writing with direct I/O (`grid/local/direct.rs`) writes it
-    /// from where it lies, copying only the part that completes the page
-    /// before it. Packed end to end, the blocks were copied whole into
+    /// Each block longer than [`LAID_OUT_FROM`] lies in its own run of
+    /// pages, at the offset modulo a page that it will have in its share
+    /// file (`layout::block_offset`): a store writing with direct I/O
+    /// (`grid/local/direct.rs`) writes it from where it lies, copying only
+    /// the part that completes the page before it. Packed end to end, the blocks were copied whole into
     /// aligned buffers: a quarter of a 1 GiB upload's CPU samples. Four
     /// 4 GiB PUTs each, alternating builds: 2.4-2.8 CPU-s per GiB against
     /// 3.2-3.6 packed, at the same throughput (the disk's). The bytes are
@@ -330,7 +323,7 @@ impl SegmentCoder {
     pub fn encode(&self, key: &FileKey, offset: u64, segment: SegmentBuf) -> EncodedSegment {
         let len = segment.len;
         let block_len = len.div_ceil(self.k);
-        let (first, stride, room) = if block_len >= LAID_OUT_FROM {
+        let (first, stride, room) = if block_len > LAID_OUT_FROM {
             let stride = block_len.next_multiple_of(PAGE);
             (self.page_offset_of(offset), stride, PAGE + stride * self.n)
         } else {
@@ -371,11 +364,9 @@ impl SegmentCoder {
     /// Where, modulo a page, the blocks of the segment at plaintext
     /// `offset` lie in their share files.
     fn page_offset_of(&self, offset: u64) -> usize {
-        let segment = offset / self.segment_size;
-        let page = PAGE as u64;
-        // Both factors below a page: no overflow.
-        let at = (segment % page) * (self.full_block_len % page) + HEADER_LEN;
-        usize::try_from(at % page).unwrap_or(0)
+        let full_block_len = layout::full_block_len(self.segment_size, self.k as u64);
+        let at = layout::block_offset(full_block_len, offset / self.segment_size);
+        usize::try_from(at % PAGE as u64).unwrap_or(0)
     }
 
     /// The N blocks of `buf`, block `i` of `block_len` bytes at
@@ -489,13 +480,14 @@ mod tests {
         let plain: Vec<u8> = (0..segment_size as u32)
             .map(|i| (i * 31 + i / 7) as u8)
             .collect();
+        // The share format's rule (docs/FORMAT.md), written out.
         let full_block_len = segment_size.div_ceil(usize::from(params.k)) as u64;
         for segment_index in [0u64, 1, 5, 4097] {
             let offset = segment_index * segment_size as u64;
             let mut segment = coder.segment_buf(segment_size);
             assert_eq!(segment.extend(&plain), segment_size);
             let encoded = coder.encode(&key, offset, segment);
-            let in_share = (HEADER_LEN + segment_index * full_block_len) % PAGE as u64;
+            let in_share = (layout::HEADER_LEN + segment_index * full_block_len) % PAGE as u64;
             for block in &encoded.blocks {
                 assert_eq!(block.len() as u64, full_block_len);
                 assert_eq!((block.as_ptr() as usize % PAGE) as u64, in_share);

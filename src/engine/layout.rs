@@ -375,6 +375,18 @@ pub struct ShareLayout {
     pub share_len: u64,
 }
 
+/// Bytes of every block but the last in a share of segments of
+/// `segment_size` bytes coded k-of-n.
+pub(crate) fn full_block_len(segment_size: u64, k: u64) -> u64 {
+    segment_size.div_ceil(k.max(1))
+}
+
+/// Offset of block `segment` within every share whose full blocks are
+/// `full_block_len` bytes long.
+pub(crate) fn block_offset(full_block_len: u64, segment: u64) -> u64 {
+    HEADER_LEN + segment * full_block_len
+}
+
 impl ShareLayout {
     /// The layout of a consistent trailer; an error for parameters or counts
     /// that no valid upload produces.
@@ -391,7 +403,7 @@ impl ShareLayout {
         let k = u64::from(trailer.k);
         let segment_size = u64::from(trailer.segment_size);
         let segment_count = trailer.segment_count;
-        let full_block_len = segment_size.div_ceil(k);
+        let full_block_len = full_block_len(segment_size, k);
         let blocks_len = match segment_count.checked_sub(1) {
             None => 0,
             Some(full) => {
@@ -443,7 +455,7 @@ impl ShareLayout {
 
     /// Offset of block `segment` within every share.
     pub fn block_offset(&self, segment: u64) -> u64 {
-        HEADER_LEN + segment * self.full_block_len
+        block_offset(self.full_block_len, segment)
     }
 
     /// The footer share `share` ends with.

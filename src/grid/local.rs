@@ -43,6 +43,8 @@ use super::{
 mod direct;
 mod packed;
 
+pub(crate) use direct::ALIGN as DIRECT_ALIGN;
+
 /// Without direct I/O (see [`direct`]): how many bytes a writer appends
 /// between two starts of write-back. Dirty
 /// pages per share stay below about twice this, and `finish` has at most that
@@ -72,7 +74,7 @@ const WRITEBACK_INTERVAL: u64 = 8 << 20;
 /// writes of partial pages, no truncation and no extra trips, where most
 /// of a small file's upload time went. A larger share writes what it held with
 /// its next append and goes on as before.
-const SMALL_SHARE: usize = 64 << 10;
+pub(crate) const SMALL_SHARE: usize = 64 << 10;
 
 /// A free-space answer is given again, without asking the file system,
 /// for this long when it showed at least [`FREE_SPACE_REUSE_ABOVE`]: every

@@ -22,6 +22,9 @@ mod throttle;
 
 pub use fault::{FailingStore, Fault, FaultSwitch, FaultyStore};
 pub use local::{grid_of_dirs, grid_of_dirs_beside, LocalStore};
+// For the coder, which lays blocks out where the local store's direct
+// writes take them without a copy (engine/codec.rs).
+pub(crate) use local::{DIRECT_ALIGN, SMALL_SHARE};
 pub use memory::MemoryStore;
 pub use pool::{BufferLease, BufferPool};
 pub use s3::{S3Options, S3Store, MIN_PART_SIZE};

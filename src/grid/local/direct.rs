@@ -42,7 +42,7 @@ use crate::grid::{BufferLease, BufferPool};
 
 /// Alignment of buffers, offsets and lengths: a page, which every block
 /// device's logical block size divides.
-pub(super) const ALIGN: usize = 4096;
+pub(crate) const ALIGN: usize = 4096;
 
 /// Bytes of one pooled write buffer: a block of a 1 MiB segment coded
 /// 3-of-10 (341 KiB) is one write; longer appends are written in pieces
