@@ -188,8 +188,13 @@ fn in_place_from(held: usize, data: &[u8]) -> Option<usize> {
 
 /// Writes `pieces` one after the other at `at`, in one call unless the
 /// kernel takes only part of them.
-fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut at: u64) -> io::Result<()> {
-    let slices: Vec<io::IoSlice<'_>> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+fn write_all_vectored_at<const N: usize>(
+    file: &File,
+    pieces: [&[u8]; N],
+    mut at: u64,
+) -> io::Result<()> {
+    // An array, not a Vec: this runs for every block of every share.
+    let slices = pieces.map(io::IoSlice::new);
     let offset = i64::try_from(at).map_err(|_| io::Error::other("offset past i64"))?;
     let mut done = nix::sys::uio::pwritev(file, &slices, offset).map_err(io::Error::from)?;
     // Rare: the rest piece by piece.
@@ -261,7 +266,7 @@ impl Tail {
                     &[][..]
                 };
                 // One write of both: a direct write waits for the disk.
-                write_all_vectored_at(file, &[first_page, &rest[..whole]], at)?;
+                write_all_vectored_at(file, [first_page, &rest[..whole]], at)?;
                 at += (first_page.len() + whole) as u64;
                 self.bytes.clear();
                 self.bytes.extend_from_slice(&rest[whole..]);
