@@ -713,13 +713,7 @@ pub(super) async fn run_share(
                 }
             }
             ShareCommand::Finish { tail, len } => {
-                let finished = match writer.append(tail).await {
-                    Ok(()) => writer.finish(len).await,
-                    Err(e) => {
-                        let _ = writer.abort().await;
-                        Err(e)
-                    }
-                };
+                let finished = writer.finish_with(tail, len).await;
                 note(started, &finished);
                 return finished;
             }

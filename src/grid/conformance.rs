@@ -18,6 +18,7 @@ pub(crate) async fn run_all(store: &dyn ShareStore) {
     empty_share(store).await;
     partial_share_is_invisible(store).await;
     finish_with_wrong_length_fails(store).await;
+    last_bytes_given_to_finish(store).await;
     create_of_existing_share_fails(store).await;
     racing_creates_have_one_winner(store).await;
     abort_removes_everything(store).await;
@@ -243,6 +244,65 @@ pub(crate) async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
             .await
             .expect("abort");
     }
+}
+
+/// `finish_with` appends its bytes and finishes, whatever their length
+/// against the store's pages and buffers, and counts them in the length.
+pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
+    let si = random_si();
+    // A small share, then shares past any in-memory hold, appended in
+    // blocks of a 3-of-10 segment, whose last bytes end on, before and
+    // after a page, or run longer than a direct-write buffer.
+    let cases: [(usize, usize); 7] = [
+        (1000, 500),
+        (2 * 349_526, 0),
+        (2 * 349_526, 1),
+        (2 * 349_526, 4096 - (2 * 349_526) % 4096),
+        (2 * 349_526, 5000),
+        (3 * 349_526, 133_336),
+        (349_526, 700_000),
+    ];
+    for (n, &(body, last)) in cases.iter().enumerate() {
+        let share = ShareNum(u8::try_from(n).expect("few cases"));
+        let data = pattern(n as u8 + 40, body + last);
+        let mut writer = store.create(si, share, &secrets()).await.expect("create");
+        for block in data[..body].chunks(349_526) {
+            writer
+                .append(Bytes::copy_from_slice(block))
+                .await
+                .expect("append");
+        }
+        writer
+            .finish_with(Bytes::copy_from_slice(&data[body..]), data.len() as u64)
+            .await
+            .expect("finish with the last bytes");
+        let read = store
+            .read(si, share, 0..data.len() as u64)
+            .await
+            .expect("read");
+        assert!(read[..] == data[..], "case {body}+{last}: the bytes differ");
+    }
+    let mut writer = store
+        .create(si, ShareNum(9), &secrets())
+        .await
+        .expect("create");
+    writer
+        .append(Bytes::from(pattern(7, 100_000)))
+        .await
+        .expect("append");
+    match writer
+        .finish_with(Bytes::from(pattern(8, 10)), 100_000)
+        .await
+    {
+        Err(GridError::LengthMismatch {
+            written, expected, ..
+        }) => assert_eq!((written, expected), (100_010, 100_000)),
+        other => panic!("finish_with 10 bytes too many: expected LengthMismatch, got {other:?}"),
+    }
+    assert_not_found(
+        store.read(si, ShareNum(9), 0..0).await,
+        "read after a failed finish_with",
+    );
 }
 
 pub(crate) async fn create_of_existing_share_fails(store: &dyn ShareStore) {

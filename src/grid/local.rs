@@ -860,13 +860,25 @@ impl LocalWriter {
         Ok(())
     }
 
-    async fn finish_inner(&mut self, len: u64) -> GridResult<()> {
-        if len != self.written {
+    /// Appends `last` and finishes. A share written with direct I/O takes
+    /// `last` with its final page, in the one trip to the blocking pool and
+    /// the one write that finishing needs anyway; its ten shares finishing
+    /// together each waited about 0.8 ms between the two on this machine.
+    async fn finish_inner(&mut self, last: Bytes, len: u64) -> GridResult<()> {
+        let on_disk_direct = self.small.is_none() && self.tail.is_some();
+        let last = if on_disk_direct {
+            last
+        } else {
+            self.append(last).await?;
+            Bytes::new()
+        };
+        let written = self.written + last.len() as u64;
+        if len != written {
             return Err(GridError::LengthMismatch {
                 server: self.store.server_id.clone(),
                 si: self.si,
                 share: self.share,
-                written: self.written,
+                written,
                 expected: len,
             });
         }
@@ -894,16 +906,17 @@ impl LocalWriter {
             .await;
         }
         self.wait_writeback("finish: write-back").await?;
-        let last_page = match self.tail.take() {
+        let last_pages = match self.tail.take() {
             Some(tail) => Some((tail, self.write_buf("finish").await?)),
             None => None,
         };
+        let written_through = self.written;
         blocking(&self.store, "finish", move || {
-            if let Some((mut tail, mut buf)) = last_page {
-                let held = tail.held_len() as u64;
-                tail.write_last_page(&file, &mut buf, len - held)
+            if let Some((mut tail, mut buf)) = last_pages {
+                let at = written_through - tail.held_len() as u64;
+                tail.write_final(&file, &mut buf, &last, at)
                     .and_then(|()| file.set_len(len))
-                    .map_err(|e| inner.io_error("finish: write the last page", e))?;
+                    .map_err(|e| inner.io_error("finish: write the last pages", e))?;
             }
             // `written` counts what we sent; the file is the truth.
             let on_disk = file
@@ -1074,8 +1087,12 @@ impl ShareWriter for LocalWriter {
         }
     }
 
-    async fn finish(mut self: Box<Self>, len: u64) -> GridResult<()> {
-        let result = self.finish_inner(len).await;
+    async fn finish(self: Box<Self>, len: u64) -> GridResult<()> {
+        self.finish_with(Bytes::new(), len).await
+    }
+
+    async fn finish_with(mut self: Box<Self>, last: Bytes, len: u64) -> GridResult<()> {
+        let result = self.finish_inner(last, len).await;
         if result.is_err() {
             // Clean up now rather than in Drop, so that the share can be
             // created again as soon as finish returns.

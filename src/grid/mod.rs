@@ -450,6 +450,18 @@ pub trait ShareWriter: Send + fmt::Debug {
     /// appended, checked by the store.
     async fn finish(self: Box<Self>, len: u64) -> GridResult<()>;
 
+    /// Appends `data`, the share's last bytes, then finishes it with `len`
+    /// bytes in all; on an error the share is gone, as after
+    /// [`abort`](Self::abort). A store may write the last bytes and finish
+    /// in one trip to its disk, where an append and a finish take two.
+    async fn finish_with(mut self: Box<Self>, data: Bytes, len: u64) -> GridResult<()> {
+        if let Err(e) = self.append(data).await {
+            let _ = self.abort().await;
+            return Err(e);
+        }
+        self.finish(len).await
+    }
+
     /// Removes everything written so far.
     async fn abort(self: Box<Self>) -> GridResult<()>;
 }

@@ -289,6 +289,36 @@ impl Tail {
         }
     }
 
+    /// Writes the bytes held, which start at file offset `at` (page-aligned),
+    /// and `data` after them: the share's last bytes, every page of them,
+    /// the last padded with zeros. One write where they fit the buffer
+    /// (the hash trees and trailer of a share of a file up to several GiB);
+    /// the caller then cuts the file to its length.
+    pub(super) fn write_final(
+        &mut self,
+        file: &File,
+        buf: &mut WriteBuf,
+        data: &[u8],
+        at: u64,
+    ) -> io::Result<()> {
+        let held = self.bytes.len();
+        let end = held + data.len();
+        let padded = end.div_ceil(ALIGN) * ALIGN;
+        if padded == 0 {
+            return Ok(());
+        }
+        let Some(out) = buf.bytes().get_mut(..padded) else {
+            let at = self.write(file, buf, data, at)?;
+            return self.write_last_page(file, buf, at);
+        };
+        out[..held].copy_from_slice(&self.bytes);
+        out[held..end].copy_from_slice(data);
+        out[end..].fill(0);
+        file.write_all_at(out, at)?;
+        self.bytes.clear();
+        Ok(())
+    }
+
     /// Writes the bytes held at `at` as one page padded with zeros (direct
     /// writes are whole pages); the caller then cuts the file to its length.
     pub(super) fn write_last_page(
