@@ -17,12 +17,15 @@
 //! them, 1 and 8 clients: benches/http/small.rs), `folders` (PROPFIND
 //! Depth: 1 of 1,000, 10,000 and 100,000 entries: benches/http/folders.rs),
 //! `concurrent` (64 clients PUT 64 MiB each at once, then GET them, against
-//! one stream on the same server), `slow` (griddav on a throttled grid).
+//! one stream on the same server), `slow` (griddav on a throttled grid),
+//! `ceilings` (what the disk itself allows, without griddav: the share
+//! writes of a 3-of-10 PUT, a cold read of three shares, ten parallel
+//! durable 4 KiB appends: benches/http/ceilings.rs).
 //!
 //! - `GRIDDAV_BENCH_QUICK=1`: sizes 16 and 256 MiB, 500 small files,
 //!   folders of 1,000 and 10,000, 64 clients x 8 MiB, slow grid 128 MiB.
 //! - `GRIDDAV_BENCH_SIZES=16,256,1024,4096` (MiB), `GRIDDAV_BENCH_PEERS=griddav,localfs,rclone`,
-//!   `GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow`,
+//!   `GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow,ceilings`,
 //!   `GRIDDAV_BENCH_REPEAT=N` (median of N fresh runs per size: 3 in a full
 //!   run, where one PUT's close alone varied from 20 to 88 ms at 1 GiB, and
 //!   1 in a quick one), `GRIDDAV_BENCH_SMALL_FILES`,
@@ -146,9 +149,16 @@ impl Settings {
             })
             .unwrap_or_else(|| vec![Peer::Griddav, Peer::LocalFs, Peer::Rclone]);
         let scenarios = env_list("GRIDDAV_BENCH_SCENARIOS").unwrap_or_else(|| {
-            ["sizes", "small", "folders", "concurrent", "slow"]
-                .map(String::from)
-                .to_vec()
+            [
+                "sizes",
+                "small",
+                "folders",
+                "concurrent",
+                "slow",
+                "ceilings",
+            ]
+            .map(String::from)
+            .to_vec()
         });
         let folders = env_list("GRIDDAV_BENCH_FOLDERS")
             .map(|l| {
@@ -1050,6 +1060,7 @@ mod throttled {
     }
 }
 
+mod ceilings;
 mod conn;
 mod folders;
 mod report;
@@ -1124,6 +1135,7 @@ fn run_all() {
         }
     }
     let slow = settings.has("slow").then(|| slow_grid(&settings, &pattern));
+    let ceilings = settings.has("ceilings").then(|| ceilings::run(&settings));
     machine.load_after = loadavg();
     write_report(
         &settings,
@@ -1133,6 +1145,7 @@ fn run_all() {
         &folders,
         slow.as_ref(),
         &conc,
+        ceilings.as_ref(),
         &started,
         started_at.elapsed(),
     )

@@ -87,6 +87,7 @@ pub(super) fn write_report(
     folders: &BTreeMap<Peer, Vec<folders::FolderRun>>,
     slow: Option<&SlowGrid>,
     conc: &[Concurrent],
+    ceilings: Option<&ceilings::Ceilings>,
     started: &str,
     took: Duration,
 ) -> io::Result<()> {
@@ -591,6 +592,9 @@ pub(super) fn write_report(
             holds: Some(s.error.is_none() && s.close_ms / 1e3 < spool / 10.0),
         });
     }
+    if let Some(c) = ceilings {
+        write_ceilings(&mut md, c, results.get(&(Peer::Griddav, c.size)));
+    }
     let _ = writeln!(md, "## Targets\n");
     if settings.quick || !sizes.contains(&(4096 * MIB)) {
         let _ = writeln!(md, "Quick run or reduced sizes: the large-file targets are checked against the largest size measured, not the sizes the targets name, and the other scenarios are smaller than the issue's.\n");
@@ -629,6 +633,98 @@ pub(super) fn write_report(
         svg(settings, results, slow),
     )?;
     Ok(())
+}
+
+/// The section "What this disk allows" (benches/http/ceilings.rs), with
+/// griddav's own figures at the same size (`griddav`) to compare with.
+fn write_ceilings(md: &mut String, c: &ceilings::Ceilings, griddav: Option<&Measure>) {
+    let size = size_name(c.size);
+    let _ = writeln!(md, "## What this disk allows\n");
+    let _ = writeln!(
+        md,
+        "The disk alone, without griddav, measured in the same run on the disk the servers' data is on \
+         (`benches/http/ceilings.rs`; each figure the median of 3 runs). For a file of {size}, ten threads each \
+         write a share file of a third of it ({} bytes) {} and `fdatasync` it, timed from the first write to the \
+         last sync; then, {} three threads read three of them back in 1 MiB buffered reads, as griddav reads the \
+         data shares. Durable appends: ten threads each write the next 4 KiB of a file of their own (1 MiB of \
+         zeros already written) and `fdatasync` it, 200 rounds of all ten; and 200 single 4 KiB writes + \
+         `fdatasync` of one file. griddav does at least this I/O for the same work (its shares also carry hash \
+         trees), so it cannot beat these figures on this disk.\n",
+        c.share_len,
+        if c.direct {
+            "with direct I/O (`O_DIRECT`, 1 MiB writes of random bytes)"
+        } else {
+            "through the page cache (this file system takes no direct I/O; griddav falls back the same way), \
+             in 1 MiB writes of random bytes,"
+        },
+        match (c.cold, c.direct) {
+            (true, _) => "with the page cache dropped,",
+            (false, true) => {
+                "without dropping the page cache (not root; nothing of them is cached after direct writes),"
+            }
+            (false, false) => {
+                "**warm** (not root: the page cache, which they were written through, is not dropped),"
+            }
+        }
+    );
+    let error = |e: &str| format!("n/a (error {e})");
+    let with = |what: &str, figure: Option<f64>| match figure {
+        Some(v) => format!("{what} (griddav, {size}: {} MB/s)", fmt(v, 0)),
+        None => what.to_string(),
+    };
+    let _ = writeln!(md, "| ceiling | measured | compare with |");
+    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| share writes of a 3-of-10 PUT (10 files, {}, synced) | {} | {} |",
+        if c.direct { "direct I/O" } else { "buffered" },
+        match &c.write_secs {
+            Ok(secs) => format!(
+                "{} MB/s of shares = {} MB/s of file",
+                fmt(mbs(10 * c.share_len, *secs), 0),
+                fmt(mbs(c.size, *secs), 0)
+            ),
+            Err(e) => error(e),
+        },
+        with("the PUT rows", griddav.map(|m| m.put_mbs))
+    );
+    let _ = writeln!(
+        md,
+        "| {} read of the three data shares (3 files in parallel) | {} | {} |",
+        if c.cold || c.direct { "cold" } else { "warm" },
+        match &c.read_secs {
+            Ok(secs) => format!("{} MB/s of file", fmt(mbs(c.size, *secs), 0)),
+            Err(e) => error(e),
+        },
+        with("the GET rows", griddav.map(|m| m.get_mbs))
+    );
+    let _ = writeln!(
+        md,
+        "| ten parallel 4 KiB durable appends (one per share) | {} | a small file's grid PUT |",
+        match &c.round_ms {
+            Ok((median, p90)) => format!("median {} ms, p90 {} ms", fmt(*median, 2), fmt(*p90, 2)),
+            Err(e) => error(e),
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| one 4 KiB write + fdatasync | {} | each namespace commit |",
+        match &c.commit_ms {
+            Ok(ms) => format!("{} ms", fmt(*ms, 2)),
+            Err(e) => error(e),
+        }
+    );
+    if let (Ok(w), Ok(r)) = (&c.write_secs, &c.read_secs) {
+        let _ = writeln!(
+            md,
+            "\nA 3-of-10 PUT of {size} cannot be faster than {} MB/s on this disk, and a {} GET reading the three data \
+             shares not faster than {} MB/s.",
+            fmt(mbs(c.size, *w), 0),
+            if c.cold || c.direct { "cold" } else { "warm" },
+            fmt(mbs(c.size, *r), 0)
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// Close latency against file size, both axes logarithmic.

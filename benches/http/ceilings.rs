@@ -1,0 +1,420 @@
+//! What the disk itself allows (scenario `ceilings`): the same work griddav
+//! asks of the disk, done without griddav, in the benchmark directory (on
+//! the disk the servers' data is on), so that targets bounded by the disk
+//! show it with figures from the same run. Each figure is the median of
+//! [`RUNS`] runs.
+//!
+//! - **Share writes of a 3-of-10 PUT**: for the largest size measured (at
+//!   most 1 GiB), ten threads each write one file of a third of it with
+//!   `O_DIRECT`, in 1 MiB writes from an aligned buffer of random bytes,
+//!   and `fdatasync` it; timed from the first write to the last sync. A
+//!   file system without direct I/O (`open` answers `EINVAL`) is written
+//!   through the page cache instead, and the report says so.
+//! - **Cold read of the three data shares**: the page cache dropped (when
+//!   the benchmark may: `GRIDDAV_BENCH_COLD_GET`), three threads read
+//!   three of those files through the page cache in 1 MiB reads, as
+//!   griddav reads a file's data shares.
+//! - **Sync floor of a small file**: ten files already holding 1 MiB of
+//!   written zeros; [`ROUNDS`] rounds of ten threads each writing the next
+//!   4 KiB of its own file and `fdatasync`ing it, the round done when all
+//!   ten are; then one thread writing 4 KiB and `fdatasync`ing it
+//!   [`ROUNDS`] times, the cost of one namespace commit's sync.
+//!
+//! Every file is removed again; errors end a probe, not the benchmark.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+
+use rand::RngCore;
+
+use super::*;
+
+/// Runs of each probe; the median is reported.
+const RUNS: usize = 3;
+/// The largest file the share-write probe writes the shares of.
+const MAX_SIZE: u64 = 1 << 30;
+const SHARES: usize = 10;
+const DATA_SHARES: usize = 3;
+/// Bytes per `write` and per `read`.
+const IO_LEN: usize = 1 << 20;
+/// Alignment of direct writes: buffer, offset and length.
+const ALIGN: usize = 4096;
+/// Rounds of durable appends, and single write + sync of one file.
+const ROUNDS: usize = 200;
+const RECORD: usize = 4096;
+/// Written (not allocated) zeros in each append file before the rounds.
+const PREWRITTEN: usize = 1 << 20;
+
+/// The disk's own ceilings; each `Err` is the probe's error.
+pub(super) struct Ceilings {
+    /// The file size the share writes are for.
+    pub(super) size: u64,
+    /// Bytes of each of the ten share files: a third of `size`, rounded up.
+    pub(super) share_len: u64,
+    /// Whether the shares were written with `O_DIRECT`.
+    pub(super) direct: bool,
+    /// Whether the page cache was dropped before the reads.
+    pub(super) cold: bool,
+    /// First write .. last sync of the ten share files.
+    pub(super) write_secs: Result<f64, String>,
+    /// Reading three of them at once.
+    pub(super) read_secs: Result<f64, String>,
+    /// One round of ten parallel 4 KiB write + fdatasync: median and p90, ms.
+    pub(super) round_ms: Result<(f64, f64), String>,
+    /// One 4 KiB write + fdatasync of one file, median ms.
+    pub(super) commit_ms: Result<f64, String>,
+}
+
+pub(super) fn run(settings: &Settings) -> Ceilings {
+    let size = settings
+        .sizes
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(MAX_SIZE)
+        .min(MAX_SIZE);
+    let share_len = size.div_ceil(DATA_SHARES as u64);
+    let mut c = Ceilings {
+        size,
+        share_len,
+        direct: false,
+        cold: settings.cold_get,
+        write_secs: Err("not run".into()),
+        read_secs: Err("not run".into()),
+        round_ms: Err("not run".into()),
+        commit_ms: Err("not run".into()),
+    };
+    let dir = match tempfile::Builder::new()
+        .prefix("ceilings-")
+        .tempdir_in(&settings.root)
+    {
+        Ok(dir) => dir,
+        Err(e) => {
+            let e = format!("temporary directory: {e}");
+            c.write_secs = Err(e.clone());
+            c.read_secs = Err(e.clone());
+            c.round_ms = Err(e.clone());
+            c.commit_ms = Err(e);
+            return c;
+        }
+    };
+
+    let (mut writes, mut reads) = (Vec::new(), Vec::new());
+    let (mut write_error, mut read_error) = (None, None);
+    for run in 0..RUNS {
+        let paths: Vec<PathBuf> = (0..SHARES)
+            .map(|i| dir.path().join(format!("share-{i:02}")))
+            .collect();
+        let written = write_shares(&paths, share_len);
+        let read = written.as_ref().map_err(|e| e.to_string()).and_then(|_| {
+            if settings.cold_get {
+                drop_page_cache().map_err(|e| format!("dropping the page cache: {e}"))?;
+            }
+            read_shares(&paths[..DATA_SHARES], DATA_SHARES as u64 * share_len)
+                .map_err(|e| e.to_string())
+        });
+        remove(&paths);
+        let (direct, secs) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("  ceilings {}/{RUNS}: share writes: ERROR {e}", run + 1);
+                write_error = Some(e.to_string());
+                break;
+            }
+        };
+        eprintln!(
+            "  ceilings {}/{RUNS}: 10 x {} MiB shares written {} in {secs:.2} s ({:.0} MB/s of shares), 3 read {} in {}",
+            run + 1,
+            share_len / MIB,
+            if direct { "direct" } else { "buffered" },
+            mbs(SHARES as u64 * share_len, secs),
+            if settings.cold_get { "cold" } else { "without dropping the cache" },
+            match &read {
+                Ok(s) => format!("{s:.2} s"),
+                Err(e) => format!("ERROR {e}"),
+            }
+        );
+        c.direct = direct;
+        writes.push(secs);
+        match read {
+            Ok(secs) => reads.push(secs),
+            Err(e) => read_error = Some(e),
+        }
+    }
+    match write_error {
+        Some(e) => {
+            c.write_secs = Err(e);
+            c.read_secs = Err("no shares written".into());
+        }
+        None => {
+            c.write_secs = Ok(median(&mut writes));
+            c.read_secs = match read_error {
+                Some(e) => Err(e),
+                None => Ok(median(&mut reads)),
+            };
+        }
+    }
+
+    let (mut medians, mut p90s, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        match sync_floor(dir.path()) {
+            Ok((median_ms, p90_ms, commit_ms)) => {
+                eprintln!(
+                    "  ceilings {}/{RUNS}: ten parallel 4 KiB write + fdatasync: median {median_ms:.3} ms, p90 {p90_ms:.3} ms; one: median {commit_ms:.3} ms",
+                    run + 1
+                );
+                medians.push(median_ms);
+                p90s.push(p90_ms);
+                commits.push(commit_ms);
+            }
+            Err(e) => {
+                eprintln!("  ceilings {}/{RUNS}: durable appends: ERROR {e}", run + 1);
+                c.round_ms = Err(e.to_string());
+                c.commit_ms = Err(e.to_string());
+                break;
+            }
+        }
+    }
+    if medians.len() == RUNS {
+        c.round_ms = Ok((median(&mut medians), median(&mut p90s)));
+        c.commit_ms = Ok(median(&mut commits));
+    }
+    c
+}
+
+/// Removes files, whatever is left of them.
+fn remove(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A buffer of `len` random bytes starting on an [`ALIGN`] boundary
+/// (without unsafe code: a `Vec<u8>` one alignment longer, used from its
+/// first aligned byte).
+fn aligned_random(len: usize) -> (Vec<u8>, usize) {
+    let mut raw = vec![0u8; len + ALIGN];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+    (raw, start)
+}
+
+/// Creates `paths`, each `share_len` bytes, written by one thread per file
+/// and synced. Returns whether the writes were direct, and the seconds
+/// from the first write to the last sync.
+fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
+    let mut direct = true;
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let open = |direct: bool| {
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            if direct {
+                options.custom_flags(nix::libc::O_DIRECT);
+            }
+            options.open(path)
+        };
+        let file = match open(direct) {
+            Err(e) if direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                direct = false;
+                open(false)?
+            }
+            other => other?,
+        };
+        files.push(file);
+    }
+    if !direct {
+        // Only the first open can have failed (one directory); no file is
+        // written direct and another buffered.
+        for (file, path) in files.iter_mut().zip(paths) {
+            *file = OpenOptions::new().write(true).truncate(true).open(path)?;
+        }
+    }
+    let barrier = Barrier::new(files.len() + 1);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = files
+            .iter()
+            .map(|file| {
+                let barrier = &barrier;
+                s.spawn(move || -> io::Result<()> {
+                    let (raw, start) = aligned_random(IO_LEN);
+                    let buf = &raw[start..start + IO_LEN];
+                    barrier.wait();
+                    let mut at = 0u64;
+                    while at < share_len {
+                        let left = share_len - at;
+                        let len = if left >= IO_LEN as u64 {
+                            IO_LEN
+                        } else if direct {
+                            // The last piece padded to a page, cut back below.
+                            (left as usize).next_multiple_of(ALIGN)
+                        } else {
+                            left as usize
+                        };
+                        file.write_all_at(&buf[..len], at)?;
+                        at += len as u64;
+                    }
+                    if at != share_len {
+                        file.set_len(share_len)?;
+                    }
+                    file.sync_data()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut result = Ok(());
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a share writer panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        result.map(|()| (direct, secs))
+    })
+}
+
+/// Reads `paths` whole, one thread per file, through the page cache.
+/// Returns the seconds from the first read to the last.
+fn read_shares(paths: &[PathBuf], expected: u64) -> io::Result<f64> {
+    let files = paths
+        .iter()
+        .map(File::open)
+        .collect::<io::Result<Vec<File>>>()?;
+    let barrier = Barrier::new(files.len() + 1);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = files
+            .iter()
+            .map(|file| {
+                let barrier = &barrier;
+                s.spawn(move || -> io::Result<u64> {
+                    let mut buf = vec![0u8; IO_LEN];
+                    let mut file = file;
+                    let mut total = 0u64;
+                    barrier.wait();
+                    loop {
+                        match file.read(&mut buf)? {
+                            0 => return Ok(total),
+                            n => total += n as u64,
+                        }
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut total = Ok(0u64);
+        for r in readers {
+            let n = r
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a share reader panicked")));
+            total = match (total, n) {
+                (Ok(t), Ok(n)) => Ok(t + n),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
+        let secs = start.elapsed().as_secs_f64();
+        match total? {
+            n if n == expected => Ok(secs),
+            n => Err(io::Error::other(format!(
+                "read {n} bytes of shares, expected {expected}"
+            ))),
+        }
+    })
+}
+
+/// A file of `PREWRITTEN` written zeros, synced, open for writing.
+fn prewritten(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all_at(&vec![0u8; PREWRITTEN], 0)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Ten parallel durable 4 KiB writes per round, then single ones: the
+/// median and p90 round, and the median single write + sync, all in ms.
+fn sync_floor(dir: &Path) -> io::Result<(f64, f64, f64)> {
+    let mut paths: Vec<PathBuf> = (0..SHARES)
+        .map(|i| dir.join(format!("append-{i:02}")))
+        .collect();
+    paths.push(dir.join("commit"));
+    let result = (|| {
+        let mut files = paths
+            .iter()
+            .map(|p| prewritten(p))
+            .collect::<io::Result<Vec<File>>>()?;
+        let commit = files.pop().expect("the commit file");
+        let mut record = [0u8; RECORD];
+        rand::thread_rng().fill_bytes(&mut record);
+        let record = &record;
+
+        let barrier = Barrier::new(files.len() + 1);
+        let mut rounds = std::thread::scope(|s| {
+            let writers: Vec<_> = files
+                .iter()
+                .map(|file| {
+                    let barrier = &barrier;
+                    s.spawn(move || -> io::Result<()> {
+                        // Every round's two waits are kept after an error,
+                        // so that the others are not left waiting.
+                        let mut error = None;
+                        for round in 0..ROUNDS {
+                            barrier.wait();
+                            if error.is_none() {
+                                if let Err(e) = file
+                                    .write_all_at(record, (round * RECORD) as u64)
+                                    .and_then(|()| file.sync_data())
+                                {
+                                    error = Some(e);
+                                }
+                            }
+                            barrier.wait();
+                        }
+                        error.map_or(Ok(()), Err)
+                    })
+                })
+                .collect();
+            let mut times = Vec::with_capacity(ROUNDS);
+            for _ in 0..ROUNDS {
+                barrier.wait();
+                let start = Instant::now();
+                barrier.wait();
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            let mut result = Ok(times);
+            for w in writers {
+                let r = w
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an append writer panicked")));
+                if let Err(e) = r {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
+            result
+        })?;
+        rounds.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        let p90 = rounds[(rounds.len() * 9).div_ceil(10) - 1];
+        let round_median = median(&mut rounds);
+
+        let mut commits = Vec::with_capacity(ROUNDS);
+        for i in 0..ROUNDS {
+            let start = Instant::now();
+            commit.write_all_at(record, (i * RECORD) as u64)?;
+            commit.sync_data()?;
+            commits.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((round_median, p90, median(&mut commits)))
+    })();
+    remove(&paths);
+    result
+}
