@@ -3,15 +3,16 @@
 # every scenario of issue 13. Writes docs/BENCHMARKS.md (with its targets table)
 # and docs/benchmarks-close-latency.svg.
 #
-#   bash bench/run.sh                       # the full run, each size the median of 3 (about 12-15 minutes on 2 cores, 25 GB of disk)
+#   bash bench/run.sh                       # the full run, each size the median of 3 (about 16-18 minutes on 2 cores, 25 GB of disk)
 #   GRIDDAV_BENCH_QUICK=1 bash bench/run.sh # a few minutes: smaller sizes, fewer files and entries
 #
-# Scenarios (GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow):
+# Scenarios (GRIDDAV_BENCH_SCENARIOS=sizes,small,folders,concurrent,slow,ceilings):
 #   sizes       one large PUT, GET and 32 KiB Range GETs at 16 MiB, 256 MiB, 1 GiB, 4 GiB
 #   small       10,000 files of 1-64 KiB as Finder and as Explorer copy them, 1 and 8 clients
 #   folders     PROPFIND Depth: 1 of folders of 1,000, 10,000 and 100,000 entries
 #   concurrent  64 clients PUT 64 MiB each at once, then GET them, vs one stream
 #   slow        griddav with its grid behind a 40 MB/s link
+#   ceilings    the disk alone: a 3-of-10 PUT's share writes, a cold read of three shares, durable 4 KiB appends
 # Every knob (sizes, peers, counts, repeats, directories) is an environment
 # variable described at the top of benches/http/main.rs.
 set -euo pipefail
