@@ -308,35 +308,15 @@ impl Tail {
             return Ok(());
         }
         let Some(out) = buf.bytes().get_mut(..padded) else {
+            // Longer than the buffer: every whole page first, then what is
+            // left (less than a page, which any buffer holds) as above.
             let at = self.write(file, buf, data, at)?;
-            return self.write_last_page(file, buf, at);
+            return self.write_final(file, buf, &[], at);
         };
         out[..held].copy_from_slice(&self.bytes);
         out[held..end].copy_from_slice(data);
         out[end..].fill(0);
         file.write_all_at(out, at)?;
-        self.bytes.clear();
-        Ok(())
-    }
-
-    /// Writes the bytes held at `at` as one page padded with zeros (direct
-    /// writes are whole pages); the caller then cuts the file to its length.
-    pub(super) fn write_last_page(
-        &mut self,
-        file: &File,
-        buf: &mut WriteBuf,
-        at: u64,
-    ) -> io::Result<()> {
-        if self.bytes.is_empty() {
-            return Ok(());
-        }
-        let held = self.bytes.len();
-        let Some(page) = buf.bytes().get_mut(..ALIGN) else {
-            return Err(io::Error::other("no direct-write buffer"));
-        };
-        page[..held].copy_from_slice(&self.bytes);
-        page[held..].fill(0);
-        file.write_all_at(page, at)?;
         self.bytes.clear();
         Ok(())
     }
@@ -391,13 +371,16 @@ mod tests {
             assert_eq!(self.at + self.tail.held_len() as u64, self.appended);
         }
 
-        /// Writes the last page, cuts the file to its length and reads it.
-        async fn finish(mut self) -> Vec<u8> {
+        /// Writes `last` and every page still held, cuts the file to its
+        /// length and reads it.
+        async fn finish(mut self, last: &[u8]) -> Vec<u8> {
             let mut buf = WriteBuf::borrow().await.expect("buffer");
             self.tail
-                .write_last_page(&self.file, &mut buf, self.at)
-                .expect("tail");
-            self.file.set_len(self.appended).expect("cut");
+                .write_final(&self.file, &mut buf, last, self.at)
+                .expect("last pages");
+            self.file
+                .set_len(self.appended + last.len() as u64)
+                .expect("cut");
             drop(self.file);
             let mut back = Vec::new();
             File::open(self.dir.path().join("share"))
@@ -418,7 +401,23 @@ mod tests {
             share.append(&data[pos..end]).await;
             pos = end;
         }
-        assert_eq!(share.finish().await, &data[..pos]);
+        assert_eq!(share.finish(&[]).await, &data[..pos]);
+    }
+
+    /// The last bytes, given to the finish, go with the held tail: in one
+    /// write where they fit the buffer, in pages first where they do not.
+    #[tokio::test]
+    async fn last_bytes_of_any_length_are_written_with_the_tail() {
+        let data: Vec<u8> = (0..1_500_000u32)
+            .map(|i| (i * 11 + i / 307) as u8)
+            .collect();
+        for last in [0usize, 1, 4096 - 1000, 5_000, WRITE_BUF_LEN + 12_345] {
+            let mut share = TestShare::new();
+            share.append(&data[..1000]).await;
+            assert_eq!(share.tail.held_len(), 1000);
+            let back = share.finish(&data[1000..1000 + last]).await;
+            assert!(back == data[..1000 + last], "{last} last bytes");
+        }
     }
 
     /// Appends laid out in memory at their file offset modulo a page, as
@@ -446,7 +445,7 @@ mod tests {
             share.append(laid_out).await;
             pos = end;
         }
-        assert_eq!(share.finish().await, &data[..pos]);
+        assert_eq!(share.finish(&[]).await, &data[..pos]);
     }
 
     #[test]
