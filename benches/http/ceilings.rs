@@ -190,6 +190,28 @@ fn remove(paths: &[PathBuf]) {
     }
 }
 
+/// Joins every thread of a probe: their results in order, or the first
+/// error (a panic as one, naming `what`).
+fn join_all<T>(
+    threads: Vec<std::thread::ScopedJoinHandle<'_, io::Result<T>>>,
+    what: &str,
+) -> io::Result<Vec<T>> {
+    let mut results = Vec::with_capacity(threads.len());
+    let mut first_error = None;
+    for thread in threads {
+        match thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other(format!("{what} panicked"))))
+        {
+            Ok(result) => results.push(result),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(results), Err)
+}
+
 /// A buffer of `len` random bytes starting on an [`ALIGN`] boundary
 /// (without unsafe code: a `Vec<u8>` one alignment longer, used from its
 /// first aligned byte).
@@ -215,6 +237,8 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
             }
             options.open(path)
         };
+        // All files are in one directory: only the first open can refuse
+        // O_DIRECT, and then every file is written through the page cache.
         let file = match open(direct) {
             Err(e) if direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
                 direct = false;
@@ -223,13 +247,6 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
             other => other?,
         };
         files.push(file);
-    }
-    if !direct {
-        // Only the first open can have failed (one directory); no file is
-        // written direct and another buffered.
-        for (file, path) in files.iter_mut().zip(paths) {
-            *file = OpenOptions::new().write(true).truncate(true).open(path)?;
-        }
     }
     let barrier = Barrier::new(files.len() + 1);
     std::thread::scope(|s| {
@@ -264,17 +281,9 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let mut result = Ok(());
-        for w in writers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a share writer panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
+        let written = join_all(writers, "a share writer");
         let secs = start.elapsed().as_secs_f64();
-        result.map(|()| (direct, secs))
+        written.map(|_| (direct, secs))
     })
 }
 
@@ -307,18 +316,9 @@ fn read_shares(paths: &[PathBuf], expected: u64) -> io::Result<f64> {
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let mut total = Ok(0u64);
-        for r in readers {
-            let n = r
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a share reader panicked")));
-            total = match (total, n) {
-                (Ok(t), Ok(n)) => Ok(t + n),
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            };
-        }
+        let read = join_all(readers, "a share reader");
         let secs = start.elapsed().as_secs_f64();
-        match total? {
+        match read?.iter().sum::<u64>() {
             n if n == expected => Ok(secs),
             n => Err(io::Error::other(format!(
                 "read {n} bytes of shares, expected {expected}"
@@ -389,18 +389,7 @@ fn sync_floor(dir: &Path) -> io::Result<(f64, f64, f64)> {
                 barrier.wait();
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
-            let mut result = Ok(times);
-            for w in writers {
-                let r = w
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("an append writer panicked")));
-                if let Err(e) = r {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
-            }
-            result
+            join_all(writers, "an append writer").map(|_| times)
         })?;
         rounds.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         let p90 = rounds[(rounds.len() * 9).div_ceil(10) - 1];
