@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::{GridError, ShareNum, ShareSecrets, ShareStore, StorageIndex, MAX_RECORD_LEN};
+use super::{
+    GridError, ShareNum, ShareSecrets, ShareStore, ShareWriter, StorageIndex, MAX_RECORD_LEN,
+};
 
 /// Runs every check of the contract.
 pub(crate) async fn run_all(store: &dyn ShareStore) {
@@ -57,6 +59,22 @@ pub(crate) async fn put(
     data: &[u8],
     chunk: usize,
 ) {
+    appended(store, si, share, data, chunk)
+        .await
+        .finish(data.len() as u64)
+        .await
+        .expect("finish");
+}
+
+/// A new share's writer with `data` appended in appends of `chunk` bytes,
+/// not finished.
+async fn appended(
+    store: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+    data: &[u8],
+    chunk: usize,
+) -> Box<dyn ShareWriter> {
     let mut writer = store
         .create(si, share, &secrets())
         .await
@@ -67,7 +85,7 @@ pub(crate) async fn put(
             .await
             .expect("append");
     }
-    writer.finish(data.len() as u64).await.expect("finish");
+    writer
 }
 
 async fn sorted_list(store: &dyn ShareStore, si: StorageIndex) -> Vec<(u8, u64)> {
@@ -265,14 +283,8 @@ pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
     for (n, &(body, last)) in cases.iter().enumerate() {
         let share = ShareNum(u8::try_from(n).expect("few cases"));
         let data = pattern(n as u8 + 40, body + last);
-        let mut writer = store.create(si, share, &secrets()).await.expect("create");
-        for block in data[..body].chunks(349_526) {
-            writer
-                .append(Bytes::copy_from_slice(block))
-                .await
-                .expect("append");
-        }
-        writer
+        appended(store, si, share, &data[..body], 349_526)
+            .await
             .finish_with(Bytes::copy_from_slice(&data[body..]), data.len() as u64)
             .await
             .expect("finish with the last bytes");
@@ -282,14 +294,7 @@ pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
             .expect("read");
         assert!(read[..] == data[..], "case {body}+{last}: the bytes differ");
     }
-    let mut writer = store
-        .create(si, ShareNum(9), &secrets())
-        .await
-        .expect("create");
-    writer
-        .append(Bytes::from(pattern(7, 100_000)))
-        .await
-        .expect("append");
+    let writer = appended(store, si, ShareNum(9), &pattern(7, 100_000), 100_000).await;
     match writer
         .finish_with(Bytes::from(pattern(8, 10)), 100_000)
         .await
