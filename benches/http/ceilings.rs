@@ -248,43 +248,30 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
         };
         files.push(file);
     }
-    let barrier = Barrier::new(files.len() + 1);
-    std::thread::scope(|s| {
-        let writers: Vec<_> = files
-            .iter()
-            .map(|file| {
-                let barrier = &barrier;
-                s.spawn(move || -> io::Result<()> {
-                    let (raw, start) = aligned_random(IO_LEN);
-                    let buf = &raw[start..start + IO_LEN];
-                    barrier.wait();
-                    let mut at = 0u64;
-                    while at < share_len {
-                        let left = share_len - at;
-                        let len = if left >= IO_LEN as u64 {
-                            IO_LEN
-                        } else if direct {
-                            // The last piece padded to a page, cut back below.
-                            (left as usize).next_multiple_of(ALIGN)
-                        } else {
-                            left as usize
-                        };
-                        file.write_all_at(&buf[..len], at)?;
-                        at += len as u64;
-                    }
-                    if at != share_len {
-                        file.set_len(share_len)?;
-                    }
-                    file.sync_data()
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let written = join_all(writers, "a share writer");
-        let secs = start.elapsed().as_secs_f64();
-        written.map(|_| (direct, secs))
-    })
+    // One buffer for every writer, filled before the clock starts.
+    let (raw, start) = aligned_random(IO_LEN);
+    let buf = &raw[start..start + IO_LEN];
+    let (_, secs) = on_each_file(&files, "a share writer", |file| {
+        let mut at = 0u64;
+        while at < share_len {
+            let left = share_len - at;
+            let len = if left >= IO_LEN as u64 {
+                IO_LEN
+            } else if direct {
+                // The last piece padded to a page, cut back below.
+                (left as usize).next_multiple_of(ALIGN)
+            } else {
+                left as usize
+            };
+            file.write_all_at(&buf[..len], at)?;
+            at += len as u64;
+        }
+        if at != share_len {
+            file.set_len(share_len)?;
+        }
+        file.sync_data()
+    })?;
+    Ok((direct, secs))
 }
 
 /// Reads `paths` whole, one thread per file, through the page cache.
@@ -294,36 +281,49 @@ fn read_shares(paths: &[PathBuf], expected: u64) -> io::Result<f64> {
         .iter()
         .map(File::open)
         .collect::<io::Result<Vec<File>>>()?;
+    let (counts, secs) = on_each_file(&files, "a share reader", |mut file| {
+        let mut buf = vec![0u8; IO_LEN];
+        let mut total = 0u64;
+        loop {
+            match file.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    })?;
+    match counts.iter().sum::<u64>() {
+        n if n == expected => Ok(secs),
+        n => Err(io::Error::other(format!(
+            "read {n} bytes of shares, expected {expected}"
+        ))),
+    }
+}
+
+/// Runs `work` on every file at once, one thread each, started together
+/// after the threads are up: the results, and the seconds from the start
+/// until the last is done.
+fn on_each_file<T: Send>(
+    files: &[File],
+    what: &str,
+    work: impl Fn(&File) -> io::Result<T> + Sync,
+) -> io::Result<(Vec<T>, f64)> {
     let barrier = Barrier::new(files.len() + 1);
     std::thread::scope(|s| {
-        let readers: Vec<_> = files
+        let threads: Vec<_> = files
             .iter()
             .map(|file| {
-                let barrier = &barrier;
-                s.spawn(move || -> io::Result<u64> {
-                    let mut buf = vec![0u8; IO_LEN];
-                    let mut file = file;
-                    let mut total = 0u64;
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || {
                     barrier.wait();
-                    loop {
-                        match file.read(&mut buf)? {
-                            0 => return Ok(total),
-                            n => total += n as u64,
-                        }
-                    }
+                    work(file)
                 })
             })
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let read = join_all(readers, "a share reader");
+        let results = join_all(threads, what);
         let secs = start.elapsed().as_secs_f64();
-        match read?.iter().sum::<u64>() {
-            n if n == expected => Ok(secs),
-            n => Err(io::Error::other(format!(
-                "read {n} bytes of shares, expected {expected}"
-            ))),
-        }
+        results.map(|r| (r, secs))
     })
 }
 
