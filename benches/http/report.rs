@@ -344,7 +344,9 @@ pub(super) fn write_report(
              every server: 404 propstats), median of {} runs (`benches/http/folders.rs`). First byte: request written .. \
              status line read; total: .. last byte of the answer. Peak RSS: the server's `VmHWM` during the request (reset \
              just before); growth: that peak minus its RSS just before. griddav's folders are filled with empty PUTs over \
-             HTTP, the peers' directly in the directory they serve.\n",
+             HTTP, the peers' directly in the directory they serve. Before the PROPFINDs, griddav is made to copy its namespace \
+             into the grid (SIGUSR1) and the copy is waited for: otherwise its periodic copy (30 s after changes, an upload \
+             with about 25 MiB of buffers) can fall inside a PROPFIND and be counted as the PROPFIND's memory.\n",
             3
         );
         let _ = writeln!(
