@@ -38,12 +38,12 @@ const EXPLORER_PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:pro
 const REPEATS: usize = 3;
 
 /// Has griddav copy its namespace now (SIGUSR1) and waits until that copy
-/// has landed (its `root-record` replaced) and no other follows it: a
+/// has landed (its local root record replaced) and no other follows it: a
 /// periodic copy already under way when the signal arrives lands first,
 /// and the forced one runs right after it.
 fn settle_namespace_copy(server: &Server) -> io::Result<()> {
     const QUIET: Duration = Duration::from_secs(3);
-    let record = server.dir.join("root-record");
+    let record = server.dir.join(griddav::snapshot::copy::RECORD_FILE);
     let read = || std::fs::read(&record).ok();
     let before = read();
     let status = Command::new("kill")
