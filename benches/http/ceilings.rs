@@ -256,7 +256,7 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
     // One buffer for every writer, filled before the clock starts.
     let (raw, start) = aligned_random(IO_LEN);
     let buf = &raw[start..start + IO_LEN];
-    let (_, secs) = on_each_file(&files, "a share writer", |file| {
+    let (_, secs) = on_each(&files, "a share writer", |file| {
         let mut at = 0u64;
         while at < share_len {
             let left = share_len - at;
@@ -279,21 +279,23 @@ fn write_shares(paths: &[PathBuf], share_len: u64) -> io::Result<(bool, f64)> {
     Ok((direct, secs))
 }
 
-/// Reads `paths` whole, one thread per file, through the page cache.
-/// Returns the seconds from the first read to the last.
+/// Reads `paths` whole through the page cache, [`READS_IN_FLIGHT`] threads
+/// per file. Returns the seconds from the first read to the last.
 fn read_shares(paths: &[PathBuf], expected: u64) -> io::Result<f64> {
     let files = paths
         .iter()
-        .map(File::open)
-        .collect::<io::Result<Vec<File>>>()?;
-    let (counts, secs) = on_each_file(&files, "a share reader", |file| {
-        let len = file.metadata()?.len();
-        std::thread::scope(|s| {
-            let lanes = (0..READS_IN_FLIGHT)
-                .map(|lane| s.spawn(move || read_lane(file, len, lane)))
-                .collect();
-            join_all(lanes, "a share reader's lane").map(|read| read.iter().sum::<u64>())
+        .map(|path| {
+            let file = File::open(path)?;
+            let len = file.metadata()?.len();
+            Ok((file, len))
         })
+        .collect::<io::Result<Vec<(File, u64)>>>()?;
+    let lanes: Vec<(&File, u64, usize)> = files
+        .iter()
+        .flat_map(|(file, len)| (0..READS_IN_FLIGHT).map(move |lane| (file, *len, lane)))
+        .collect();
+    let (counts, secs) = on_each(&lanes, "a share reader", |&(file, len, lane)| {
+        read_lane(file, len, lane)
     })?;
     match counts.iter().sum::<u64>() {
         n if n == expected => Ok(secs),
@@ -319,23 +321,23 @@ fn read_lane(file: &File, len: u64, lane: usize) -> io::Result<u64> {
     Ok(total)
 }
 
-/// Runs `work` on every file at once, one thread each, started together
+/// Runs `work` on every item at once, one thread each, started together
 /// after the threads are up: the results, and the seconds from the start
 /// until the last is done.
-fn on_each_file<T: Send>(
-    files: &[File],
+fn on_each<I: Sync, T: Send>(
+    items: &[I],
     what: &str,
-    work: impl Fn(&File) -> io::Result<T> + Sync,
+    work: impl Fn(&I) -> io::Result<T> + Sync,
 ) -> io::Result<(Vec<T>, f64)> {
-    let barrier = Barrier::new(files.len() + 1);
+    let barrier = Barrier::new(items.len() + 1);
     std::thread::scope(|s| {
-        let threads: Vec<_> = files
+        let threads: Vec<_> = items
             .iter()
-            .map(|file| {
+            .map(|item| {
                 let (barrier, work) = (&barrier, &work);
                 s.spawn(move || {
                     barrier.wait();
-                    work(file)
+                    work(item)
                 })
             })
             .collect();
