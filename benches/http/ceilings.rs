@@ -31,10 +31,10 @@ use rand::RngCore;
 use super::*;
 
 /// Runs of each probe; the median is reported.
-const RUNS: usize = 3;
+pub(super) const RUNS: usize = 3;
 /// The largest file the share-write probe writes the shares of.
 const MAX_SIZE: u64 = 1 << 30;
-const SHARES: usize = 10;
+pub(super) const SHARES: usize = 10;
 const DATA_SHARES: usize = 3;
 /// Bytes per `write` and per `read`.
 const IO_LEN: usize = 1 << 20;
@@ -69,6 +69,18 @@ pub(super) struct Ceilings {
     pub(super) round_ms: Result<(f64, f64), String>,
     /// One 4 KiB write + fdatasync of one file, median ms.
     pub(super) commit_ms: Result<f64, String>,
+}
+
+impl Ceilings {
+    /// How the shares were read back: cold when the page cache was dropped
+    /// or the shares were written past it (direct I/O), warm otherwise.
+    pub(super) fn read_temperature(&self) -> &'static str {
+        if self.cold || self.direct {
+            "cold"
+        } else {
+            "warm"
+        }
+    }
 }
 
 pub(super) fn run(settings: &Settings) -> Ceilings {

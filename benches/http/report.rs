@@ -645,13 +645,15 @@ fn write_ceilings(md: &mut String, c: &ceilings::Ceilings, griddav: Option<&Meas
     let _ = writeln!(
         md,
         "The disk alone, without griddav, measured in the same run on the disk the servers' data is on \
-         (`benches/http/ceilings.rs`; each figure the median of 3 runs). For a file of {size}, ten threads each \
+         (`benches/http/ceilings.rs`; each figure the median of {} runs). For a file of {size}, {} threads each \
          write a share file of a third of it ({} bytes) {} and `fdatasync` it, timed from the first write to the \
          last sync; then, {} three of them are read back in 1 MiB buffered reads, four in flight on each, as \
          griddav reads the data shares with four segments in flight. Durable appends: ten threads each write the next 4 KiB of a file of their own (1 MiB of \
          zeros already written) and `fdatasync` it, 200 rounds of all ten; and 200 single 4 KiB writes + \
          `fdatasync` of one file. griddav does at least this I/O for the same work (its shares also carry hash \
          trees), so it cannot beat these figures while the disk keeps that pace.\n",
+        ceilings::RUNS,
+        ceilings::SHARES,
         c.share_len,
         if c.direct {
             "with direct I/O (`O_DIRECT`, 1 MiB writes of random bytes)"
@@ -678,12 +680,13 @@ fn write_ceilings(md: &mut String, c: &ceilings::Ceilings, griddav: Option<&Meas
     let _ = writeln!(md, "|---|---|---|");
     let _ = writeln!(
         md,
-        "| share writes of a 3-of-10 PUT (10 files, {}, synced) | {} | {} |",
+        "| share writes of a 3-of-10 PUT ({} files, {}, synced) | {} | {} |",
+        ceilings::SHARES,
         if c.direct { "direct I/O" } else { "buffered" },
         match &c.write_secs {
             Ok(secs) => format!(
                 "{} MB/s of shares = {} MB/s of file",
-                fmt(mbs(10 * c.share_len, *secs), 0),
+                fmt(mbs(ceilings::SHARES as u64 * c.share_len, *secs), 0),
                 fmt(mbs(c.size, *secs), 0)
             ),
             Err(e) => error(e),
@@ -693,7 +696,7 @@ fn write_ceilings(md: &mut String, c: &ceilings::Ceilings, griddav: Option<&Meas
     let _ = writeln!(
         md,
         "| {} read of the three data shares (3 files in parallel) | {} | {} |",
-        if c.cold || c.direct { "cold" } else { "warm" },
+        c.read_temperature(),
         match &c.read_secs {
             Ok(secs) => format!("{} MB/s of file", fmt(mbs(c.size, *secs), 0)),
             Err(e) => error(e),
@@ -723,7 +726,7 @@ fn write_ceilings(md: &mut String, c: &ceilings::Ceilings, griddav: Option<&Meas
             "\nWhile the probe ran, a 3-of-10 PUT of {size} could not be faster than {} MB/s on this disk, and a {} GET \
              reading the three data shares not faster than {} MB/s.",
             fmt(put_ceiling, 0),
-            if c.cold || c.direct { "cold" } else { "warm" },
+            c.read_temperature(),
             fmt(get_ceiling, 0)
         );
         let above: Vec<String> = [
