@@ -267,23 +267,25 @@ pub(crate) async fn finish_with_wrong_length_fails(store: &dyn ShareStore) {
 /// `finish_with` appends its bytes and finishes, whatever their length
 /// against the store's pages and buffers, and counts them in the length.
 pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
+    // One block of a 1 MiB segment at 3-of-10, the size griddav appends.
+    const BLOCK: usize = 349_526;
     let si = random_si();
     // A small share, then shares past any in-memory hold, appended in
     // blocks of a 3-of-10 segment, whose last bytes end on, before and
     // after a page, or run longer than a direct-write buffer.
     let cases: [(usize, usize); 7] = [
         (1000, 500),
-        (2 * 349_526, 0),
-        (2 * 349_526, 1),
-        (2 * 349_526, 4096 - (2 * 349_526) % 4096),
-        (2 * 349_526, 5000),
-        (3 * 349_526, 133_336),
-        (349_526, 700_000),
+        (2 * BLOCK, 0),
+        (2 * BLOCK, 1),
+        (2 * BLOCK, 4096 - (2 * BLOCK) % 4096),
+        (2 * BLOCK, 5000),
+        (3 * BLOCK, 133_336),
+        (BLOCK, 700_000),
     ];
     for (n, &(body, last)) in cases.iter().enumerate() {
         let share = ShareNum(u8::try_from(n).expect("few cases"));
         let data = pattern(n as u8 + 40, body + last);
-        appended(store, si, share, &data[..body], 349_526)
+        appended(store, si, share, &data[..body], BLOCK)
             .await
             .finish_with(Bytes::copy_from_slice(&data[body..]), data.len() as u64)
             .await
