@@ -29,6 +29,7 @@ pub mod hashtree;
 pub mod layout;
 pub mod reader;
 pub mod repair;
+mod taper;
 pub mod upload;
 
 pub use budget::MemoryBudget;
@@ -126,6 +127,13 @@ pub struct UploadOptions {
     pub share_queue: usize,
     /// Shared with other uploads to bound their memory together.
     pub budget: Option<MemoryBudget>,
+    /// Bytes before a declared end from which the pipeline runs shallow,
+    /// so that less is left to write after the last byte (see
+    /// `engine/taper.rs`); 0 turns it off.
+    pub taper_from_end: u64,
+    /// Segments between the coder and their last block written once the
+    /// pipeline runs shallow (at least 1).
+    pub taper_depth: u32,
 }
 
 impl Default for UploadOptions {
@@ -138,6 +146,11 @@ impl Default for UploadOptions {
             max_in_flight: 2,
             share_queue: 2,
             budget: None,
+            // More than a client's send buffer (3-4 MB on loopback) plus
+            // the queues: the taper must have begun before the client's
+            // last `write` returns to shorten its `close`.
+            taper_from_end: 6 << 20,
+            taper_depth: 2,
         }
     }
 }

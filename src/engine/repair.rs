@@ -28,7 +28,7 @@ use super::cap::FileCap;
 use super::codec::SegmentCoder;
 use super::download::Downloader;
 use super::layout::Header;
-use super::upload::{build_tails, run_share, ShareCommand, UploadTrees};
+use super::upload::{build_tails, run_share, SegmentHolds, ShareCommand, UploadTrees};
 use super::{EngineError, EngineResult, ProblemKind, ShareProblem};
 use crate::grid::{Grid, GridError, ShareNum, ShareStore};
 
@@ -700,7 +700,7 @@ async fn rebuild(
                 let task = tokio::spawn(run_share(writer, receiver, None));
                 let header = Bytes::copy_from_slice(&header.encode());
                 let alive = sender
-                    .send(ShareCommand::Append(header, None))
+                    .send(ShareCommand::Append(header, SegmentHolds::default()))
                     .await
                     .is_ok();
                 shares.push(NewShare {
@@ -746,7 +746,7 @@ async fn rebuild(
             let Some(sender) = &new.sender else { continue };
             let block = encoded.blocks[usize::from(new.share.0)].clone();
             if sender
-                .send(ShareCommand::Append(block, None))
+                .send(ShareCommand::Append(block, SegmentHolds::default()))
                 .await
                 .is_err()
             {

@@ -24,6 +24,7 @@ use super::codec::{EncodedSegment, SegmentBuf, SegmentCoder};
 use super::crypto::{FileKey, Hash};
 use super::hashtree::{HashTree, TreeBuilder};
 use super::layout::{Header, ShareLayout, Trailer, FORMAT_VERSION};
+use super::taper::{SegmentPlace, Taper};
 use super::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
     UploadOptions,
@@ -34,10 +35,29 @@ use crate::grid::health::ServerHealth;
 use crate::grid::{Grid, GridError, ShareNum, ShareStore, ShareWriter, StorageIndex};
 
 pub(super) enum ShareCommand {
-    /// Append a block; the permit, if any, is dropped once it is written.
-    Append(Bytes, Option<SegmentPermit>),
+    /// Append a block; what its segment holds is dropped once it is written.
+    Append(Bytes, SegmentHolds),
     /// Append the tail, then finish the share at `len` bytes.
     Finish { tail: Bytes, len: u64 },
+}
+
+/// What a segment keeps until the last of its blocks is written: its room
+/// in the memory budget and its place in the taper (each block's command
+/// holds a clone).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SegmentHolds {
+    _budget: Option<SegmentPermit>,
+    _place: Option<SegmentPlace>,
+}
+
+impl SegmentHolds {
+    /// Only a place in the memory budget, if any.
+    pub(crate) fn budget(budget: Option<SegmentPermit>) -> Self {
+        Self {
+            _budget: budget,
+            _place: None,
+        }
+    }
 }
 
 /// Sends each share task still running its tail (`Finish`), then waits
@@ -123,8 +143,9 @@ pub struct Uploader {
     written: u64,
     /// File offset of the next segment handed to the coder.
     next_offset: u64,
-    in_flight: VecDeque<(Coding, Option<SegmentPermit>)>,
+    in_flight: VecDeque<(Coding, SegmentHolds)>,
     budget: Option<MemoryBudget>,
+    taper: Taper,
     slots: Vec<ShareSlot>,
     /// Each share's block tree and the ciphertext tree, built as segments
     /// are coded: about 64 bytes per segment per share.
@@ -207,6 +228,7 @@ impl Uploader {
             next_offset: 0,
             in_flight: VecDeque::new(),
             budget: options.budget.clone(),
+            taper: Taper::new(expected_size, options.taper_from_end, options.taper_depth),
             slots: Vec::with_capacity(n),
             trees: UploadTrees::new(n),
             problems: Vec::new(),
@@ -268,7 +290,9 @@ impl Uploader {
             })
             .collect();
         uploader.state = State::Broken;
-        uploader.send_to_shares(headers, None).await?;
+        uploader
+            .send_to_shares(headers, SegmentHolds::default())
+            .await?;
         uploader.state = State::Open;
         Ok(uploader)
     }
@@ -368,10 +392,7 @@ impl Uploader {
         if !self.buffer.is_empty() {
             self.submit_segment().await?;
         }
-        while let Some((encoded, permit)) = self.in_flight.pop_front() {
-            let encoded = encoded.join().await?;
-            self.dispatch(encoded, permit).await?;
-        }
+        self.dispatch_all().await?;
 
         let trees = std::mem::take(&mut self.trees);
         let (trailer, tails) = {
@@ -465,7 +486,12 @@ impl Uploader {
         while self.in_flight.len() >= self.max_in_flight {
             self.dispatch_oldest().await?;
         }
-        let permit = self.take_permit().await?;
+        if self.taper.is_shallow(self.next_offset) {
+            // Segments held here keep their places until written.
+            self.dispatch_all().await?;
+        }
+        let place = self.taper.place(self.next_offset).await;
+        let budget = self.take_permit().await?;
         let fresh = self.coder.segment_buf(self.params.segment_size as usize);
         let segment = std::mem::replace(&mut self.buffer, fresh);
         let offset = self.next_offset;
@@ -479,7 +505,11 @@ impl Uploader {
                 coder.encode(&key, offset, segment)
             }))
         };
-        self.in_flight.push_back((coding, permit));
+        let holds = SegmentHolds {
+            _budget: budget,
+            _place: place,
+        };
+        self.in_flight.push_back((coding, holds));
         Ok(())
     }
 
@@ -501,9 +531,17 @@ impl Uploader {
     }
 
     async fn dispatch_oldest(&mut self) -> EngineResult<()> {
-        if let Some((oldest, permit)) = self.in_flight.pop_front() {
+        if let Some((oldest, holds)) = self.in_flight.pop_front() {
             let encoded = oldest.join().await?;
-            self.dispatch(encoded, permit).await?;
+            self.dispatch(encoded, holds).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands every segment taken for coding to its share writers, in order.
+    async fn dispatch_all(&mut self) -> EngineResult<()> {
+        while !self.in_flight.is_empty() {
+            self.dispatch_oldest().await?;
         }
         Ok(())
     }
@@ -534,7 +572,7 @@ impl Uploader {
     async fn dispatch(
         &mut self,
         #[cfg_attr(not(test), allow(unused_mut))] mut encoded: EncodedSegment,
-        permit: Option<SegmentPermit>,
+        holds: SegmentHolds,
     ) -> EngineResult<()> {
         #[cfg(test)]
         if let Some(share) = self.tamper_share {
@@ -548,19 +586,19 @@ impl Uploader {
             encoded.blocks[share] = Bytes::from(block);
         }
         self.trees.add(&encoded);
-        self.send_to_shares(encoded.blocks, permit).await
+        self.send_to_shares(encoded.blocks, holds).await
     }
 
     async fn send_to_shares(
         &mut self,
         blocks: Vec<Bytes>,
-        permit: Option<SegmentPermit>,
+        holds: SegmentHolds,
     ) -> EngineResult<()> {
         for (index, block) in blocks.into_iter().enumerate() {
             let Some(sender) = &self.slots[index].sender else {
                 continue;
             };
-            let command = ShareCommand::Append(block, permit.clone());
+            let command = ShareCommand::Append(block, holds.clone());
             if sender.send(command).await.is_err() {
                 let slot = &mut self.slots[index];
                 slot.sender = None;
@@ -704,7 +742,7 @@ pub(super) async fn run_share(
     while let Some(command) = commands.recv().await {
         let started = Instant::now();
         match command {
-            ShareCommand::Append(data, _permit) => {
+            ShareCommand::Append(data, _holds) => {
                 let appended = writer.append(data).await;
                 note(started, &appended);
                 if let Err(e) = appended {
@@ -856,6 +894,7 @@ mod tests {
     use super::*;
     use crate::grid::{FreeSpace, MemoryStore, ShareInfo, ShareSecrets};
     use async_trait::async_trait;
+    use std::time::Duration;
 
     /// A memory store that reports `free` bytes of room.
     #[derive(Debug)]
@@ -971,5 +1010,152 @@ mod tests {
         assert_eq!(placement.len(), 10);
         assert!(grid.health().is_suspect(&first));
         assert_eq!(grid.health().report()[0].1.errors, 1);
+    }
+
+    /// A memory store whose appends take `delay` each and are counted:
+    /// a disk slower than the coder, so that queues fill.
+    #[derive(Debug)]
+    struct Slow {
+        inner: MemoryStore,
+        delay: Duration,
+        appends: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct SlowWriter {
+        inner: Box<dyn ShareWriter>,
+        delay: Duration,
+        appends: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl ShareWriter for SlowWriter {
+        async fn append(&mut self, data: Bytes) -> crate::grid::GridResult<()> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.append(data).await?;
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        async fn finish(self: Box<Self>, len: u64) -> crate::grid::GridResult<()> {
+            self.inner.finish(len).await
+        }
+        async fn abort(self: Box<Self>) -> crate::grid::GridResult<()> {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ShareStore for Slow {
+        fn server_id(&self) -> &str {
+            self.inner.server_id()
+        }
+        async fn create(
+            &self,
+            si: StorageIndex,
+            share: ShareNum,
+            secrets: &ShareSecrets,
+        ) -> crate::grid::GridResult<Box<dyn ShareWriter>> {
+            Ok(Box::new(SlowWriter {
+                inner: self.inner.create(si, share, secrets).await?,
+                delay: self.delay,
+                appends: Arc::clone(&self.appends),
+            }))
+        }
+        async fn read(
+            &self,
+            si: StorageIndex,
+            share: ShareNum,
+            range: std::ops::Range<u64>,
+        ) -> crate::grid::GridResult<Bytes> {
+            self.inner.read(si, share, range).await
+        }
+        async fn list(&self, si: StorageIndex) -> crate::grid::GridResult<Vec<ShareInfo>> {
+            self.inner.list(si).await
+        }
+        async fn delete(
+            &self,
+            si: StorageIndex,
+            secrets: &ShareSecrets,
+        ) -> crate::grid::GridResult<()> {
+            self.inner.delete(si, secrets).await
+        }
+    }
+
+    /// Uploads 32 segments to ten slow stores in segment-sized writes;
+    /// returns the fewest blocks any share had written when the last
+    /// `write` returned, and whether the file then reads back.
+    async fn blocks_written_at_last_byte(taper_from_end: u64) -> (usize, bool) {
+        const SEGMENT: u32 = 32 << 10;
+        const SEGMENTS: usize = 32;
+        let counters: Vec<_> = (0..10)
+            .map(|_| Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+            .collect();
+        let grid = Grid::new(
+            counters
+                .iter()
+                .enumerate()
+                .map(|(i, appends)| {
+                    Arc::new(Slow {
+                        inner: MemoryStore::new(format!("s{i}")),
+                        delay: Duration::from_millis(3),
+                        appends: Arc::clone(appends),
+                    }) as Arc<dyn ShareStore>
+                })
+                .collect(),
+        );
+        let params = EncodingParams {
+            segment_size: SEGMENT,
+            ..EncodingParams::default()
+        };
+        let options = UploadOptions {
+            taper_from_end,
+            taper_depth: 1,
+            ..UploadOptions::default()
+        };
+        let data: Vec<u8> = (0..SEGMENTS * SEGMENT as usize)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let mut up = Uploader::new(grid.clone(), params, options, Some(data.len() as u64))
+            .await
+            .unwrap();
+        for chunk in data.chunks(SEGMENT as usize) {
+            up.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let fewest = counters
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            .min()
+            .unwrap();
+        let cap = up.finish().await.unwrap();
+        let read = crate::engine::Downloader::open(&grid, &cap)
+            .await
+            .unwrap()
+            .read(0, data.len() as u64)
+            .await
+            .unwrap();
+        // The first append of each share is its header.
+        (fewest.saturating_sub(1), read[..] == data[..])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn near_a_declared_end_the_pipeline_runs_shallow() {
+        // Tapered to one segment for the last eight: when the last byte is
+        // taken, every segment before the last is on every share.
+        let (tapered, reads) = blocks_written_at_last_byte(8 * (32 << 10)).await;
+        assert!(reads, "the tapered upload must read back");
+        assert!(
+            tapered >= 31,
+            "only {tapered} of 32 blocks written at the last byte"
+        );
+
+        // Without the taper the queues still hold segments then: what the
+        // client's close would wait through.
+        let (deep, reads) = blocks_written_at_last_byte(0).await;
+        assert!(reads, "the untapered upload must read back");
+        assert!(
+            deep <= 29,
+            "{deep} of 32 blocks written at the last byte without the taper"
+        );
     }
 }

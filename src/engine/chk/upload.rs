@@ -34,7 +34,7 @@ use crate::engine::cap::Capability;
 use crate::engine::crypto::{tagged_hash, FileKey};
 use crate::engine::upload::{
     distinct_servers, finish_shares, not_happy, run_share, servers_with_room, slot_error,
-    ShareCommand, ShareSlot,
+    SegmentHolds, ShareCommand, ShareSlot,
 };
 use crate::engine::{
     EncodingParams, EngineError, EngineResult, ParamsError, ProblemKind, ShareProblem,
@@ -489,7 +489,10 @@ impl Shares {
                 continue;
             };
             if sender
-                .send(ShareCommand::Append(block, permit.clone()))
+                .send(ShareCommand::Append(
+                    block,
+                    SegmentHolds::budget(permit.clone()),
+                ))
                 .await
                 .is_err()
             {
