@@ -720,6 +720,13 @@ impl Coding {
     }
 }
 
+/// Most blocks a share task hands its writer at once. With the defaults
+/// at most three are ever queued (`share_queue` and the one just taken).
+/// 1 GiB PUTs to a local grid, fresh servers, alternating: about 40 % of
+/// blocks went in a write with others, and server CPU was 238-287 ticks
+/// against 254-298 writing each alone (MB/s 465-552 against 445-515).
+const COALESCE: usize = 4;
+
 /// Appends what it is sent; finishes on `Finish`; aborts when the channel
 /// closes first or an append fails.
 ///
@@ -739,11 +746,37 @@ pub(super) async fn run_share(
             }
         }
     };
-    while let Some(command) = commands.recv().await {
+    let mut next = None;
+    loop {
+        let command = match next.take() {
+            Some(command) => command,
+            None => match commands.recv().await {
+                Some(command) => command,
+                None => break,
+            },
+        };
         let started = Instant::now();
         match command {
-            ShareCommand::Append(data, _holds) => {
-                let appended = writer.append(data).await;
+            ShareCommand::Append(block, holds) => {
+                // Blocks that queued while the last write ran go in one
+                // write (see COALESCE); each keeps what its segment holds
+                // until then.
+                let (mut blocks, mut held) = (vec![block], vec![holds]);
+                while blocks.len() < COALESCE {
+                    match commands.try_recv() {
+                        Ok(ShareCommand::Append(block, holds)) => {
+                            blocks.push(block);
+                            held.push(holds);
+                        }
+                        Ok(finish) => {
+                            next = Some(finish);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let appended = writer.append_many(blocks).await;
+                drop(held);
                 note(started, &appended);
                 if let Err(e) = appended {
                     let _ = writer.abort().await;

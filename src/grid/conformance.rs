@@ -21,6 +21,7 @@ pub(crate) async fn run_all(store: &dyn ShareStore) {
     partial_share_is_invisible(store).await;
     finish_with_wrong_length_fails(store).await;
     last_bytes_given_to_finish(store).await;
+    appends_handed_over_together(store).await;
     create_of_existing_share_fails(store).await;
     racing_creates_have_one_winner(store).await;
     abort_removes_everything(store).await;
@@ -309,6 +310,49 @@ pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
     assert_not_found(
         store.read(si, ShareNum(9), 0..0).await,
         "read after a failed finish_with",
+    );
+}
+
+/// [`ShareWriter::append_many`] writes what as many appends would: blocks
+/// of a 1 MiB segment handed over two and three at a time, then pieces
+/// shorter than a page (held back, and then joined to the next block),
+/// before the share is large enough to leave any in-memory hold and after.
+pub(crate) async fn appends_handed_over_together(store: &dyn ShareStore) {
+    const BLOCK: usize = 349_526;
+    let si = random_si();
+    let groups: [&[usize]; 5] = [
+        &[100, 3000],
+        &[BLOCK, BLOCK],
+        &[10, 20, 4000],
+        &[BLOCK, 1, BLOCK],
+        &[],
+    ];
+    let total: usize = groups.iter().flat_map(|g| g.iter()).sum();
+    let data = pattern(61, total);
+    let mut writer = store
+        .create(si, ShareNum(3), &secrets())
+        .await
+        .expect("create");
+    let mut at = 0;
+    for group in groups {
+        let pieces = group
+            .iter()
+            .map(|&len| {
+                let piece = Bytes::copy_from_slice(&data[at..at + len]);
+                at += len;
+                piece
+            })
+            .collect();
+        writer.append_many(pieces).await.expect("append_many");
+    }
+    writer.finish(total as u64).await.expect("finish");
+    let read = store
+        .read(si, ShareNum(3), 0..total as u64)
+        .await
+        .expect("read");
+    assert!(
+        read[..] == data[..],
+        "appends handed over together: the bytes differ"
     );
 }
 

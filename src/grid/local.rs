@@ -953,20 +953,24 @@ impl LocalWriter {
         }
     }
 
-    /// [`ShareWriter::append`] with direct I/O: the tail and the new bytes
-    /// go to the disk in one write through a pooled buffer, all but the
-    /// last partial page.
-    async fn append_direct(&mut self, data: Bytes) -> GridResult<()> {
-        let end = self.written + data.len() as u64;
+    /// [`ShareWriter::append_many`] with direct I/O: the tail and the new
+    /// bytes go to the disk through a pooled buffer, all but the last
+    /// partial page, in one trip to the blocking pool however many pieces
+    /// there are.
+    async fn append_direct(&mut self, pieces: Vec<Bytes>) -> GridResult<()> {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        let end = self.written + len as u64;
         if self.file.is_none() {
             return Err(self.broken("append"));
         }
         let Some(tail) = self.tail.as_mut() else {
             return Err(self.broken("append"));
         };
-        if tail.absorbs(data.len()) {
+        if tail.absorbs(len) {
             // Less than a page in all: nothing to write yet.
-            tail.keep(&data);
+            for piece in &pieces {
+                tail.keep(piece);
+            }
             self.written = end;
             return Ok(());
         }
@@ -977,7 +981,9 @@ impl LocalWriter {
         // On a timeout or failure the file and tail stay behind: the
         // writer refuses to go on.
         let (file, tail, result) = blocking(&self.store, "append", move || {
-            let result = tail.write(&file, &mut buf, &data, written_through);
+            let result = pieces.iter().try_fold(written_through, |at, piece| {
+                tail.write(&file, &mut buf, piece, at)
+            });
             Ok((file, tail, result))
         })
         .await?;
@@ -993,7 +999,7 @@ impl LocalWriter {
     /// write-back every [`WRITEBACK_INTERVAL`].
     async fn append_through(&mut self, data: Bytes) -> GridResult<()> {
         if self.store.direct_io {
-            return self.append_direct(data).await;
+            return self.append_direct(vec![data]).await;
         }
         let file = self.take_file("append")?;
         let offset = self.written;
@@ -1085,6 +1091,16 @@ impl ShareWriter for LocalWriter {
             }
             None => self.append_through(data).await,
         }
+    }
+
+    async fn append_many(&mut self, pieces: Vec<Bytes>) -> GridResult<()> {
+        if self.small.is_none() && self.store.direct_io {
+            return self.append_direct(pieces).await;
+        }
+        for piece in pieces {
+            self.append(piece).await?;
+        }
+        Ok(())
     }
 
     async fn finish(self: Box<Self>, len: u64) -> GridResult<()> {

@@ -446,6 +446,17 @@ pub trait ShareWriter: Send + fmt::Debug {
     /// Appends `data` at the current end of the share.
     async fn append(&mut self, data: Bytes) -> GridResult<()>;
 
+    /// Appends `pieces` one after another, as as many
+    /// [`append`](Self::append)s would. A store may write them in one trip
+    /// to its disk: the uploader hands over together the blocks that queued
+    /// up while the previous write ran.
+    async fn append_many(&mut self, pieces: Vec<Bytes>) -> GridResult<()> {
+        for piece in pieces {
+            self.append(piece).await?;
+        }
+        Ok(())
+    }
+
     /// Makes the share durable and visible; `len` is the total number of bytes
     /// appended, checked by the store.
     async fn finish(self: Box<Self>, len: u64) -> GridResult<()>;
