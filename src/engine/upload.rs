@@ -929,15 +929,55 @@ mod tests {
     use async_trait::async_trait;
     use std::time::Duration;
 
-    /// A memory store that reports `free` bytes of room.
+    /// A memory store that reports `free` bytes of room, and whose appends
+    /// take `delay` each and are counted in `appends`.
     #[derive(Debug)]
-    struct Sized {
+    struct TestStore {
         inner: MemoryStore,
         free: u64,
+        delay: Duration,
+        appends: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl TestStore {
+        fn new(name: String, free: u64) -> Self {
+            Self {
+                inner: MemoryStore::new(name),
+                free,
+                delay: Duration::ZERO,
+                appends: Arc::default(),
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct CountedWriter {
+        inner: Box<dyn ShareWriter>,
+        delay: Duration,
+        appends: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     #[async_trait]
-    impl ShareStore for Sized {
+    impl ShareWriter for CountedWriter {
+        async fn append(&mut self, data: Bytes) -> crate::grid::GridResult<()> {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.inner.append(data).await?;
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        async fn finish(self: Box<Self>, len: u64) -> crate::grid::GridResult<()> {
+            self.inner.finish(len).await
+        }
+        async fn abort(self: Box<Self>) -> crate::grid::GridResult<()> {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ShareStore for TestStore {
         fn server_id(&self) -> &str {
             self.inner.server_id()
         }
@@ -947,7 +987,11 @@ mod tests {
             share: ShareNum,
             secrets: &ShareSecrets,
         ) -> crate::grid::GridResult<Box<dyn ShareWriter>> {
-            self.inner.create(si, share, secrets).await
+            Ok(Box::new(CountedWriter {
+                inner: self.inner.create(si, share, secrets).await?,
+                delay: self.delay,
+                appends: Arc::clone(&self.appends),
+            }))
         }
         async fn read(
             &self,
@@ -978,12 +1022,7 @@ mod tests {
     fn grid(free: impl Fn(usize) -> u64) -> Grid {
         Grid::new(
             (0..10)
-                .map(|i| {
-                    Arc::new(Sized {
-                        inner: MemoryStore::new(format!("m{i}")),
-                        free: free(i),
-                    }) as Arc<dyn ShareStore>
-                })
+                .map(|i| Arc::new(TestStore::new(format!("m{i}"), free(i))) as Arc<dyn ShareStore>)
                 .collect(),
         )
     }
@@ -1045,76 +1084,6 @@ mod tests {
         assert_eq!(grid.health().report()[0].1.errors, 1);
     }
 
-    /// A memory store whose appends take `delay` each and are counted:
-    /// a disk slower than the coder, so that queues fill.
-    #[derive(Debug)]
-    struct Slow {
-        inner: MemoryStore,
-        delay: Duration,
-        appends: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    #[derive(Debug)]
-    struct SlowWriter {
-        inner: Box<dyn ShareWriter>,
-        delay: Duration,
-        appends: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    #[async_trait]
-    impl ShareWriter for SlowWriter {
-        async fn append(&mut self, data: Bytes) -> crate::grid::GridResult<()> {
-            tokio::time::sleep(self.delay).await;
-            self.inner.append(data).await?;
-            self.appends
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        }
-        async fn finish(self: Box<Self>, len: u64) -> crate::grid::GridResult<()> {
-            self.inner.finish(len).await
-        }
-        async fn abort(self: Box<Self>) -> crate::grid::GridResult<()> {
-            self.inner.abort().await
-        }
-    }
-
-    #[async_trait]
-    impl ShareStore for Slow {
-        fn server_id(&self) -> &str {
-            self.inner.server_id()
-        }
-        async fn create(
-            &self,
-            si: StorageIndex,
-            share: ShareNum,
-            secrets: &ShareSecrets,
-        ) -> crate::grid::GridResult<Box<dyn ShareWriter>> {
-            Ok(Box::new(SlowWriter {
-                inner: self.inner.create(si, share, secrets).await?,
-                delay: self.delay,
-                appends: Arc::clone(&self.appends),
-            }))
-        }
-        async fn read(
-            &self,
-            si: StorageIndex,
-            share: ShareNum,
-            range: std::ops::Range<u64>,
-        ) -> crate::grid::GridResult<Bytes> {
-            self.inner.read(si, share, range).await
-        }
-        async fn list(&self, si: StorageIndex) -> crate::grid::GridResult<Vec<ShareInfo>> {
-            self.inner.list(si).await
-        }
-        async fn delete(
-            &self,
-            si: StorageIndex,
-            secrets: &ShareSecrets,
-        ) -> crate::grid::GridResult<()> {
-            self.inner.delete(si, secrets).await
-        }
-    }
-
     /// Uploads 32 segments to ten slow stores in segment-sized writes;
     /// returns the fewest blocks any share had written when the last
     /// `write` returned, and whether the file then reads back.
@@ -1129,10 +1098,10 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, appends)| {
-                    Arc::new(Slow {
-                        inner: MemoryStore::new(format!("s{i}")),
+                    Arc::new(TestStore {
                         delay: Duration::from_millis(3),
                         appends: Arc::clone(appends),
+                        ..TestStore::new(format!("s{i}"), 1 << 40)
                     }) as Arc<dyn ShareStore>
                 })
                 .collect(),
