@@ -96,6 +96,11 @@ impl HashTree {
     pub fn to_bytes(&self) -> Vec<u8> {
         self.nodes.concat()
     }
+
+    /// [`HashTree::to_bytes`] without copying: the nodes are those bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.nodes.into_flattened()
+    }
 }
 
 /// A [`HashTree`] built as its leaves arrive: each inner node is hashed as
@@ -288,6 +293,7 @@ mod tests {
             let leaves = leaves(n);
             let tree = HashTree::from_leaves(&leaves);
             assert_eq!(tree.to_bytes().len() as u64, 32 * node_count_for(n as u64));
+            assert_eq!(tree.clone().into_bytes(), tree.to_bytes());
             for (j, leaf) in leaves.iter().enumerate() {
                 let proof = tree.proof(j);
                 assert_eq!(proof.len() as u32, depth_for(n as u64));

@@ -37,8 +37,9 @@ use crate::grid::{Grid, GridError, ShareNum, ShareStore, ShareWriter, StorageInd
 pub(super) enum ShareCommand {
     /// Append a block; what its segment holds is dropped once it is written.
     Append(Bytes, SegmentHolds),
-    /// Append the tail, then finish the share at `len` bytes.
-    Finish { tail: Bytes, len: u64 },
+    /// Append the tail (its pieces one after another), then finish the
+    /// share at `len` bytes.
+    Finish { tail: Vec<Bytes>, len: u64 },
 }
 
 /// What a segment keeps until the last of its blocks is written: its room
@@ -62,10 +63,10 @@ impl SegmentHolds {
 
 /// Sends each share task still running its tail (`Finish`), then waits
 /// for them all: the servers that stored their share, and why each other
-/// share was lost. `tails` are (tail, total length) in share order.
+/// share was lost. `tails` are (tail in pieces, total length) in share order.
 pub(super) async fn finish_shares(
     slots: &mut [ShareSlot],
-    tails: impl IntoIterator<Item = (Bytes, u64)>,
+    tails: impl IntoIterator<Item = ShareTail>,
 ) -> (Vec<String>, Vec<(ShareNum, String, ProblemKind)>) {
     let mut finishing = Vec::new();
     for (slot, (tail, len)) in slots.iter_mut().zip(tails) {
@@ -784,7 +785,7 @@ pub(super) async fn run_share(
                 }
             }
             ShareCommand::Finish { tail, len } => {
-                let finished = writer.finish_with(tail, len).await;
+                let finished = writer.finish_with_many(tail, len).await;
                 note(started, &finished);
                 return finished;
             }
@@ -866,14 +867,21 @@ impl UploadTrees {
     }
 }
 
+/// The bytes of a share after its blocks, in pieces, and the share's
+/// total length.
+pub(super) type ShareTail = (Vec<Bytes>, u64);
+
 /// The trailer and, for every share, the bytes after its blocks together
-/// with the share's total length.
+/// with the share's total length. Each share's bytes come in pieces: its
+/// block tree, the ciphertext tree (one buffer all shares point into) and
+/// the rest. Joined, a 4 GiB upload's tails were 5 MiB of fresh memory
+/// copied after its last byte: building them took 6.0-6.2 ms of its close.
 pub(super) fn build_tails(
     params: EncodingParams,
     version: u16,
     size: u64,
     trees: UploadTrees,
-) -> EngineResult<(Trailer, Vec<(Bytes, u64)>)> {
+) -> EngineResult<(Trailer, Vec<ShareTail>)> {
     let segment_count = trees.ciphertext.leaves() as u64;
     let block_trees: Vec<HashTree> = trees.blocks.into_iter().map(TreeBuilder::finish).collect();
     let roots: Vec<Hash> = block_trees.iter().map(HashTree::root).collect();
@@ -893,29 +901,30 @@ pub(super) fn build_tails(
         what: "layout of our own upload",
         source,
     })?;
-    let ciphertext_bytes = ciphertext_tree.to_bytes();
+    let ciphertext_bytes = Bytes::from(ciphertext_tree.into_bytes());
     let trailer_bytes = trailer.encode();
     let tails = block_trees
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(share, tree)| {
             #[allow(clippy::cast_possible_truncation)] // one tree per share: share < n <= 256
             let share = share as u16;
-            // Only a capacity hint: none past `usize` (32-bit targets).
-            let tail_len = usize::try_from(layout.share_len - layout.block_tree_offset);
-            let mut tail = Vec::with_capacity(tail_len.unwrap_or(0));
-            tail.extend_from_slice(&tree.to_bytes());
-            tail.extend_from_slice(&ciphertext_bytes);
+            let mut rest = Vec::new();
             for hash in share_tree.proof(usize::from(share)) {
-                tail.extend_from_slice(&hash);
+                rest.extend_from_slice(&hash);
             }
-            tail.extend_from_slice(&trailer_bytes);
-            tail.extend_from_slice(&layout.footer(share).encode());
+            rest.extend_from_slice(&trailer_bytes);
+            rest.extend_from_slice(&layout.footer(share).encode());
+            let tail = vec![
+                Bytes::from(tree.into_bytes()),
+                ciphertext_bytes.clone(),
+                Bytes::from(rest),
+            ];
             debug_assert_eq!(
-                layout.block_tree_offset + tail.len() as u64,
+                layout.block_tree_offset + tail.iter().map(|piece| piece.len() as u64).sum::<u64>(),
                 layout.share_len
             );
-            (Bytes::from(tail), layout.share_len)
+            (tail, layout.share_len)
         })
         .collect();
     Ok((trailer, tails))

@@ -22,6 +22,7 @@ pub(crate) async fn run_all(store: &dyn ShareStore) {
     finish_with_wrong_length_fails(store).await;
     last_bytes_given_to_finish(store).await;
     appends_handed_over_together(store).await;
+    last_bytes_given_to_finish_in_pieces(store).await;
     create_of_existing_share_fails(store).await;
     racing_creates_have_one_winner(store).await;
     abort_removes_everything(store).await;
@@ -354,6 +355,48 @@ pub(crate) async fn appends_handed_over_together(store: &dyn ShareStore) {
         read[..] == data[..],
         "appends handed over together: the bytes differ"
     );
+}
+
+/// [`ShareWriter::finish_with_many`] writes its pieces in order before
+/// finishing, as the uploader hands over a share's hash trees and trailer:
+/// on a share still small, and on shares past any in-memory hold whose
+/// pieces are shorter than a page, longer than a direct-write buffer, or
+/// empty.
+pub(crate) async fn last_bytes_given_to_finish_in_pieces(store: &dyn ShareStore) {
+    const BLOCK: usize = 349_526;
+    let si = random_si();
+    let cases: [(usize, &[usize]); 4] = [
+        (1000, &[200, 0, 300]),
+        (2 * BLOCK, &[300_000, 1, 599_999]),
+        (3 * BLOCK, &[4096, 100_000, 29_240]),
+        (BLOCK, &[]),
+    ];
+    for (n, &(body, pieces)) in cases.iter().enumerate() {
+        let share = ShareNum(u8::try_from(n).expect("few cases"));
+        let data = pattern(n as u8 + 80, body + pieces.iter().sum::<usize>());
+        let mut at = body;
+        let last = pieces
+            .iter()
+            .map(|&len| {
+                let piece = Bytes::copy_from_slice(&data[at..at + len]);
+                at += len;
+                piece
+            })
+            .collect();
+        appended(store, si, share, &data[..body], BLOCK)
+            .await
+            .finish_with_many(last, data.len() as u64)
+            .await
+            .expect("finish with the last bytes in pieces");
+        let read = store
+            .read(si, share, 0..data.len() as u64)
+            .await
+            .expect("read");
+        assert!(
+            read[..] == data[..],
+            "case {body}+{pieces:?}: the bytes differ"
+        );
+    }
 }
 
 pub(crate) async fn create_of_existing_share_fails(store: &dyn ShareStore) {

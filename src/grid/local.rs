@@ -864,15 +864,18 @@ impl LocalWriter {
     /// `last` with its final page, in the one trip to the blocking pool and
     /// the one write that finishing needs anyway; its ten shares finishing
     /// together each waited about 0.8 ms between the two on this machine.
-    async fn finish_inner(&mut self, last: Bytes, len: u64) -> GridResult<()> {
+    /// Appends `last`, the share's last bytes in pieces, and finishes it.
+    /// With direct I/O the pieces and the finish take one trip to the
+    /// blocking pool, and the pieces are copied only into the write buffer.
+    async fn finish_inner(&mut self, last: Vec<Bytes>, len: u64) -> GridResult<()> {
         let on_disk_direct = self.small.is_none() && self.tail.is_some();
         let last = if on_disk_direct {
             last
         } else {
-            self.append(last).await?;
-            Bytes::new()
+            self.append_many(last).await?;
+            Vec::new()
         };
-        let written = self.written + last.len() as u64;
+        let written = self.written + last.iter().map(|piece| piece.len() as u64).sum::<u64>();
         if len != written {
             return Err(GridError::LengthMismatch {
                 server: self.store.server_id.clone(),
@@ -914,7 +917,14 @@ impl LocalWriter {
         blocking(&self.store, "finish", move || {
             if let Some((mut tail, mut buf)) = last_pages {
                 let at = written_through - tail.held_len() as u64;
-                tail.write_final(&file, &mut buf, &last, at)
+                let (final_piece, before) = match last.split_last() {
+                    Some((final_piece, before)) => (&final_piece[..], before),
+                    None => (&[][..], &[][..]),
+                };
+                before
+                    .iter()
+                    .try_fold(at, |at, piece| tail.write(&file, &mut buf, piece, at))
+                    .and_then(|at| tail.write_final(&file, &mut buf, final_piece, at))
                     .and_then(|()| file.set_len(len))
                     .map_err(|e| inner.io_error("finish: write the last pages", e))?;
             }
@@ -1107,7 +1117,11 @@ impl ShareWriter for LocalWriter {
         self.finish_with(Bytes::new(), len).await
     }
 
-    async fn finish_with(mut self: Box<Self>, last: Bytes, len: u64) -> GridResult<()> {
+    async fn finish_with(self: Box<Self>, last: Bytes, len: u64) -> GridResult<()> {
+        self.finish_with_many(vec![last], len).await
+    }
+
+    async fn finish_with_many(mut self: Box<Self>, last: Vec<Bytes>, len: u64) -> GridResult<()> {
         let result = self.finish_inner(last, len).await;
         if result.is_err() {
             // Clean up now rather than in Drop, so that the share can be

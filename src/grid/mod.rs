@@ -473,8 +473,30 @@ pub trait ShareWriter: Send + fmt::Debug {
         self.finish(len).await
     }
 
+    /// [`finish_with`](Self::finish_with) for last bytes that come in
+    /// `pieces`, one after another. By default they are joined into one
+    /// buffer first, so a store that sends the last bytes with its finish
+    /// still sends them in one request.
+    async fn finish_with_many(self: Box<Self>, pieces: Vec<Bytes>, len: u64) -> GridResult<()> {
+        self.finish_with(joined(pieces), len).await
+    }
+
     /// Removes everything written so far.
     async fn abort(self: Box<Self>) -> GridResult<()>;
+}
+
+/// `pieces` as one buffer: without a copy when there is only one.
+pub(crate) fn joined(pieces: Vec<Bytes>) -> Bytes {
+    match <[Bytes; 1]>::try_from(pieces) {
+        Ok([piece]) => piece,
+        Err(pieces) => {
+            let mut all = bytes::BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for piece in &pieces {
+                all.extend_from_slice(piece);
+            }
+            all.freeze()
+        }
+    }
 }
 
 /// The set of storage servers of a grid.

@@ -523,7 +523,7 @@ impl Shares {
         let tails = finished
             .tails
             .into_iter()
-            .map(|tail| (Bytes::from(tail), share_size));
+            .map(|tail| (vec![Bytes::from(tail)], share_size));
         let (stored_on, lost) = finish_shares(&mut self.slots, tails).await;
         for (share, server, kind) in lost {
             self.lose_share(share, server, kind);
