@@ -314,6 +314,18 @@ pub(crate) async fn last_bytes_given_to_finish(store: &dyn ShareStore) {
     );
 }
 
+/// The bytes of `data` from `from` on, cut into pieces `lens` long.
+fn pieces_of(data: &[u8], from: usize, lens: &[usize]) -> Vec<Bytes> {
+    let mut at = from;
+    lens.iter()
+        .map(|&len| {
+            let piece = Bytes::copy_from_slice(&data[at..at + len]);
+            at += len;
+            piece
+        })
+        .collect()
+}
+
 /// [`ShareWriter::append_many`] writes what as many appends would: blocks
 /// of a 1 MiB segment handed over two and three at a time, then pieces
 /// shorter than a page (held back, and then joined to the next block),
@@ -336,25 +348,34 @@ pub(crate) async fn appends_handed_over_together(store: &dyn ShareStore) {
         .expect("create");
     let mut at = 0;
     for group in groups {
-        let pieces = group
-            .iter()
-            .map(|&len| {
-                let piece = Bytes::copy_from_slice(&data[at..at + len]);
-                at += len;
-                piece
-            })
-            .collect();
+        let pieces = pieces_of(&data, at, group);
+        at += group.iter().sum::<usize>();
         writer.append_many(pieces).await.expect("append_many");
     }
     writer.finish(total as u64).await.expect("finish");
+    assert_holds(
+        store,
+        si,
+        ShareNum(3),
+        &data,
+        "appends handed over together",
+    )
+    .await;
+}
+
+/// Panics unless share `share` of `si` reads back as exactly `data`.
+async fn assert_holds(
+    store: &dyn ShareStore,
+    si: StorageIndex,
+    share: ShareNum,
+    data: &[u8],
+    what: &str,
+) {
     let read = store
-        .read(si, ShareNum(3), 0..total as u64)
+        .read(si, share, 0..data.len() as u64)
         .await
         .expect("read");
-    assert!(
-        read[..] == data[..],
-        "appends handed over together: the bytes differ"
-    );
+    assert!(read[..] == data[..], "{what}: the bytes differ");
 }
 
 /// [`ShareWriter::finish_with_many`] writes its pieces in order before
@@ -374,28 +395,12 @@ pub(crate) async fn last_bytes_given_to_finish_in_pieces(store: &dyn ShareStore)
     for (n, &(body, pieces)) in cases.iter().enumerate() {
         let share = ShareNum(u8::try_from(n).expect("few cases"));
         let data = pattern(n as u8 + 80, body + pieces.iter().sum::<usize>());
-        let mut at = body;
-        let last = pieces
-            .iter()
-            .map(|&len| {
-                let piece = Bytes::copy_from_slice(&data[at..at + len]);
-                at += len;
-                piece
-            })
-            .collect();
         appended(store, si, share, &data[..body], BLOCK)
             .await
-            .finish_with_many(last, data.len() as u64)
+            .finish_with_many(pieces_of(&data, body, pieces), data.len() as u64)
             .await
             .expect("finish with the last bytes in pieces");
-        let read = store
-            .read(si, share, 0..data.len() as u64)
-            .await
-            .expect("read");
-        assert!(
-            read[..] == data[..],
-            "case {body}+{pieces:?}: the bytes differ"
-        );
+        assert_holds(store, si, share, &data, &format!("case {body}+{pieces:?}")).await;
     }
 }
 
