@@ -20,9 +20,9 @@
 //! against 17.3-21.9, 16 MiB 13.4-22.1 against 14.1-24.0; throughput the
 //! same within the noise (1 GiB 492-580 MB/s against 442-521). A depth of
 //! 1 (coding and writing in turn) was slower and no shorter (19-23 ms at
-//! 256 MiB). At 4 GiB the close did not change (21-29 ms): its finish
-//! writes 512 KiB of hash trees per share after the last byte (5 MiB in
-//! all, four times 1 GiB's), and the queues are the smaller part.
+//! 256 MiB). At 4 GiB the close did not change (21-29 ms): there most
+//! of it was building the shares' tails after the last byte, since made
+//! cheaper (see `build_tails` in `upload.rs`).
 //!
 //! Each segment takes a place from a semaphore when it goes to the coder
 //! and gives it back when its last block is written (the place rides with

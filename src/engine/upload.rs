@@ -875,7 +875,8 @@ pub(super) type ShareTail = (Vec<Bytes>, u64);
 /// with the share's total length. Each share's bytes come in pieces: its
 /// block tree, the ciphertext tree (one buffer all shares point into) and
 /// the rest. Joined, a 4 GiB upload's tails were 5 MiB of fresh memory
-/// copied after its last byte: building them took 6.0-6.2 ms of its close.
+/// copied after its last byte: building them took 5.7-13 ms of its close,
+/// against 2.4-4.0 ms in pieces (alternating runs, timed in `finish`).
 pub(super) fn build_tails(
     params: EncodingParams,
     version: u16,
