@@ -410,6 +410,9 @@ struct PutTiming {
     first_byte: Instant,
     last_byte: Instant,
     answered: Instant,
+    /// Body bytes the server had not read yet when the last `write`
+    /// returned (see [`unread_body_bytes`]).
+    unread_at_last_byte: Option<u64>,
 }
 
 impl PutTiming {
@@ -448,6 +451,7 @@ fn put(addr: SocketAddr, path: &str, size: u64, pattern: &[u8]) -> io::Result<Pu
         sent += len as u64;
     }
     let last_byte = Instant::now();
+    let unread_at_last_byte = unread_body_bytes(stream.local_addr()?, addr);
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let (status, answered, headers) = read_head(&mut reader)?;
     drain_body(&mut reader, &headers, |_| Ok(()))?;
@@ -456,7 +460,51 @@ fn put(addr: SocketAddr, path: &str, size: u64, pattern: &[u8]) -> io::Result<Pu
         first_byte,
         last_byte,
         answered,
+        unread_at_last_byte,
     })
+}
+
+/// Bytes written by `client` to `server` that the server process has not
+/// read yet: the client socket's send queue (not yet sent, or not yet
+/// acknowledged) plus the server socket's receive queue, as the kernel
+/// lists them in `/proc/net/tcp`. A client's `write` returns once its
+/// bytes are in its own send buffer (autotuned up to `net.ipv4.tcp_wmem`'s
+/// maximum, 4 MiB by default), so the close clock starts with these still
+/// to be read, and every server must read them before it can answer.
+/// `None` when the sockets are not listed (not IPv4, or closed already).
+fn unread_body_bytes(client: SocketAddr, server: SocketAddr) -> Option<u64> {
+    fn proc_name(addr: SocketAddr) -> Option<String> {
+        match addr {
+            // The address as the kernel prints it: the four bytes in
+            // memory order, as one little-endian hex word on x86.
+            SocketAddr::V4(v4) => Some(format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )),
+            SocketAddr::V6(_) => None,
+        }
+    }
+    let (client, server) = (proc_name(client)?, proc_name(server)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (mut client_send, mut server_receive) = (None, None);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(queues)) =
+            (fields.get(1), fields.get(2), fields.get(4))
+        else {
+            continue;
+        };
+        let Some((tx, rx)) = queues.split_once(':') else {
+            continue;
+        };
+        if *local == client && *remote == server {
+            client_send = u64::from_str_radix(tx, 16).ok();
+        } else if *local == server && *remote == client {
+            server_receive = u64::from_str_radix(rx, 16).ok();
+        }
+    }
+    Some(client_send? + server_receive?)
 }
 
 /// Reads a status line and headers; returns the status, when the first byte
@@ -709,6 +757,8 @@ impl FirstBytes {
 struct Measure {
     put_mbs: f64,
     close_ms: f64,
+    /// [`PutTiming::unread_at_last_byte`], in MiB.
+    unread_mib: f64,
     first_share_ms: f64,
     put_rss_mib: f64,
     put_cpu_s: f64,
@@ -742,6 +792,9 @@ fn measure_once(settings: &Settings, peer: Peer, size: u64, pattern: &[u8], tag:
         }
         m.put_mbs = mbs(size, timing.secs());
         m.close_ms = timing.close_ms();
+        m.unread_mib = timing
+            .unread_at_last_byte
+            .map_or(f64::NAN, |bytes| bytes as f64 / MIB as f64);
         m.first_share_ms = first
             .map(|t| t.saturating_duration_since(timing.first_byte).as_secs_f64() * 1e3)
             .unwrap_or(f64::NAN);
@@ -777,11 +830,12 @@ fn measure(settings: &Settings, peer: Peer, size: u64, pattern: &[u8]) -> Measur
         .map(|r| {
             let m = measure_once(settings, peer, size, pattern, &format!("{}m-{r}", size / MIB));
             eprintln!(
-                "  {:<24} {:>5} MiB: PUT {:7.1} MB/s close {:8.1} ms first-share {:7.1} ms RSS {:6.1} MiB CPU {:5.1} s | GET {:7.1} MB/s RSS {:6.1} MiB | range {:6.2} ms{}",
+                "  {:<24} {:>5} MiB: PUT {:7.1} MB/s close {:8.1} ms (unread {:4.1} MiB) first-share {:7.1} ms RSS {:6.1} MiB CPU {:5.1} s | GET {:7.1} MB/s RSS {:6.1} MiB | range {:6.2} ms{}",
                 peer.name(),
                 size / MIB,
                 m.put_mbs,
                 m.close_ms,
+                m.unread_mib,
                 m.first_share_ms,
                 m.put_rss_mib,
                 m.put_cpu_s,
@@ -803,6 +857,7 @@ fn measure(settings: &Settings, peer: Peer, size: u64, pattern: &[u8]) -> Measur
     Measure {
         put_mbs: pick(|m| m.put_mbs),
         close_ms: pick(|m| m.close_ms),
+        unread_mib: pick(|m| m.unread_mib),
         first_share_ms: pick(|m| m.first_share_ms),
         put_rss_mib: pick(|m| m.put_rss_mib),
         put_cpu_s: pick(|m| m.put_cpu_s),

@@ -131,6 +131,10 @@ pub(super) fn write_report(
          - **close**: last body `write` returned .. status line received: what a client's `close()` waits for. \
          The last few MB may still sit in the socket buffers when the clock starts, so this includes the server \
          reading them.\n\
+         - **unread at close**: those bytes, when the last `write` returned: the client socket's send queue plus \
+         the server socket's receive queue (`/proc/net/tcp`). A `write` returns once its bytes are in the client's \
+         own send buffer, which the kernel grows to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default); a server \
+         that stores what it reads at R MB/s spends about (unread / R) of its close reading them.\n\
          - **first share**: first body byte written .. a file with at least one byte exists where the server stores \
          data (griddav: `grid/server-*/incoming/`; the peers: the served directory), polled every 0.2 ms from \
          another thread.\n\
@@ -159,19 +163,20 @@ pub(super) fn write_report(
     let _ = writeln!(md, "## Results by file size\n");
     let _ = writeln!(
         md,
-        "| server | size | PUT MB/s | close ms | first share ms | PUT peak RSS MiB | server CPU s | GET MB/s | GET peak RSS MiB | 32 KiB Range ms |"
+        "| server | size | PUT MB/s | close ms | unread at close MiB | first share ms | PUT peak RSS MiB | server CPU s | GET MB/s | GET peak RSS MiB | 32 KiB Range ms |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for peer in &settings.peers {
         for &size in &sizes {
             if let Some(m) = results.get(&(*peer, size)) {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
                     peer.name(),
                     size_name(size),
                     fmt(m.put_mbs, 0),
                     fmt(m.close_ms, 1),
+                    fmt(m.unread_mib, 1),
                     fmt(m.first_share_ms, 1),
                     fmt(m.put_rss_mib, 0),
                     fmt(m.put_cpu_s, 1),
