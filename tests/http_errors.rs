@@ -7,7 +7,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::{Content, Server, MIB};
+use support::{Content, Request, Server, MIB};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read dir").flatten() {
@@ -18,6 +18,42 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+/// Once a sync of the namespace's log has failed, nothing can be made
+/// durable until griddav restarts (`namespace/durable.rs`). Every request
+/// is then answered 503 saying so: before, dav-server made the lock check
+/// that failed a 423 Locked (MKCOL, PUT, LOCK) and the rest bare 500s.
+#[test]
+fn a_namespace_log_that_cannot_sync_answers_503_until_a_restart() {
+    let mut server = Server::start();
+    let client = server.client();
+    assert_eq!(client.mkcol("/before").status, 201);
+    // SQLite keeps writing to its open handle; the sync opens the path.
+    fs::remove_file(server.data_dir().join("namespace.db-wal")).expect("remove the log");
+    let first = client.mkcol("/a");
+    assert_eq!(first.status, 500, "the change whose sync failed: {first:?}");
+    for (method, path) in [
+        ("MKCOL", "/b"),
+        ("PUT", "/file"),
+        ("LOCK", "/before"),
+        ("PROPFIND", "/"),
+        ("GET", "/before"),
+        ("DELETE", "/before"),
+        ("OPTIONS", "/"),
+    ] {
+        let answer = client.send(Request::new(method, path));
+        assert_eq!(answer.status, 503, "{method} {path}: {answer:?}");
+        assert!(
+            answer.text().contains("restart griddav"),
+            "{method} {path}: {}",
+            answer.text()
+        );
+    }
+    // A restart recovers from what is on disk and serves again.
+    server.restart();
+    let client = server.client();
+    assert_eq!(client.mkcol("/after").status, 201);
 }
 
 #[test]

@@ -66,6 +66,12 @@ pub trait PathKinds: Send + Sync + 'static {
     fn create_folders<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, bool> {
         async { true }.boxed()
     }
+
+    /// Why no request can be served now, if that is so: every request is
+    /// then answered 503 with this reason.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl PathKinds for Namespace {
@@ -116,6 +122,15 @@ impl PathKinds for Namespace {
             true
         }
         .boxed()
+    }
+
+    fn unavailable(&self) -> Option<&'static str> {
+        // Otherwise dav-server makes the lock check that failed a 423
+        // Locked, and everything else a bare 500.
+        self.cannot_sync().then_some(
+            "the namespace database could not be synced to disk, so nothing can be stored \
+             or read safely: restart griddav (its log names the failed sync)",
+        )
     }
 }
 
@@ -200,6 +215,9 @@ impl Guard {
     }
 
     async fn check_inner<B>(&self, request: &mut Request<B>) -> Result<(), Refusal> {
+        if let Some(reason) = self.kinds.as_ref().and_then(|kinds| kinds.unavailable()) {
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason));
+        }
         // dav-server honours Depth: infinity on PROPFIND only for requests
         // that carry this header (it is litmus's); one policy for everyone.
         request.headers_mut().remove("x-litmus");

@@ -236,6 +236,12 @@ impl Namespace {
         self.inner.sync.stats()
     }
 
+    /// Whether a sync of the log failed, so that nothing can be made
+    /// durable (or read as durable) until griddav restarts.
+    pub fn cannot_sync(&self) -> bool {
+        self.inner.sync.check_poisoned().is_err()
+    }
+
     /// A read of a few indexed rows (one path, one node's properties, the
     /// locks over one path), run on the calling thread when that cannot
     /// wait: the connection is free and every commit the read could see is
