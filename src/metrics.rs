@@ -310,6 +310,13 @@ pub async fn render(sources: &Sources) -> String {
         "Paths with a PUT in progress",
         uploads,
     );
+    let sync_failed: Gauge = Gauge::default();
+    sync_failed.set(i64::from(sources.ns.cannot_sync()));
+    registry.register(
+        "namespace_sync_failed",
+        "1 once a sync of the namespace log has failed: every request is refused until griddav restarts",
+        sync_failed,
+    );
     if let Some(pool) = sources.grid.upload_memory() {
         let total: Gauge = Gauge::default();
         total.set(i64::try_from(pool.total_bytes()).unwrap_or(i64::MAX));

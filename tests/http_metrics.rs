@@ -30,6 +30,28 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Once the namespace log cannot be synced (every request is then 503
+/// until a restart), the metrics say so, for an alert.
+#[test]
+fn a_namespace_log_that_cannot_sync_shows_in_the_metrics() {
+    let (server, metrics) = metrics_server();
+    let text = metrics.get("/metrics").text();
+    assert_eq!(
+        sample(&text, "griddav_namespace_sync_failed"),
+        Some(0.0),
+        "{text}"
+    );
+    // SQLite keeps writing to its open handle; the sync opens the path.
+    std::fs::remove_file(server.data_dir().join("namespace.db-wal")).expect("remove the log");
+    assert_eq!(server.client().mkcol("/a").status, 500);
+    let text = metrics.get("/metrics").text();
+    assert_eq!(
+        sample(&text, "griddav_namespace_sync_failed"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 fn put(client: &Client, path: &str, content: &Content) {
     let response = client.send(
         Request::new("PUT", path)
