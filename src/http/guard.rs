@@ -16,6 +16,9 @@
 //! - `Depth`, `If`, `If-Match` and `If-None-Match` are re-serialized from
 //!   what the guard parsed; `X-Litmus` is removed (it makes dav-server walk
 //!   the whole tree for `Depth: infinity`).
+//!
+//! While [`PathKinds::unavailable`] says the tree cannot be used (a sync
+//! of the namespace log failed), every request is refused with 503.
 
 use std::any::Any;
 use std::error::Error as StdError;
