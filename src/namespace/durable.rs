@@ -210,8 +210,13 @@ impl WalSync {
         }
     }
 
+    /// Whether a sync failed: nothing can be reported durable any more.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
     pub(crate) fn check_poisoned(&self) -> Result<(), NamespaceError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.is_poisoned() {
             return Err(NamespaceError::Sync {
                 context: "syncing the namespace log (an earlier sync failed; restart griddav)",
                 source: io::Error::other("an earlier sync of the namespace log failed"),

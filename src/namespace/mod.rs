@@ -239,7 +239,7 @@ impl Namespace {
     /// Whether a sync of the log failed, so that nothing can be made
     /// durable (or read as durable) until griddav restarts.
     pub fn cannot_sync(&self) -> bool {
-        self.inner.sync.check_poisoned().is_err()
+        self.inner.sync.is_poisoned()
     }
 
     /// A read of a few indexed rows (one path, one node's properties, the
