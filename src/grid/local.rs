@@ -915,14 +915,7 @@ impl LocalWriter {
         blocking(&self.store, "finish", move || {
             if let Some((mut tail, mut buf)) = last_pages {
                 let at = written_through - tail.held_len() as u64;
-                let (final_piece, before) = match last.split_last() {
-                    Some((final_piece, before)) => (&final_piece[..], before),
-                    None => (&[][..], &[][..]),
-                };
-                before
-                    .iter()
-                    .try_fold(at, |at, piece| tail.write(&file, &mut buf, piece, at))
-                    .and_then(|at| tail.write_final(&file, &mut buf, final_piece, at))
+                tail.write_final(&file, &mut buf, &last, at)
                     .and_then(|()| file.set_len(len))
                     .map_err(|e| inner.io_error("finish: write the last pages", e))?;
             }

@@ -290,34 +290,48 @@ impl Tail {
     }
 
     /// Writes the bytes held, which start at file offset `at` (page-aligned),
-    /// and `data` after them: the share's last bytes, every page of them,
-    /// the last padded with zeros. One write where they fit the buffer
-    /// (the hash trees and trailer of a share of a file up to several GiB);
-    /// the caller then cuts the file to its length.
+    /// and `pieces` after them, one after the other: the share's last
+    /// bytes, every page of them, the last padded with zeros; the caller
+    /// then cuts the file to its length. The pieces are gathered in `buf`,
+    /// one write per buffer filled however many pieces there are (a direct
+    /// write waits for the disk): one for the hash trees and trailer of a
+    /// share of a file up to 2 GiB, two up to several GiB.
     pub(super) fn write_final(
         &mut self,
         file: &File,
         buf: &mut WriteBuf,
-        data: &[u8],
-        at: u64,
+        pieces: &[impl AsRef<[u8]>],
+        mut at: u64,
     ) -> io::Result<()> {
+        let out = buf.bytes();
+        let room = out.len() / ALIGN * ALIGN;
         let held = self.bytes.len();
-        let end = held + data.len();
-        let padded = end.div_ceil(ALIGN) * ALIGN;
-        if padded == 0 {
-            return Ok(());
+        if room <= held {
+            return Err(io::Error::other("no direct-write buffer"));
         }
-        let Some(out) = buf.bytes().get_mut(..padded) else {
-            // Longer than the buffer: every whole page first, then what is
-            // left (less than a page, which any buffer holds) as above.
-            let at = self.write(file, buf, data, at)?;
-            return self.write_final(file, buf, &[], at);
-        };
         out[..held].copy_from_slice(&self.bytes);
-        out[held..end].copy_from_slice(data);
-        out[end..].fill(0);
-        file.write_all_at(out, at)?;
         self.bytes.clear();
+        let mut filled = held;
+        for piece in pieces {
+            let mut piece = piece.as_ref();
+            while !piece.is_empty() {
+                let take = piece.len().min(room - filled);
+                out[filled..filled + take].copy_from_slice(&piece[..take]);
+                filled += take;
+                piece = &piece[take..];
+                if filled == room {
+                    file.write_all_at(&out[..room], at)?;
+                    at += room as u64;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            // Below `room`, a whole number of pages: the padding fits.
+            let padded = filled.div_ceil(ALIGN) * ALIGN;
+            out[filled..padded].fill(0);
+            file.write_all_at(&out[..padded], at)?;
+        }
         Ok(())
     }
 }
@@ -376,7 +390,7 @@ mod tests {
         async fn finish(mut self, last: &[u8]) -> Vec<u8> {
             let mut buf = WriteBuf::borrow().await.expect("buffer");
             self.tail
-                .write_final(&self.file, &mut buf, last, self.at)
+                .write_final(&self.file, &mut buf, &[last], self.at)
                 .expect("last pages");
             self.file
                 .set_len(self.appended + last.len() as u64)
