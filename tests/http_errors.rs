@@ -29,8 +29,7 @@ fn a_namespace_log_that_cannot_sync_answers_503_until_a_restart() {
     let mut server = Server::start();
     let client = server.client();
     assert_eq!(client.mkcol("/before").status, 201);
-    // SQLite keeps writing to its open handle; the sync opens the path.
-    fs::remove_file(server.data_dir().join("namespace.db-wal")).expect("remove the log");
+    server.break_namespace_log();
     let first = client.mkcol("/a");
     assert_eq!(first.status, 500, "the change whose sync failed: {first:?}");
     for (method, path) in [

@@ -41,8 +41,7 @@ fn a_namespace_log_that_cannot_sync_shows_in_the_metrics() {
         Some(0.0),
         "{text}"
     );
-    // SQLite keeps writing to its open handle; the sync opens the path.
-    std::fs::remove_file(server.data_dir().join("namespace.db-wal")).expect("remove the log");
+    server.break_namespace_log();
     assert_eq!(server.client().mkcol("/a").status, 500);
     let text = metrics.get("/metrics").text();
     assert_eq!(

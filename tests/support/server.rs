@@ -102,6 +102,13 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// Removes the namespace's log (WAL) under the running server, so that
+    /// its next sync fails: SQLite keeps writing to its open handle, and
+    /// the sync opens the path.
+    pub fn break_namespace_log(&self) {
+        std::fs::remove_file(self.data_dir().join("namespace.db-wal")).expect("remove the log");
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
