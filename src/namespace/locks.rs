@@ -88,34 +88,73 @@ fn query_locks(
     params: impl rusqlite::Params,
     now: i64,
 ) -> Result<Vec<Lock>, NamespaceError> {
+    query_at_most(tx, sql, params, now, usize::MAX)
+}
+
+/// At most `max + 1` of the rows of `sql`: one more than `max` tells the
+/// caller there were too many, without stepping through the rest.
+fn query_at_most(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    now: i64,
+    max: usize,
+) -> Result<Vec<Lock>, NamespaceError> {
     tx.prepare_cached(sql)
-        .and_then(|mut s| s.query_map(params, |r| lock_from_row(r, now))?.collect())
+        .and_then(|mut s| {
+            s.query_map(params, |r| lock_from_row(r, now))?
+                .take(max.saturating_add(1))
+                .collect()
+        })
         .ctx("reading locks")
 }
+
+/// Locks that [`Namespace::discover`] reads on the calling thread; a path
+/// covered by more (shared locks have no limit) is read on the blocking
+/// pool.
+const DISCOVER_IN_PLACE: usize = 64;
 
 /// Live locks covering `path`: deep ones on its ancestors (root first),
 /// then all on the path itself.
 fn covering(tx: &Transaction<'_>, path: &NsPath, now: i64) -> Result<Vec<Lock>, NamespaceError> {
+    Ok(covering_at_most(tx, path, now, usize::MAX)?.unwrap_or_default())
+}
+
+/// [`covering`], or `None` once more than `max` locks are found.
+fn covering_at_most(
+    tx: &Transaction<'_>,
+    path: &NsPath,
+    now: i64,
+    max: usize,
+) -> Result<Option<Vec<Lock>>, NamespaceError> {
     let mut out = Vec::new();
     let deep_at = format!(
         "SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND depth_infinite AND {ALIVE} ORDER BY created, token"
     );
-    for a in path.ancestors() {
-        out.extend(query_locks(tx, &deep_at, params![a.as_str(), now], now)?);
+    let at_path = at_sql();
+    let queries = path
+        .ancestors()
+        .into_iter()
+        .map(|a| (deep_at.as_str(), a))
+        .chain(std::iter::once((at_path.as_str(), path.clone())));
+    for (sql, at) in queries {
+        let left = max.saturating_sub(out.len());
+        let found = query_at_most(tx, sql, params![at.as_str(), now], now, left)?;
+        if found.len() > left {
+            return Ok(None);
+        }
+        out.extend(found);
     }
-    out.extend(at(tx, path, now)?);
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn at(tx: &Transaction<'_>, path: &NsPath, now: i64) -> Result<Vec<Lock>, NamespaceError> {
-    query_locks(
-        tx,
-        &format!(
-            "SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND {ALIVE} ORDER BY created, token"
-        ),
-        params![path.as_str(), now],
-        now,
-    )
+    query_locks(tx, &at_sql(), params![path.as_str(), now], now)
+}
+
+/// Live locks whose root is `?1`, oldest first.
+fn at_sql() -> String {
+    format!("SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND {ALIVE} ORDER BY created, token")
 }
 
 /// Live locks strictly below `path`.
@@ -301,10 +340,26 @@ impl Namespace {
     /// then those on the path).
     pub async fn discover(&self, path: &str) -> Result<Vec<Lock>, NamespaceError> {
         let path = NsPath::parse(path)?;
-        self.run("discovering locks", false, move |tx, now| {
-            covering(tx, &path, now)
-        })
-        .await
+        // Asked for every entry of a PROPFIND that lists lockdiscovery (an
+        // allprop listing asks it a thousand times for a folder of a
+        // thousand): a trip to the blocking pool each cost more than the
+        // read. Most paths have no lock at all.
+        let few = {
+            let path = path.clone();
+            self.read_few("discovering locks", move |tx, now| {
+                covering_at_most(tx, &path, now, DISCOVER_IN_PLACE)
+            })
+            .await?
+        };
+        match few {
+            Some(locks) => Ok(locks),
+            None => {
+                self.run("discovering locks", false, move |tx, now| {
+                    covering(tx, &path, now)
+                })
+                .await
+            }
+        }
     }
 
     /// Deletes every lock at or below `path` (after DELETE, or MOVE away).
@@ -500,6 +555,51 @@ mod tests {
             .check("/", None, true, true, &[t, &s1.token, &s2.token])
             .await
             .is_ok());
+    }
+
+    /// More locks than `discover` reads in place: the ones past the limit
+    /// are not dropped, and the order (ancestors' deep locks first) holds
+    /// whether the limit is crossed on an ancestor or on the path.
+    #[tokio::test]
+    async fn discover_returns_every_lock_past_the_in_place_limit() {
+        let f = Fixture::new().await;
+        let ns = &f.ns;
+        let mut expected = Vec::new();
+        for _ in 0..DISCOVER_IN_PLACE {
+            let l = ns.lock("/a", None, None, None, true, true).await.unwrap();
+            expected.push(l.token);
+        }
+        let mut shallow = Vec::new();
+        for _ in 0..3 {
+            let l = ns
+                .lock("/a/b", None, None, None, true, false)
+                .await
+                .unwrap();
+            shallow.push(l.token);
+        }
+        let tokens = |v: Vec<Lock>| v.into_iter().map(|l| l.token).collect::<Vec<_>>();
+        // Exactly the limit, all on the ancestor: read in place.
+        let mut want = expected.clone();
+        want.sort();
+        let mut got = tokens(ns.discover("/a/c").await.unwrap());
+        got.sort();
+        assert_eq!(got, want);
+        // Past it on the path itself.
+        let got = tokens(ns.discover("/a/b").await.unwrap());
+        assert_eq!(got.len(), DISCOVER_IN_PLACE + 3);
+        let (deep, own) = got.split_at(DISCOVER_IN_PLACE);
+        let mut deep = deep.to_vec();
+        deep.sort();
+        assert_eq!(deep, want);
+        // Taken at the same (manual) time: by token.
+        shallow.sort();
+        assert_eq!(own, shallow.as_slice());
+        // Past it on the ancestor already.
+        ns.lock("/a", None, None, None, true, true).await.unwrap();
+        assert_eq!(
+            ns.discover("/a/b").await.unwrap().len(),
+            DISCOVER_IN_PLACE + 4
+        );
     }
 
     #[tokio::test]

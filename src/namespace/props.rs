@@ -107,7 +107,9 @@ impl Namespace {
     /// All properties of the node at `path`, sorted by namespace and name.
     pub async fn list_props(&self, path: &str) -> Result<Vec<Prop>, NamespaceError> {
         let path = NsPath::parse(path)?;
-        self.run("listing properties", false, move |tx, _| {
+        // In place: at most MAX_PROPS_PER_NODE bytes, and an allprop
+        // PROPFIND asks this for every entry it lists.
+        self.read_few("listing properties", move |tx, _| {
             let node = require(tx, &path)?;
             tx.prepare_cached(
                 "SELECT namespace, name, value FROM props WHERE node_id = ?1 ORDER BY namespace, name",
