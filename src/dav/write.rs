@@ -164,7 +164,7 @@ impl WriteHandle {
             }
             Some(_) => {}
         }
-        if fs.ns.space_is_short().await {
+        if fs.ns.space_is_short() {
             // The room left is kept for removals (see namespace/reserve.rs).
             return Err(fs.note(FsError::InsufficientStorage));
         }
