@@ -8,7 +8,10 @@
 //! its entries live in its namespace); the peers' folders are made
 //! directly in the directory they serve, which is the same thing to them.
 //! The PROPFIND names what Windows Explorer asks for (many properties a
-//! server does not have, answered as 404 propstats by griddav).
+//! server does not have, answered as 404 propstats by griddav). A second
+//! one has no body, which RFC 4918 makes an allprop (every property,
+//! `lockdiscovery` and the dead ones included): what `curl -X PROPFIND`,
+//! scripts and some libraries send; only its total time is reported.
 //!
 //! griddav copies its namespace into the grid 30 s after changes, and
 //! that copy is an upload with the engine's buffers (about 25 MiB): when
@@ -29,6 +32,8 @@ pub(super) struct FolderRun {
     /// Peak during the PROPFIND minus the RSS just before it.
     pub growth_mib: f64,
     pub answer_mib: f64,
+    /// Total time of the allprop PROPFIND (no body), median.
+    pub allprop_total_ms: f64,
     pub error: Option<String>,
 }
 
@@ -113,6 +118,7 @@ fn propfind(
     server: &Server,
     folder: &str,
     entries: usize,
+    body: &str,
 ) -> io::Result<(f64, f64, f64, f64, f64)> {
     let mut conn = Conn::open(server.addr)?;
     let before = proc_status_kib(server.pid(), "VmRSS:") as f64 / 1024.0;
@@ -122,7 +128,7 @@ fn propfind(
         "PROPFIND",
         folder,
         "Depth: 1\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n",
-        EXPLORER_PROPFIND.as_bytes(),
+        body.as_bytes(),
         BodyMode::Length,
     )?;
     let total = start.elapsed().as_secs_f64() * 1e3;
@@ -195,6 +201,7 @@ pub(super) fn run(settings: &Settings, peer: Peer, sizes: &[usize]) -> Vec<Folde
             peak_rss_mib: f64::NAN,
             growth_mib: f64::NAN,
             answer_mib: f64::NAN,
+            allprop_total_ms: f64::NAN,
             error: None,
         };
         let outcome = filled.and_then(|()| {
@@ -203,7 +210,7 @@ pub(super) fn run(settings: &Settings, peer: Peer, sizes: &[usize]) -> Vec<Folde
             let mut peak = 0.0f64;
             let mut growth = 0.0f64;
             for _ in 0..REPEATS {
-                let (f, t, p, g, size) = propfind(&server, &folder, entries)?;
+                let (f, t, p, g, size) = propfind(&server, &folder, entries, EXPLORER_PROPFIND)?;
                 firsts.push(f);
                 totals.push(t);
                 peak = peak.max(p);
@@ -214,13 +221,18 @@ pub(super) fn run(settings: &Settings, peer: Peer, sizes: &[usize]) -> Vec<Folde
             r.total_ms = median(&mut totals);
             r.peak_rss_mib = peak;
             r.growth_mib = growth;
+            let mut allprop = Vec::new();
+            for _ in 0..REPEATS {
+                allprop.push(propfind(&server, &folder, entries, "")?.1);
+            }
+            r.allprop_total_ms = median(&mut allprop);
             Ok(())
         });
         if let Err(e) = outcome {
             r.error = Some(e.to_string());
         }
         eprintln!(
-            "  {:<24} PROPFIND Depth 1, {:>6} entries: first byte {:8.1} ms, total {:8.1} ms, {:6.1} MiB of XML, peak RSS {:6.1} MiB (+{:5.1}){}",
+            "  {:<24} PROPFIND Depth 1, {:>6} entries: first byte {:8.1} ms, total {:8.1} ms, {:6.1} MiB of XML, peak RSS {:6.1} MiB (+{:5.1}), allprop total {:8.1} ms{}",
             peer.name(),
             entries,
             r.first_byte_ms,
@@ -228,6 +240,7 @@ pub(super) fn run(settings: &Settings, peer: Peer, sizes: &[usize]) -> Vec<Folde
             r.answer_mib,
             r.peak_rss_mib,
             r.growth_mib,
+            r.allprop_total_ms,
             r.error.as_deref().map(|e| format!("  ERROR {e}")).unwrap_or_default()
         );
         runs.push(r);
