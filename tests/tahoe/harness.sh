@@ -5,6 +5,10 @@
 #                                   nodes that are not running; wait until each
 #                                   answers; write the griddav config
 #   tests/tahoe/harness.sh stop     stop every node by its PID
+#   tests/tahoe/harness.sh clean    remove the shares of every node that is
+#                                   not running (nodes are reused from run to
+#                                   run, and nothing else removes what the
+#                                   tests stored: 41 GB after a few dozen)
 #   tests/tahoe/harness.sh config   print the path of the griddav config
 #   tests/tahoe/harness.sh status   print "index pid state nodedir" per node
 #
@@ -194,6 +198,21 @@ cmd_stop() {
     log "stopped"
 }
 
+cmd_clean() {
+    local i dir pid
+    for ((i = 0; i < NODES; i++)); do
+        dir=$(node_dir "$i")
+        [[ -d $dir/storage/shares ]] || continue
+        pid=$(cat "$dir/harness.pid" 2>/dev/null || echo -)
+        if [[ $pid != - ]] && alive "$pid"; then
+            log "node $i is running (pid $pid): its shares are kept"
+            continue
+        fi
+        rm -rf "$dir/storage/shares"
+    done
+    log "shares of stopped nodes removed"
+}
+
 cmd_status() {
     local i dir pid state
     for ((i = 0; i < NODES; i++)); do
@@ -208,10 +227,11 @@ cmd_status() {
 case ${1:-} in
 start) cmd_start ;;
 stop) cmd_stop ;;
+clean) cmd_clean ;;
 config) echo "$CONFIG" ;;
 status) cmd_status ;;
 *)
-    echo "usage: $0 start|stop|config|status" >&2
+    echo "usage: $0 start|stop|clean|config|status" >&2
     exit 2
     ;;
 esac
