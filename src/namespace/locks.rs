@@ -16,6 +16,7 @@
 //! - a lock whose `timeout_at` is not after now is expired: every query
 //!   ignores it, and writing operations delete expired rows as they go.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Row, Transaction};
@@ -128,15 +129,11 @@ fn covering_at_most(
     max: usize,
 ) -> Result<Option<Vec<Lock>>, NamespaceError> {
     let mut out = Vec::new();
-    let deep_at = format!(
-        "SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND depth_infinite AND {ALIVE} ORDER BY created, token"
-    );
-    let at_path = at_sql();
-    let queries = path
-        .ancestors()
-        .into_iter()
-        .map(|a| (deep_at.as_str(), a))
-        .chain(std::iter::once((at_path.as_str(), path.clone())));
+    let ancestors = path.ancestors();
+    let queries = ancestors
+        .iter()
+        .map(|a| (&*DEEP_AT_SQL, a))
+        .chain([(&*AT_SQL, path)]);
     for (sql, at) in queries {
         let left = max.saturating_sub(out.len());
         let found = query_at_most(tx, sql, params![at.as_str(), now], now, left)?;
@@ -149,13 +146,21 @@ fn covering_at_most(
 }
 
 fn at(tx: &Transaction<'_>, path: &NsPath, now: i64) -> Result<Vec<Lock>, NamespaceError> {
-    query_locks(tx, &at_sql(), params![path.as_str(), now], now)
+    query_locks(tx, &AT_SQL, params![path.as_str(), now], now)
 }
 
-/// Live locks whose root is `?1`, oldest first.
-fn at_sql() -> String {
+/// Live locks whose root is `?1`, oldest first. Built once: lock discovery
+/// runs it for every entry of an allprop listing.
+static AT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND {ALIVE} ORDER BY created, token")
-}
+});
+
+/// Live depth-infinity locks whose root is `?1`, oldest first.
+static DEEP_AT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {LOCK_COLS} FROM locks WHERE path = ?1 AND depth_infinite AND {ALIVE} ORDER BY created, token"
+    )
+});
 
 /// Live locks strictly below `path`.
 fn below(tx: &Transaction<'_>, path: &NsPath, now: i64) -> Result<Vec<Lock>, NamespaceError> {
@@ -344,22 +349,19 @@ impl Namespace {
         // allprop listing asks it a thousand times for a folder of a
         // thousand): a trip to the blocking pool each cost more than the
         // read. Most paths have no lock at all.
-        let few = {
-            let path = path.clone();
-            self.read_few("discovering locks", move |tx, now| {
-                covering_at_most(tx, &path, now, DISCOVER_IN_PLACE)
+        let in_place = path.clone();
+        let few = self
+            .read_few("discovering locks", move |tx, now| {
+                covering_at_most(tx, &in_place, now, DISCOVER_IN_PLACE)
             })
-            .await?
-        };
-        match few {
-            Some(locks) => Ok(locks),
-            None => {
-                self.run("discovering locks", false, move |tx, now| {
-                    covering(tx, &path, now)
-                })
-                .await
-            }
+            .await?;
+        if let Some(locks) = few {
+            return Ok(locks);
         }
+        self.run("discovering locks", false, move |tx, now| {
+            covering(tx, &path, now)
+        })
+        .await
     }
 
     /// Deletes every lock at or below `path` (after DELETE, or MOVE away).
