@@ -113,6 +113,8 @@ impl Reserve {
     }
 
     /// Whether the disk is below the mark where new content is refused.
+    /// One `statvfs` and no write: cheap enough to call on the reactor
+    /// (see [`Namespace::space_is_short`](super::Namespace::space_is_short)).
     pub(crate) fn short(&self) -> bool {
         // Once released, the reserve's room is in `free` but not for new
         // content.
