@@ -40,7 +40,7 @@ pub(super) struct FolderRun {
 const EXPLORER_PROPFIND: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:propfind xmlns:D="DAV:"><D:prop><D:name/><D:parentname/><D:href/><D:ishidden/><D:isreadonly/><D:getcontenttype/><D:contentclass/><D:getcontentlanguage/><D:creationdate/><D:lastaccessed/><D:getlastmodified/><D:getcontentlength/><D:iscollection/><D:isstructureddocument/><D:defaultdocument/><D:displayname/><D:isroot/><D:resourcetype/></D:prop></D:propfind>"#;
 
 /// Repeats of each PROPFIND; the median total is reported.
-const REPEATS: usize = 3;
+pub(super) const REPEATS: usize = 3;
 
 /// Has griddav copy its namespace now (SIGUSR1) and waits until that copy
 /// has landed (its local root record replaced) and no other follows it: a

@@ -353,9 +353,8 @@ pub(super) fn write_report(
              into the grid (SIGUSR1) and the copy is waited for: otherwise its periodic copy (30 s after changes, an upload \
              with about 25 MiB of buffers) can fall inside a PROPFIND and be counted as the PROPFIND's memory. Allprop: the \
              total time of the same PROPFIND with no body, which RFC 4918 makes an allprop (every property, lockdiscovery \
-             and dead properties included), median of {} runs.\n",
-            3,
-            3
+             and dead properties included), median of as many runs.\n",
+            folders::REPEATS
         );
         let _ = writeln!(
             md,
